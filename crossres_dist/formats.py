@@ -1,0 +1,272 @@
+"""Readers for every weights form, none of which runs code from the file.
+
+- Project checkpoints and plain state_dicts: ``torch.load(weights_only=True)``.
+- Form A (``senet50_ft_pytorch.pth``, a whole pickled MMdnn ``MainModel.KitModel``, legacy or zip
+  serialization): ``torch.load(weights_only=True)`` with *stand-in* classes registered under the
+  few names the file needs (``MainModel.KitModel``, ``torch.nn`` Conv2d/BatchNorm2d/Linear). The
+  stand-ins only record their state; nothing is imported from the file's names, and any other
+  global is refused with its name.
+- Forms B (MMdnn ``.npy`` dict) and C (torchvision-style ``.pkl``): a restricted unpickler that
+  allows only numpy's array reconstruction.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import SEResNetSpec
+
+
+class FormatError(ValueError):
+    """A weights file that cannot be read or does not fit; the message names file and key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Name tables: project (torchvision-style, form C) <-> Caffe layer (form B) <-> attribute (form A)
+# ---------------------------------------------------------------------------------------------
+
+def layer_names(layers: tuple[int, ...]) -> list[tuple[str, str, str]]:
+    """(project prefix, Caffe layer name, kind) for every layer of an SE-ResNet."""
+    rows = [("conv1", "conv1/7x7_s2", "conv"), ("bn1", "conv1/7x7_s2/bn", "bn")]
+    for s, blocks in enumerate(layers):
+        for b in range(blocks):
+            ours, caffe = f"layer{s + 1}.{b}", f"conv{s + 2}_{b + 1}"
+            rows += [
+                (f"{ours}.conv1", f"{caffe}_1x1_reduce", "conv"),
+                (f"{ours}.bn1", f"{caffe}_1x1_reduce/bn", "bn"),
+                (f"{ours}.conv2", f"{caffe}_3x3", "conv"),
+                (f"{ours}.bn2", f"{caffe}_3x3/bn", "bn"),
+                (f"{ours}.conv3", f"{caffe}_1x1_increase", "conv"),
+                (f"{ours}.bn3", f"{caffe}_1x1_increase/bn", "bn"),
+                (f"{ours}.conv4", f"{caffe}_1x1_down", "conv+bias"),
+                (f"{ours}.conv5", f"{caffe}_1x1_up", "conv+bias"),
+            ]
+            if b == 0:
+                rows += [(f"{ours}.downsample.0", f"{caffe}_1x1_proj", "conv"),
+                         (f"{ours}.downsample.1", f"{caffe}_1x1_proj/bn", "bn")]
+    rows.append(("fc", "classifier_1", "linear"))
+    return rows
+
+
+def attribute_name(caffe: str) -> str:
+    return caffe.replace("/", "_")
+
+
+BN_FROM_CAFFE = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+
+
+def infer_layers(caffe_or_attr_names) -> tuple[int, ...]:
+    """Blocks per stage from the names present (so small test networks work too)."""
+    counts: dict[int, int] = {}
+    for name in caffe_or_attr_names:
+        if name.startswith("conv") and "_" in name and name[4].isdigit() and name[5] == "_":
+            stage, block = int(name[4]), int(name[6:].split("_")[0])
+            if stage >= 2:
+                counts[stage] = max(counts.get(stage, 0), block)
+    if not counts:
+        raise FormatError("no SE-ResNet layers (conv2_1_... names) found")
+    return tuple(counts[s] for s in sorted(counts))
+
+
+def spec_from_state(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> SEResNetSpec:
+    width = state["conv1.weight"].shape[0]
+    fc = state["fc.weight"]
+    reduction = state["layer1.0.conv3.weight"].shape[0] // state["layer1.0.conv4.weight"].shape[0]
+    return SEResNetSpec(layers=layers, width=width, num_classes=fc.shape[0], se_reduction=reduction)
+
+
+def from_caffe_dict(params: dict, source: str) -> dict[str, torch.Tensor]:
+    """Form B: {caffe layer: {weights|bias|scale|mean|var: array}} -> project state_dict."""
+    layers = infer_layers(params)
+    state: dict[str, torch.Tensor] = {}
+    used = set()
+    for ours, caffe, kind in layer_names(layers):
+        if caffe not in params:
+            raise FormatError(f"{source}: missing layer '{caffe}' (for {ours})")
+        entry = params[caffe]
+        used.add(caffe)
+        if kind == "bn":
+            mapping = BN_FROM_CAFFE
+        else:
+            mapping = {"weights": "weight", "bias": "bias"}
+        for their, mine in mapping.items():
+            if their in entry:
+                state[f"{ours}.{mine}"] = torch.as_tensor(np.asarray(entry[their], np.float32))
+        extra = set(entry) - set(mapping)
+        if extra:
+            raise FormatError(f"{source}: layer '{caffe}' has unexpected entries {sorted(extra)}")
+        if kind == "bn":
+            state[f"{ours}.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    unused = sorted(set(params) - used)
+    if unused:
+        raise FormatError(f"{source}: unexpected layer '{unused[0]}' (not in the network)")
+    return state
+
+
+def from_attribute_dict(flat: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Form A's state: {attribute.suffix: tensor} -> project state_dict."""
+    attrs = {k.split(".")[0] for k in flat}
+    layers = infer_layers(attrs)
+    by_attr = {attribute_name(caffe): ours for ours, caffe, _ in layer_names(layers)}
+    state = {}
+    for key, value in flat.items():
+        attr, suffix = key.split(".", 1)
+        if attr not in by_attr:
+            raise FormatError(f"{source}: unexpected layer '{attr}' (not in the network)")
+        state[f"{by_attr[attr]}.{suffix}"] = value
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Restricted unpickling
+# ---------------------------------------------------------------------------------------------
+
+NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
+}
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Allows numpy arrays and plain containers; any other global is refused by name."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global '{module}.{name}' (not an array or container)")
+
+
+def _load_numpy_pickle(data: bytes, source: str):
+    try:
+        return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise FormatError(f"{source}: {err}") from None
+
+
+def read_npy_object(path: Path) -> object:
+    """An object .npy (``np.save`` of a dict) read without numpy's unrestricted unpickling."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = np.lib.format._read_array_header(f, version)
+        if dtype != object:
+            raise FormatError(f"{path}: a numeric .npy array, not a dict of layers")
+        array = _load_numpy_pickle(f.read(), str(path))
+    if isinstance(array, np.ndarray) and array.shape == () and shape == ():
+        return array.item()
+    return array
+
+
+class _Recorded:
+    """Stand-in for a pickled module class: records the state the file gives it, nothing else."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _stand_in(qualified: str) -> type:
+    module, name = qualified.rsplit(".", 1)
+    return type(name, (_Recorded,), {"__module__": module, "__qualname__": name})
+
+
+FORM_A_CLASSES = [
+    "MainModel.KitModel",
+    "torch.nn.modules.conv.Conv2d",
+    "torch.nn.modules.batchnorm.BatchNorm2d",
+    "torch.nn.modules.linear.Linear",
+]
+
+
+def _flatten_module(obj: _Recorded, prefix: str = "") -> dict[str, torch.Tensor]:
+    flat = {}
+    state = obj.state if isinstance(obj.state, dict) else {}
+    for group in ("_parameters", "_buffers"):
+        for key, value in (state.get(group) or {}).items():
+            if value is not None:
+                flat[f"{prefix}{key}"] = value.detach().clone() if isinstance(value, torch.Tensor) else value
+    for name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            flat.update(_flatten_module(child, f"{prefix}{name}."))
+    return flat
+
+
+def _torch_load(path: Path, extra: list | None = None):
+    stand_ins = [(_stand_in(q), q) for q in (extra or [])]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).split("\n")[0]
+        raise FormatError(f"{path}: refused to load: {first}") from None
+
+
+def _is_torch_file(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # Legacy torch serialization starts with a pickled magic number (protocol 2: 0x80 0x02).
+    return head[:1] == b"\x80" and path.suffix in (".pth", ".pt", ".tar", ".bin", ".ckpt")
+
+
+def read_any(path: Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
+    source = str(path)
+    if path.suffix == ".npy":
+        params = read_npy_object(path)
+        if not isinstance(params, dict):
+            raise FormatError(f"{source}: expected a dict of layers in the .npy file")
+        state = from_caffe_dict(params, source)
+        return state, spec_from_state(state, infer_layers(params))
+    if _is_torch_file(path):
+        obj = _torch_load(path, FORM_A_CLASSES)
+        if isinstance(obj, _Recorded):  # form A: a whole pickled module
+            state = from_attribute_dict(_flatten_module(obj), source)
+            return state, spec_from_state(state, _layers_of(state))
+        if isinstance(obj, dict) and "student" in obj:  # a project checkpoint
+            spec = SEResNetSpec(**{**obj["model_spec"], "layers": tuple(obj["model_spec"]["layers"])}) \
+                if "model_spec" in obj else None
+            return obj["student"], spec
+        if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            state = dict(obj)
+            return state, spec_from_state(state, _layers_of(state)) if "fc.weight" in state else None
+        raise FormatError(f"{source}: a torch file, but neither a checkpoint, a state_dict nor form A")
+    # Form C: a plain pickle of {torchvision-style name: numpy array}.
+    obj = _load_numpy_pickle(path.read_bytes(), source)
+    if not isinstance(obj, dict):
+        raise FormatError(f"{source}: expected a dict of arrays")
+    state = {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in obj.items()}
+    for key in list(state):
+        if key.endswith("running_var"):
+            state[key[: -len("running_var")] + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    return state, spec_from_state(state, _layers_of(state))
+
+
+def _layers_of(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    counts: dict[int, int] = {}
+    for key in state:
+        if key.startswith("layer"):
+            stage, block = key.split(".")[:2]
+            counts[int(stage[5:])] = max(counts.get(int(stage[5:]), 0), int(block) + 1)
+    return tuple(counts[s] for s in sorted(counts))
+
+
+def to_caffe_dict(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> dict:
+    """Project state_dict -> form B dict (for tests and for exporting to Caffe-style tools)."""
+    out = {}
+    inverse_bn = {v: k for k, v in BN_FROM_CAFFE.items()}
+    for ours, caffe, kind in layer_names(layers):
+        if kind == "bn":
+            out[caffe] = {inverse_bn[s]: state[f"{ours}.{s}"].numpy() for s in inverse_bn}
+        else:
+            out[caffe] = {"weights": state[f"{ours}.weight"].numpy()}
+            if f"{ours}.bias" in state:
+                out[caffe]["bias"] = state[f"{ours}.bias"].numpy()
+    return out
+
+

@@ -1,0 +1,60 @@
+"""Logging: rank 0 talks (console, a log file, TensorBoard); the other ranks print only errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(message)s"
+
+
+def setup(rank: int, log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    old_factory = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = old_factory(*args, **kwargs)
+        record.rank = rank
+        return record
+
+    logging.setLogRecordFactory(factory)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
+    console.setLevel(logging.INFO if rank == 0 else logging.ERROR)
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
+    if log_file is not None and rank == 0:
+        add_file(log_file)
+
+
+def add_file(log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger().addHandler(handler)
+
+
+class Scalars:
+    """TensorBoard scalars on rank 0; a no-op elsewhere or where tensorboard is missing."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logging.getLogger(__name__).warning("tensorboard is not installed: no scalars")
+                return
+            self.writer = SummaryWriter(str(log_dir))
+
+    def add(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,58 @@
+"""Optimizer and learning-rate schedules (method.md: SGD + ReduceLROnPlateau; cosine optional)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import OptimConfig
+
+
+def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    # The fused kernel exists on CUDA only; on the CPU the foreach path is the fast one.
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov, fused=device.type == "cuda" or None)
+
+
+class Schedule:
+    """One object for every schedule, with the state_dict/load_state_dict of a checkpointable."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+        self.kind = cfg.scheduler
+        self.optimizer = optimizer
+        self.scheduler: object | None = None
+        if self.kind == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+                threshold=cfg.plateau_threshold, threshold_mode="rel", min_lr=cfg.min_lr)
+        elif self.kind == "cosine":
+            warmup, floor = cfg.warmup_steps, cfg.min_lr / cfg.lr
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def after_step(self) -> None:
+        if self.kind == "cosine":
+            self.scheduler.step()
+
+    def after_validation(self, val_loss: float) -> None:
+        """Every rank passes the same (broadcast) loss, so every rank takes the same decision."""
+        if self.kind == "plateau":
+            self.scheduler.step(val_loss)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scheduler is not None and state:
+            self.scheduler.load_state_dict(state)

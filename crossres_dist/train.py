@@ -1,0 +1,30 @@
+"""Entry point: ``python -m crossres_dist.train --config FILE [section.key=value ...]``.
+
+The same command runs as one process, under torchrun, under srun (one task per device) or
+under mpirun; see crossres_dist/distributed.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, load_config
+from .distributed import LaunchError
+from .trainer import SetupError, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crossres-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML file in configs/")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    args = parser.parse_args(argv)
+    try:
+        return run(load_config(args.config, args.overrides))
+    except (ConfigError, SetupError, LaunchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

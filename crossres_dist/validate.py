@@ -1,0 +1,134 @@
+"""Validation on rank 0, and the teacher's validation features computed once by all ranks.
+
+Validation runs only the student: the teacher's features of the (undegraded) validation views are
+computed at start by every rank together, each its share, gathered on rank 0 and cached on disk
+next to the run, keyed by the teacher weights and the validation set. A sharded teacher is thus
+never needed whole on rank 0, and a resumed run does not pay for it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from pipelines import Sample, ViewSettings, build_views, eval_plans
+
+from . import distributed
+
+log = logging.getLogger(__name__)
+
+
+def resolution_name(resolution: int | None) -> str:
+    return "full" if resolution is None else f"{resolution}px"
+
+
+class ValidationData:
+    def __init__(self, samples: list[Sample], views: ViewSettings, batch: int, backend: str,
+                 device: torch.device, num_threads: int, seed: int, interpolation: str):
+        self.samples, self.views, self.batch = samples, views, batch
+        self.backend, self.device, self.num_threads = backend, device, num_threads
+        self.seed, self.interpolation = seed, interpolation
+
+    def batches(self, resolutions: list[int | None], rank: int = 0, world: int = 1):
+        """(resolution, batch) pairs in a fixed order; padded entries have batch['valid'] False."""
+        plans = eval_plans(self.samples, self.views, self.batch, resolutions, rank, world)
+        stream = build_views(self.backend, itertools.cycle([p for _, p in plans]), self.views,
+                             self.batch, self.device, self.num_threads, self.seed,
+                             self.interpolation)
+        for resolution, plan in plans:
+            batch = next(stream)
+            batch["valid"] = torch.from_numpy(plan.valid).to(self.device)
+            yield resolution, batch
+        del stream
+
+    def fingerprint(self) -> str:
+        text = json.dumps([[s.path, s.label] for s in self.samples] + [vars(self.views)])
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def teacher_key(teacher_source: str) -> str:
+    path = Path(teacher_source)
+    stat = path.stat()
+    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_teacher_features(teacher: torch.nn.Module, data: ValidationData,
+                             autocast: AbstractContextManager) -> torch.Tensor | None:
+    """All ranks run the teacher on their share; rank 0 returns [N, D] in sample order."""
+    rank, world = distributed.rank(), distributed.world_size()
+    teacher.eval()
+    parts = []
+    for _, batch in data.batches([None], rank, world):
+        with autocast:
+            features, _ = teacher(batch["teacher_view"])
+        parts.append(features.float())
+    mine = torch.cat(parts)
+    if world > 1:
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        # Rank r held positions r, r + world, ...: interleave back into sample order.
+        stacked = torch.stack(gathered, dim=1).reshape(-1, mine.shape[1])
+    else:
+        stacked = mine
+    return stacked[: len(data.samples)].cpu() if rank == 0 else None
+
+
+def cached_teacher_features(teacher: torch.nn.Module, teacher_source: str, data: ValidationData,
+                            cache_dir: Path, autocast: AbstractContextManager) -> torch.Tensor | None:
+    """The teacher's validation features on rank 0 (None elsewhere), from cache when valid."""
+    key = f"{teacher_key(teacher_source)}-{data.fingerprint()}"
+    path = cache_dir / f"val_teacher_features-{key}.pt"
+    hit = distributed.broadcast_object(path.is_file() if distributed.rank() == 0 else None)
+    if hit:
+        log.info("validation teacher features: cached %s", path.name)
+        return torch.load(path, weights_only=True) if distributed.rank() == 0 else None
+    features = compute_teacher_features(teacher, data, autocast)
+    if distributed.rank() == 0:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(features, path)
+        log.info("validation teacher features: computed for %d images -> %s", len(features), path.name)
+    return features
+
+
+@torch.no_grad()
+def evaluate_student(student: torch.nn.Module, data: ValidationData, resolutions: list[int | None],
+                     teacher_features: torch.Tensor | None, lambda_feat: float,
+                     autocast: AbstractContextManager) -> dict[str, float]:
+    """Loss and top-1 of the student at each resolution (None = full), on this process alone."""
+    was_training = student.training
+    student.eval()
+    sums: dict[int | None, dict[str, float]] = {}
+    offsets: dict[int | None, int] = {}
+    for resolution, batch in data.batches(resolutions):
+        with autocast:
+            features, logits = student(batch["student_view"])
+        valid = batch["valid"]
+        labels = batch["labels"][valid]
+        features, logits = features.float()[valid], logits.float()[valid]
+        s = sums.setdefault(resolution, {"ce": 0.0, "mse": 0.0, "correct": 0.0, "n": 0.0})
+        s["ce"] += F.cross_entropy(logits, labels, reduction="sum").item()
+        s["correct"] += (logits.argmax(1) == labels).sum().item()
+        if teacher_features is not None:
+            start = offsets.get(resolution, 0)
+            target = teacher_features[start : start + len(labels)].to(features.device)
+            s["mse"] += F.mse_loss(features, target, reduction="none").mean(1).sum().item()
+            offsets[resolution] = start + len(labels)
+        s["n"] += len(labels)
+    student.train(was_training)
+    metrics = {}
+    for resolution, s in sums.items():
+        name = resolution_name(resolution)
+        ce, mse = s["ce"] / s["n"], s["mse"] / s["n"]
+        metrics[f"val/{name}/top1"] = s["correct"] / s["n"]
+        metrics[f"val/{name}/ce"] = ce
+        metrics[f"val/{name}/loss"] = ce + (lambda_feat * mse if teacher_features is not None else 0.0)
+    return metrics

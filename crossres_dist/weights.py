@@ -1,0 +1,60 @@
+"""Loading network weights into the project's SE-ResNet, strictly, without running file code.
+
+Accepted: a project checkpoint (``{"student": state_dict, "model_spec": ...}``), a plain
+state_dict file, and the released VGGFace2 forms A, B and C (see ``crossres_dist.formats``).
+Every tensor of the network must be filled and every tensor of the file used, shapes equal;
+otherwise the error names the first offending key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import formats
+from .formats import FormatError as WeightsError
+from .model import SEResNet, SEResNetSpec
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
+    """The state_dict in `path` in the project's key names, and the architecture if recorded."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    return formats.read_any(path)
+
+
+def assign(model: SEResNet, state: dict[str, torch.Tensor], source: str,
+           replace_classifier: bool = False) -> None:
+    """Copy `state` into `model`; with `replace_classifier`, a classifier of another size is
+    dropped (the model keeps its fresh one) instead of refused."""
+    target = model.state_dict()
+    classifier = {"fc.weight", "fc.bias"}
+    for key, value in state.items():
+        if key not in target:
+            raise WeightsError(f"{source}: unexpected key '{key}' (not in the network)")
+        if tuple(value.shape) != tuple(target[key].shape):
+            if key in classifier and replace_classifier:
+                continue
+            hint = (" (another number of identities: set student.replace_classifier=true "
+                    "to start a new classifier)") if key in classifier else ""
+            raise WeightsError(
+                f"{source}: key '{key}' has shape {tuple(value.shape)}, the network needs "
+                f"{tuple(target[key].shape)}{hint}"
+            )
+    for key in target:
+        if key not in state and not key.endswith("num_batches_tracked"):
+            raise WeightsError(f"{source}: missing key '{key}' (the network needs it)")
+    filtered = {k: v for k, v in state.items()
+                if not (replace_classifier and k in classifier and v.shape != target[k].shape)}
+    model.load_state_dict(filtered, strict=False)
+
+
+def load_into(model: SEResNet, path: str | Path, replace_classifier: bool = False) -> None:
+    state, _ = read_state(path)
+    assign(model, state, str(path), replace_classifier)
+
+
+def spec_of(path: str | Path) -> SEResNetSpec | None:
+    return read_state(path)[1]

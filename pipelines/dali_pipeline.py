@@ -1,0 +1,149 @@
+"""The DALI graph that makes the teacher and student views from one decode.
+
+One graph for both devices: with a GPU, decoding is ``mixed`` (nvJPEG) and every resize, crop and
+normalisation that follows runs on the GPU because its input lives there; without one
+(``device_id=None``) the same operators run on the CPU.
+
+Why the graph looks the way it does (the CPU twin of this graph is resize-bound):
+- the teacher view is one resize whose region of interest is the crop window, so only the 224x224
+  pixels that survive the crop are ever computed at the 256 scale;
+- a non-degraded student view *is* the teacher view (same crop, same grayscale draw);
+- only the samples drawn for degradation pay for it, through DALI conditionals, and their
+  up-sampling also writes only the crop window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .plans import BatchPlan, ViewSettings
+
+# Caffe / VGGFace2 convention: BGR, 0..255, minus the per-channel mean, no scaling.
+MEAN_BGR = (91.4953, 103.8827, 131.0912)
+
+try:
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    DALI_AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised where DALI is not installed
+    DALI_AVAILABLE = False
+
+INTERP = {"linear": "INTERP_LINEAR", "cubic": "INTERP_CUBIC", "nearest": "INTERP_NN"}
+
+
+def _round(x):
+    return dmath.floor(x + 0.5)
+
+
+def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
+    for plan in plans:
+        yield (
+            [np.fromfile(p, dtype=np.uint8) for p in plan.paths],
+            plan.labels,
+            plan.crop_x,
+            plan.crop_y,
+            plan.gray,
+            plan.degrade,
+            plan.resolution,
+        )
+
+
+def build_pipeline(plans: Iterable[BatchPlan], views: ViewSettings, batch_size: int,
+                   device_id: int | None, num_threads: int, seed: int, interpolation: str = "linear",
+                   prefetch: int = 2):
+    """A built DALI pipeline that executes `plans` in order (an iterator, possibly endless)."""
+    if not DALI_AVAILABLE:
+        raise RuntimeError("nvidia-dali is not installed; use data.backend=torchvision")
+    size, crop = float(views.resize_shorter), float(views.crop)
+    interp = getattr(types, INTERP[interpolation])
+    on_gpu = device_id is not None
+
+    @pipeline_def(enable_conditionals=True)
+    def views_graph():
+        encoded, labels, crop_x, crop_y, gray, degrade, resolution = fn.external_source(
+            source=_plan_to_arrays(plans), num_outputs=7, batch=True,
+            dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.BOOL, types.BOOL,
+                   types.FLOAT],
+        )
+        image = fn.decoders.image(encoded, device="mixed" if on_gpu else "cpu",
+                                  output_type=types.BGR)
+        if gray:
+            luma = fn.color_space_conversion(image, image_type=types.BGR, output_type=types.GRAY)
+            image = fn.cat(luma, luma, luma, axis=2)
+        shape = image.shape(dtype=types.FLOAT)
+        height, width = shape[0], shape[1]
+        shorter = dmath.min(height, width)
+        # The image resized to shorter side `size`, in whole pixels, as the twin computes it.
+        full_h, full_w = _round(height * size / shorter), _round(width * size / shorter)
+        top = dmath.floor(crop_y * (full_h - crop))
+        left = dmath.floor(crop_x * (full_w - crop))
+        scale_y, scale_x = height / full_h, width / full_w
+        teacher = fn.resize(
+            image, size=[crop, crop], interp_type=interp, antialias=True, roi_relative=False,
+            roi_start=fn.stack(top * scale_y, left * scale_x),
+            roi_end=fn.stack((top + crop) * scale_y, (left + crop) * scale_x),
+        )
+        if degrade:
+            # method.md: the whole shorter-side-`size` image goes down to shorter side r and
+            # back up; only then is the crop taken (here: the up-sampling writes the crop only).
+            full = fn.resize(image, size=fn.stack(full_h, full_w), interp_type=interp,
+                             antialias=True)
+            small_h = dmath.max(_round(full_h * resolution / size), 1.0)
+            small_w = dmath.max(_round(full_w * resolution / size), 1.0)
+            small = fn.resize(full, size=fn.stack(small_h, small_w), interp_type=interp,
+                              antialias=True)
+            up_y, up_x = small_h / full_h, small_w / full_w
+            student = fn.resize(
+                small, size=[crop, crop], interp_type=interp, antialias=True, roi_relative=False,
+                roi_start=fn.stack(top * up_y, left * up_x),
+                roi_end=fn.stack((top + crop) * up_y, (left + crop) * up_x),
+            )
+        else:
+            student = teacher
+        normalize = dict(mean=list(MEAN_BGR), std=[1.0, 1.0, 1.0], output_layout="CHW",
+                         dtype=types.FLOAT)
+        return (fn.crop_mirror_normalize(teacher, **normalize),
+                fn.crop_mirror_normalize(student, **normalize), labels, resolution)
+
+    pipe = views_graph(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+                       seed=seed, prefetch_queue_depth=prefetch, exec_dynamic=True)
+    pipe.build()
+    return pipe
+
+
+class DaliViews:
+    """Iterates a DALI pipeline's batches as torch tensors on `device` (copied out of DALI's
+    buffers, which are recycled by the prefetch queue)."""
+
+    def __init__(self, plans: Iterable[BatchPlan], views: ViewSettings, batch_size: int,
+                 device: torch.device, num_threads: int, seed: int, interpolation: str = "linear"):
+        device_id = device.index if device.type == "cuda" else None
+        if device.type == "cuda" and device_id is None:
+            device_id = torch.cuda.current_device()
+        self.device = device
+        self.pipe = build_pipeline(plans, views, batch_size, device_id, num_threads, seed,
+                                   interpolation)
+
+    def _to_torch(self, tensor_list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        dense = tensor_list.as_tensor()
+        out = torch.empty(dense.shape(), dtype=dtype, device=device)
+        stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+        feed_ndarray(dense, out, cuda_stream=stream)
+        return out
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        teacher, student, labels, resolution = self.pipe.run()
+        return {
+            "teacher_view": self._to_torch(teacher, torch.float32, self.device),
+            "student_view": self._to_torch(student, torch.float32, self.device),
+            "labels": self._to_torch(labels, torch.int64, torch.device("cpu")).to(self.device),
+            "resolution": self._to_torch(resolution, torch.float32, torch.device("cpu")),
+        }

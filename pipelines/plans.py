@@ -1,0 +1,159 @@
+"""Batch plans: which images each rank reads and how each one's views are drawn.
+
+Every random choice of the data path (the epoch's global shuffle, the crop window, the grayscale
+draw, whether a student view is degraded and to which resolution) is a pure function of the seed
+and the global batch index. Both backends (DALI and the torchvision twin) execute the same plans,
+every rank agrees on the shuffle without communicating, the curriculum's p reaches the pipeline
+without rebuilding it, and a resumed run only has to remember how many batches it consumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sources import Sample
+
+
+@dataclass
+class BatchPlan:
+    paths: list[str]
+    labels: np.ndarray  # int64
+    crop_x: np.ndarray  # float32 in [0, 1]: left edge of the crop window, relative
+    crop_y: np.ndarray
+    gray: np.ndarray  # bool
+    degrade: np.ndarray  # bool
+    resolution: np.ndarray  # float32, the shorter side in pixels; 0 where not degraded
+    valid: np.ndarray  # bool; False for padding that repeats an earlier sample
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class ViewSettings:
+    resize_shorter: int
+    crop: int
+    grayscale_p: float
+    resolutions: list[int]
+
+
+class TrainPlanner:
+    """Global micro-batch k covers ``world * micro_batch`` images of one epoch's permutation;
+    rank r takes its slice. Every rank has the same number of batches per epoch: the last batch
+    wraps around to the start of the permutation (those repeats are marked invalid)."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        views: ViewSettings,
+        micro_batch: int,
+        rank: int,
+        world: int,
+        seed: int,
+        p_of_images: Callable[[int], float],
+        accumulation: int = 1,
+    ) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples = samples
+        self.views = views
+        self.micro_batch = micro_batch
+        self.rank, self.world = rank, world
+        self.seed = seed
+        self.p_of_images = p_of_images
+        self.accumulation = accumulation
+        self.global_micro = micro_batch * world
+        self.batches_per_epoch = math.ceil(len(samples) / self.global_micro)
+        self._perm_epoch = -1
+        self._perm: np.ndarray | None = None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.samples))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def p_at(self, batch_index: int) -> float:
+        """p is fixed per optimizer step, from the images all ranks saw before it."""
+        step = batch_index // self.accumulation
+        return float(self.p_of_images(step * self.global_micro * self.accumulation))
+
+    def plan(self, batch_index: int) -> BatchPlan:
+        epoch, k = divmod(batch_index, self.batches_per_epoch)
+        perm = self.permutation(epoch)
+        n = len(perm)
+        positions = np.arange(k * self.global_micro, (k + 1) * self.global_micro)
+        indices = perm[positions % n]
+        rng = np.random.default_rng([self.seed, 2, batch_index])
+        m = self.global_micro
+        crop_x, crop_y = rng.random(m, dtype=np.float32), rng.random(m, dtype=np.float32)
+        gray = rng.random(m) < self.views.grayscale_p
+        degrade = rng.random(m) < self.p_at(batch_index)
+        resolution = np.asarray(self.views.resolutions, np.float32)[
+            rng.integers(0, len(self.views.resolutions), m)
+        ]
+        # A resolution not below the shorter side leaves the image unchanged (method.md).
+        degrade &= resolution < self.views.resize_shorter
+        resolution = np.where(degrade, resolution, 0).astype(np.float32)
+        mine = slice(self.rank * self.micro_batch, (self.rank + 1) * self.micro_batch)
+        chosen = indices[mine]
+        return BatchPlan(
+            paths=[self.samples[i].path for i in chosen],
+            labels=np.array([self.samples[i].label for i in chosen], np.int64),
+            crop_x=crop_x[mine],
+            crop_y=crop_y[mine],
+            gray=gray[mine],
+            degrade=degrade[mine],
+            resolution=resolution[mine],
+            valid=positions[mine] < n,
+        )
+
+    def stream(self, start: int = 0) -> Iterator[BatchPlan]:
+        k = start
+        while True:
+            yield self.plan(k)
+            k += 1
+
+
+def eval_plans(
+    samples: list[Sample],
+    views: ViewSettings,
+    batch: int,
+    resolutions: list[int | None],
+    rank: int = 0,
+    world: int = 1,
+) -> list[tuple[int | None, BatchPlan]]:
+    """Centre crops in a fixed order, for each resolution (None = full resolution). With several
+    ranks each takes a strided shard padded to equal length; padding is marked invalid so that
+    every image is counted exactly once."""
+    n = len(samples)
+    per_rank = math.ceil(n / world)
+    positions = np.arange(rank, per_rank * world, world)
+    valid = positions < n
+    positions = np.where(valid, positions, positions % max(n, 1))
+    plans = []
+    for resolution in resolutions:
+        degrade = resolution is not None and resolution < views.resize_shorter
+        for start in range(0, len(positions), batch):
+            chosen = positions[start : start + batch]
+            m = len(chosen)
+            plans.append(
+                (
+                    resolution,
+                    BatchPlan(
+                        paths=[samples[i].path for i in chosen],
+                        labels=np.array([samples[i].label for i in chosen], np.int64),
+                        crop_x=np.full(m, 0.5, np.float32),
+                        crop_y=np.full(m, 0.5, np.float32),
+                        gray=np.zeros(m, bool),
+                        degrade=np.full(m, degrade),
+                        resolution=np.full(m, resolution if degrade else 0, np.float32),
+                        valid=valid[start : start + batch],
+                    ),
+                )
+            )
+    return plans

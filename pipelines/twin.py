@@ -1,0 +1,111 @@
+"""The torchvision/PIL twin of the DALI graph: the same plans, the same semantics, a DataLoader.
+
+Used where DALI is not installed or when ``data.backend=torchvision``. It follows method.md
+literally (resize the whole image to shorter side S, degrade the whole image, then crop), which
+the golden test compares with DALI's region-of-interest shortcuts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .dali_pipeline import MEAN_BGR
+from .plans import BatchPlan, ViewSettings
+
+MODES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
+
+
+def decode_bgr(path: str, gray: bool) -> torch.Tensor:
+    """HWC float32 BGR 0..255. Grayscale uses ITU-R 601 luma, as DALI and PIL do."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if gray:
+            img = img.convert("L").convert("RGB")
+        array = np.asarray(img, dtype=np.float32)[:, :, ::-1].copy()
+    return torch.from_numpy(array)
+
+
+def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
+    mode = MODES[interpolation]
+    kwargs = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+    return F.interpolate(image[None], size=(height, width), mode=mode, **kwargs)[0]
+
+
+def make_views(path: str, crop_x: float, crop_y: float, gray: bool, resolution: float,
+               views: ViewSettings, interpolation: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
+    image = decode_bgr(path, gray).permute(2, 0, 1)
+    h, w = image.shape[1:]
+    shorter, size, crop = min(h, w), views.resize_shorter, views.crop
+    full_h, full_w = int(np.floor(h * size / shorter + 0.5)), int(np.floor(w * size / shorter + 0.5))
+    full = resize_chw(image, full_h, full_w, interpolation)
+    top = int(np.floor(np.float32(crop_y) * (full_h - crop)))
+    left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
+    mean = torch.tensor(MEAN_BGR).view(3, 1, 1)
+    teacher = full[:, top : top + crop, left : left + crop] - mean
+    if resolution <= 0:
+        return teacher, teacher.clone()
+    small_h = max(int(np.floor(full_h * resolution / size + 0.5)), 1)
+    small_w = max(int(np.floor(full_w * resolution / size + 0.5)), 1)
+    small = resize_chw(full, small_h, small_w, interpolation)
+    degraded = resize_chw(small, full_h, full_w, interpolation)
+    return teacher, degraded[:, top : top + crop, left : left + crop] - mean
+
+
+class _SampleViews(torch.utils.data.Dataset):
+    """Indexed by a sample's plan entry (path, crop_x, crop_y, gray, resolution, label)."""
+
+    def __init__(self, views: ViewSettings, interpolation: str):
+        self.views, self.interpolation = views, interpolation
+
+    def __getitem__(self, item: tuple) -> tuple:
+        path, crop_x, crop_y, gray, resolution, label = item
+        teacher, student = make_views(path, crop_x, crop_y, gray, resolution, self.views,
+                                      self.interpolation)
+        return teacher, student, label, resolution
+
+
+def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
+    for plan in plans:
+        yield [
+            (plan.paths[i], float(plan.crop_x[i]), float(plan.crop_y[i]), bool(plan.gray[i]),
+             float(plan.resolution[i]), int(plan.labels[i]))
+            for i in range(len(plan))
+        ]
+
+
+def _collate(items: list[tuple]) -> dict[str, torch.Tensor]:
+    teacher, student, labels, resolution = zip(*items)
+    return {
+        "teacher_view": torch.stack(teacher),
+        "student_view": torch.stack(student),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "resolution": torch.tensor(resolution, dtype=torch.float32),
+    }
+
+
+class TwinViews:
+    """Batches of the plans on `device`. Plans are walked in the main process (the batch
+    sampler), images are made in the workers; the DataLoader keeps the plans' order."""
+
+    def __init__(self, plans: Iterable[BatchPlan], views: ViewSettings, device: torch.device,
+                 num_workers: int = 0, interpolation: str = "linear"):
+        self.device = device
+        self.loader = torch.utils.data.DataLoader(
+            _SampleViews(views, interpolation), batch_sampler=_entries(plans),
+            num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        self._it = iter(self.loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = next(self._it)
+        return {k: v.to(self.device, non_blocking=True) if k != "resolution" else v
+                for k, v in batch.items()}
