@@ -73,7 +73,11 @@ def check_file(path: str, min_side: int, decode: bool = True) -> tuple[list[str]
     except Image.UnidentifiedImageError:
         return ["not_an_image"], digest
     except (OSError, SyntaxError, ValueError, Warning) as err:
-        kind = "truncated" if "truncat" in str(err).lower() or "end of" in str(err).lower() else "unreadable"
+        kind = (
+            "truncated"
+            if "truncat" in str(err).lower() or "end of" in str(err).lower()
+            else "unreadable"
+        )
         return [kind], digest
     if mode not in SUPPORTED_MODES:
         problems.append(f"unsupported_mode_{mode}")
@@ -82,8 +86,15 @@ def check_file(path: str, min_side: int, decode: bool = True) -> tuple[list[str]
     return problems, digest
 
 
-def check_dataset(spec: str, root: str = "", min_side: int = 16, min_images: int = 1,
-                  decode: bool = True, threads: int = 4, paths: list[str] | None = None) -> Report:
+def check_dataset(
+    spec: str,
+    root: str = "",
+    min_side: int = 16,
+    min_images: int = 1,
+    decode: bool = True,
+    threads: int = 4,
+    paths: list[str] | None = None,
+) -> Report:
     dataset = load_source(spec, root)
     report = Report(files=len(dataset.samples), identities=dataset.num_classes)
     sample_paths = [s.path for s in dataset.samples] if paths is None else paths
@@ -116,15 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     args = parser.parse_args(argv)
     try:
-        report = check_dataset(args.dataset, args.root, args.min_side, args.min_images,
-                               not args.headers_only, args.threads)
+        report = check_dataset(
+            args.dataset,
+            args.root,
+            args.min_side,
+            args.min_images,
+            not args.headers_only,
+            args.threads,
+        )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
     if args.json:
-        args.json.write_text(json.dumps({"files": report.files, "identities": report.identities,
-                                         "problems": report.problems}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "files": report.files,
+                    "identities": report.identities,
+                    "problems": report.problems,
+                },
+                indent=1,
+            )
+        )
     return 1 if report.problems else 0
 
 

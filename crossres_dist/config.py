@@ -7,7 +7,6 @@ message that names the key and the file it came from.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field

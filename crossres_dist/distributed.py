@@ -54,12 +54,19 @@ def _require(env: dict, names: tuple[str, ...], launcher: str) -> dict[str, str]
 def first_slurm_host(nodelist: str) -> str:
     """The first host of a SLURM node list (``node[01-04]`` -> ``node01``), via scontrol."""
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, check=True, timeout=30).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
         if out:
             return out[0]
     except (OSError, subprocess.SubprocessError) as err:
-        raise LaunchError(f"SLURM_JOB_NODELIST={nodelist!r}: scontrol show hostnames failed: {err}") from None
+        raise LaunchError(
+            f"SLURM_JOB_NODELIST={nodelist!r}: scontrol show hostnames failed: {err}"
+        ) from None
     raise LaunchError(f"SLURM_JOB_NODELIST={nodelist!r} names no host")
 
 
@@ -83,13 +90,24 @@ def detect(env: dict | None = None, force: str = "auto", port: int = 0) -> DistI
 
     if launcher == "torchrun":
         v = _require(env, TORCHRUN_VARS, "torchrun")
-        return DistInfo("torchrun", int(v["RANK"]), int(v["WORLD_SIZE"]), int(v["LOCAL_RANK"]),
-                        v["MASTER_ADDR"], int(v["MASTER_PORT"]))
+        return DistInfo(
+            "torchrun",
+            int(v["RANK"]),
+            int(v["WORLD_SIZE"]),
+            int(v["LOCAL_RANK"]),
+            v["MASTER_ADDR"],
+            int(v["MASTER_PORT"]),
+        )
     if launcher == "slurm":
         v = _require(env, SLURM_VARS, "SLURM")
-        return DistInfo("slurm", int(v["SLURM_PROCID"]), int(v["SLURM_NTASKS"]),
-                        int(v["SLURM_LOCALID"]), first_slurm_host(v["SLURM_JOB_NODELIST"]),
-                        port or slurm_port(v["SLURM_JOB_ID"]))
+        return DistInfo(
+            "slurm",
+            int(v["SLURM_PROCID"]),
+            int(v["SLURM_NTASKS"]),
+            int(v["SLURM_LOCALID"]),
+            first_slurm_host(v["SLURM_JOB_NODELIST"]),
+            port or slurm_port(v["SLURM_JOB_ID"]),
+        )
     if launcher == "mpi":
         return _detect_mpi(port)
     if launcher == "single":
@@ -131,33 +149,53 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init(info: DistInfo, device: torch.device, backend: str = "auto", timeout_s: int = 1800) -> None:
+def init(
+    info: DistInfo, device: torch.device, backend: str = "auto", timeout_s: int = 1800
+) -> None:
     """Join the process group. The TCP store connect and every collective time out after
     `timeout_s`, so an unreachable rendezvous or a dead peer becomes an error, not a hang."""
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
-    log.info("launch: %s, rank %d of %d (local %d), rendezvous %s:%d, backend %s",
-             info.launcher, info.rank, info.world_size, info.local_rank, info.master_addr,
-             info.master_port, backend)
+    log.info(
+        "launch: %s, rank %d of %d (local %d), rendezvous %s:%d, backend %s",
+        info.launcher,
+        info.rank,
+        info.world_size,
+        info.local_rank,
+        info.master_addr,
+        info.master_port,
+        backend,
+    )
     if info.world_size == 1 and info.launcher == "single":
         return
     timeout = datetime.timedelta(seconds=timeout_s)
     device_id = device if device.type == "cuda" else None
     if info.launcher == "torchrun":
         # torchrun's agent already serves the store at MASTER_PORT; env:// joins it.
-        dist.init_process_group(backend, init_method="env://", timeout=timeout,
-                                device_id=device_id)
+        dist.init_process_group(backend, init_method="env://", timeout=timeout, device_id=device_id)
         return
     try:
-        store = dist.TCPStore(info.master_addr, info.master_port, info.world_size,
-                              is_master=info.rank == 0, timeout=timeout, wait_for_workers=False)
+        store = dist.TCPStore(
+            info.master_addr,
+            info.master_port,
+            info.world_size,
+            is_master=info.rank == 0,
+            timeout=timeout,
+            wait_for_workers=False,
+        )
     except (RuntimeError, OSError) as err:
         raise LaunchError(
             f"rank {info.rank}: cannot reach the rendezvous {info.master_addr}:{info.master_port} "
             f"within {timeout_s}s: {err}"
         ) from None
-    dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
-                            timeout=timeout, device_id=device_id)
+    dist.init_process_group(
+        backend,
+        store=store,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timeout,
+        device_id=device_id,
+    )
 
 
 def is_initialized() -> bool:

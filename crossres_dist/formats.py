@@ -31,6 +31,7 @@ class FormatError(ValueError):
 # Name tables: project (torchvision-style, form C) <-> Caffe layer (form B) <-> attribute (form A)
 # ---------------------------------------------------------------------------------------------
 
+
 def layer_names(layers: tuple[int, ...]) -> list[tuple[str, str, str]]:
     """(project prefix, Caffe layer name, kind) for every layer of an SE-ResNet."""
     rows = [("conv1", "conv1/7x7_s2", "conv"), ("bn1", "conv1/7x7_s2/bn", "bn")]
@@ -48,8 +49,10 @@ def layer_names(layers: tuple[int, ...]) -> list[tuple[str, str, str]]:
                 (f"{ours}.conv5", f"{caffe}_1x1_up", "conv+bias"),
             ]
             if b == 0:
-                rows += [(f"{ours}.downsample.0", f"{caffe}_1x1_proj", "conv"),
-                         (f"{ours}.downsample.1", f"{caffe}_1x1_proj/bn", "bn")]
+                rows += [
+                    (f"{ours}.downsample.0", f"{caffe}_1x1_proj", "conv"),
+                    (f"{ours}.downsample.1", f"{caffe}_1x1_proj/bn", "bn"),
+                ]
     rows.append(("fc", "classifier_1", "linear"))
     return rows
 
@@ -128,9 +131,13 @@ def from_attribute_dict(flat: dict[str, torch.Tensor], source: str) -> dict[str,
 # ---------------------------------------------------------------------------------------------
 
 NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
 }
 
 
@@ -140,7 +147,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in NUMPY_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global '{module}.{name}' (not an array or container)")
+        raise pickle.UnpicklingError(
+            f"refused global '{module}.{name}' (not an array or container)"
+        )
 
 
 def _load_numpy_pickle(data: bytes, source: str):
@@ -155,7 +164,7 @@ def read_npy_object(path: Path) -> object:
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         shape, _, dtype = np.lib.format._read_array_header(f, version)
-        if dtype != object:
+        if not dtype.hasobject:
             raise FormatError(f"{path}: a numeric .npy array, not a dict of layers")
         array = _load_numpy_pickle(f.read(), str(path))
     if isinstance(array, np.ndarray) and array.shape == () and shape == ():
@@ -189,7 +198,9 @@ def _flatten_module(obj: _Recorded, prefix: str = "") -> dict[str, torch.Tensor]
     for group in ("_parameters", "_buffers"):
         for key, value in (state.get(group) or {}).items():
             if value is not None:
-                flat[f"{prefix}{key}"] = value.detach().clone() if isinstance(value, torch.Tensor) else value
+                flat[f"{prefix}{key}"] = (
+                    value.detach().clone() if isinstance(value, torch.Tensor) else value
+                )
     for name, child in (state.get("_modules") or {}).items():
         if child is not None:
             flat.update(_flatten_module(child, f"{prefix}{name}."))
@@ -229,13 +240,20 @@ def read_any(path: Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
             state = from_attribute_dict(_flatten_module(obj), source)
             return state, spec_from_state(state, _layers_of(state))
         if isinstance(obj, dict) and "student" in obj:  # a project checkpoint
-            spec = SEResNetSpec(**{**obj["model_spec"], "layers": tuple(obj["model_spec"]["layers"])}) \
-                if "model_spec" in obj else None
+            spec = (
+                SEResNetSpec(**{**obj["model_spec"], "layers": tuple(obj["model_spec"]["layers"])})
+                if "model_spec" in obj
+                else None
+            )
             return obj["student"], spec
         if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             state = dict(obj)
-            return state, spec_from_state(state, _layers_of(state)) if "fc.weight" in state else None
-        raise FormatError(f"{source}: a torch file, but neither a checkpoint, a state_dict nor form A")
+            return state, spec_from_state(
+                state, _layers_of(state)
+            ) if "fc.weight" in state else None
+        raise FormatError(
+            f"{source}: a torch file, but neither a checkpoint, a state_dict nor form A"
+        )
     # Form C: a plain pickle of {torchvision-style name: numpy array}.
     obj = _load_numpy_pickle(path.read_bytes(), source)
     if not isinstance(obj, dict):
@@ -243,7 +261,9 @@ def read_any(path: Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
     state = {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in obj.items()}
     for key in list(state):
         if key.endswith("running_var"):
-            state[key[: -len("running_var")] + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+            state[key[: -len("running_var")] + "num_batches_tracked"] = torch.zeros(
+                (), dtype=torch.long
+            )
     return state, spec_from_state(state, _layers_of(state))
 
 
@@ -268,5 +288,3 @@ def to_caffe_dict(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> di
             if f"{ours}.bias" in state:
                 out[caffe]["bias"] = state[f"{ours}.bias"].numpy()
     return out
-
-

@@ -58,9 +58,13 @@ class CrossResolutionLoss(nn.Module):
             features, _ = self.teacher(teacher_view)
         return features
 
-    def forward(self, teacher_view: torch.Tensor, student_view: torch.Tensor,
-                labels: torch.Tensor, teacher_features: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        teacher_view: torch.Tensor,
+        student_view: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         student_features, logits = self.student(student_view)
         ce = F.cross_entropy(logits.float(), labels)
         losses = {"ce": ce, "logits": logits.detach()}

@@ -38,8 +38,15 @@ def _bn(channels: int, momentum: float) -> nn.BatchNorm2d:
 
 
 class SEBottleneck(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int, reduction: int, momentum: float,
-                 expansion: int = 4) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        reduction: int,
+        momentum: float,
+        expansion: int = 4,
+    ) -> None:
         super().__init__()
         out = planes * expansion
         self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
@@ -80,8 +87,16 @@ class SEResNet(nn.Module):
             stride = 1 if index == 0 else 2
             stage = []
             for b in range(blocks):
-                stage.append(SEBottleneck(inplanes, planes, stride if b == 0 else 1,
-                                          spec.se_reduction, m, spec.expansion))
+                stage.append(
+                    SEBottleneck(
+                        inplanes,
+                        planes,
+                        stride if b == 0 else 1,
+                        spec.se_reduction,
+                        m,
+                        spec.expansion,
+                    )
+                )
                 inplanes = planes * spec.expansion
             self.add_module(f"layer{index + 1}", nn.Sequential(*stage))
         self.fc = nn.Linear(inplanes, spec.num_classes)

@@ -11,8 +11,14 @@ from .config import OptimConfig
 
 def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     # The fused kernel exists on CUDA only; on the CPU the foreach path is the fast one.
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov, fused=device.type == "cuda" or None)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+        fused=device.type == "cuda" or None,
+    )
 
 
 class Schedule:
@@ -24,8 +30,14 @@ class Schedule:
         self.scheduler: object | None = None
         if self.kind == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-                threshold=cfg.plateau_threshold, threshold_mode="rel", min_lr=cfg.min_lr)
+                optimizer,
+                mode="min",
+                factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience,
+                threshold=cfg.plateau_threshold,
+                threshold_mode="rel",
+                min_lr=cfg.min_lr,
+            )
         elif self.kind == "cosine":
             warmup, floor = cfg.warmup_steps, cfg.min_lr / cfg.lr
 

@@ -18,8 +18,13 @@ from . import distributed
 log = logging.getLogger(__name__)
 
 
-def shard_teacher(teacher: nn.Module, sharding: str, device: torch.device, precision: str,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+def shard_teacher(
+    teacher: nn.Module,
+    sharding: str,
+    device: torch.device,
+    precision: str,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> nn.Module:
     teacher = teacher.to(device, memory_format=memory_format)
     if sharding == "none":
         return teacher
@@ -30,8 +35,9 @@ def shard_teacher(teacher: nn.Module, sharding: str, device: torch.device, preci
 
     # Gather parameters in the compute dtype on GPU: half the all-gather bytes in bf16.
     param_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype if device.type == "cuda" else None,
-                                  reduce_dtype=None)
+    policy = MixedPrecisionPolicy(
+        param_dtype=param_dtype if device.type == "cuda" else None, reduce_dtype=None
+    )
     for stage in teacher.stages():
         for block in stage:
             fully_shard(block, mp_policy=policy, reshard_after_forward=True)

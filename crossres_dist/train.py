@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossres-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML file in configs/")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         return run(load_config(args.config, args.overrides))
     except (ConfigError, SetupError, LaunchError) as err:

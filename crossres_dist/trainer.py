@@ -7,6 +7,7 @@ validation targets -> loop (micro-steps, optimizer step, logging, validation, ch
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -131,8 +132,9 @@ class Trainer:
         label_file = run_dir / "identities.json"
         if identities is None and label_file.is_file():
             identities = load_identities(label_file)
-        train_set, val_set = load_splits(cfg.data.train, cfg.data.val, cfg.data.root, cfg.run.seed,
-                                         identities)
+        train_set, val_set = load_splits(
+            cfg.data.train, cfg.data.val, cfg.data.root, cfg.run.seed, identities
+        )
         val_samples = val_set.samples[cfg.data.val_offset :: cfg.data.val_every_nth]
         if not train_set.samples:
             raise SetupError(f"data.train: {cfg.data.train} has no training images")
@@ -149,8 +151,13 @@ class Trainer:
                 f"model.num_classes: {num_classes}, but {cfg.data.train} has "
                 f"{train_set.num_classes} identities; set model.num_classes=0 to infer it"
             )
-        log.info("data: %d training and %d validation images of %d identities (%s backend)",
-                 len(train_samples), len(val_samples), num_classes, choose_backend(cfg.data.backend))
+        log.info(
+            "data: %d training and %d validation images of %d identities (%s backend)",
+            len(train_samples),
+            len(val_samples),
+            num_classes,
+            choose_backend(cfg.data.backend),
+        )
 
         # Global batch = micro batch x ranks x accumulation, whatever the world size.
         per_step = cfg.data.micro_batch * self.world
@@ -173,42 +180,70 @@ class Trainer:
         if cfg.run.stage == "crossres":
             self.teacher, teacher_state = self._build_teacher(spec)
             if self.resume_state is None and cfg.student.init == "teacher":
-                assign(self.student, teacher_state, cfg.teacher.checkpoint,
-                       cfg.student.replace_classifier)
+                assign(
+                    self.student,
+                    teacher_state,
+                    cfg.teacher.checkpoint,
+                    cfg.student.replace_classifier,
+                )
         if self.resume_state is None and cfg.student.init not in ("teacher", ""):
             state, _ = read_state(cfg.student.init)
             assign(self.student, state, cfg.student.init, cfg.student.replace_classifier)
         if self.resume_state is not None:
             self.student.load_state_dict(self.resume_state["student"])
         if self.is_main:
-            checkpoint_bytes = 3 * sum(t.numel() * t.element_size()
-                                       for t in self.student.state_dict().values())
+            checkpoint_bytes = 3 * sum(
+                t.numel() * t.element_size() for t in self.student.state_dict().values()
+            )
             preflight(cfg, run_dir, checkpoint_bytes)
 
-        memory_format = torch.channels_last if (cfg.model.channels_last and
-                                                self.device.type == "cuda") else torch.contiguous_format
+        memory_format = (
+            torch.channels_last
+            if (cfg.model.channels_last and self.device.type == "cuda")
+            else torch.contiguous_format
+        )
         self.memory_format = memory_format
         self.student.to(self.device, memory_format=memory_format)
         if self.teacher is not None:
-            self.teacher = shard_teacher(self.teacher, cfg.teacher.sharding, self.device,
-                                         self.precision, memory_format)
+            self.teacher = shard_teacher(
+                self.teacher, cfg.teacher.sharding, self.device, self.precision, memory_format
+            )
         self.model = self.student
         if self.world > 1:
-            self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                             broadcast_buffers=False)
+            self.model = DDP(
+                self.student,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
         self.task = CrossResolutionLoss(self.model, self.teacher, cfg.method.lambda_feat)
 
         # Optimisation.
-        self.views = ViewSettings(cfg.data.resize_shorter, cfg.data.crop, cfg.data.grayscale_p,
-                                  cfg.method.resolutions)
-        self.curriculum = Curriculum(cfg.method.curriculum, cfg.method.p, cfg.method.curriculum_start,
-                                     cfg.method.curriculum_increment, cfg.method.curriculum_step)
+        self.views = ViewSettings(
+            cfg.data.resize_shorter, cfg.data.crop, cfg.data.grayscale_p, cfg.method.resolutions
+        )
+        self.curriculum = Curriculum(
+            cfg.method.curriculum,
+            cfg.method.p,
+            cfg.method.curriculum_start,
+            cfg.method.curriculum_increment,
+            cfg.method.curriculum_step,
+        )
         if cfg.run.stage == "pretrain":
             self.curriculum = Curriculum(False, 0.0)
-        self.planner = TrainPlanner(train_samples, self.views, cfg.data.micro_batch, self.info.rank,
-                                    self.world, cfg.run.seed, self.curriculum.p_at, self.accumulation)
+        self.planner = TrainPlanner(
+            train_samples,
+            self.views,
+            cfg.data.micro_batch,
+            self.info.rank,
+            self.world,
+            cfg.run.seed,
+            self.curriculum.p_at,
+            self.accumulation,
+        )
         steps_per_epoch = max(1, self.planner.batches_per_epoch // self.accumulation)
-        self.total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+        self.total_steps = cfg.train.max_steps or max(
+            1, math.ceil(cfg.train.epochs * steps_per_epoch)
+        )
         self.optimizer = build_optimizer(self.student.parameters(), cfg.optim, self.device)
         self.schedule = Schedule(self.optimizer, cfg.optim, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -220,32 +255,57 @@ class Trainer:
             self._restore(self.resume_state)
 
         # Validation targets (all ranks take part: the teacher may be sharded).
-        self.val_data = ValidationData(val_samples, self.views, cfg.data.micro_batch,
-                                       cfg.data.backend, self.device, cfg.data.num_threads,
-                                       cfg.run.seed, cfg.method.interpolation)
-        self.val_resolutions = list(dict.fromkeys(
-            [None, cfg.method.val_resolution, *cfg.method.report_resolutions]))
+        self.val_data = ValidationData(
+            val_samples,
+            self.views,
+            cfg.data.micro_batch,
+            cfg.data.backend,
+            self.device,
+            cfg.data.num_threads,
+            cfg.run.seed,
+            cfg.method.interpolation,
+        )
+        self.val_resolutions = list(
+            dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
+        )
         self.val_teacher_features = None
         if self.teacher is not None and cfg.method.lambda_feat > 0:
             self.val_teacher_features = cached_teacher_features(
-                self.teacher, cfg.teacher.checkpoint, self.val_data, run_dir / "cache", self.autocast)
+                self.teacher,
+                cfg.teacher.checkpoint,
+                self.val_data,
+                run_dir / "cache",
+                self.autocast,
+            )
         if self.is_main:
             cfg.dump(run_dir / "config.yaml")
             self.scalars = logs.Scalars(run_dir / "tensorboard")
-        log.info("student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
-                 "x accumulation %d = %d images per step; %d steps",
-                 spec.layers, sum(p.numel() for p in self.student.parameters()),
-                 "none" if self.teacher is None else f"{cfg.teacher.sharding}-sharded",
-                 self.precision, self.world, cfg.data.micro_batch, self.accumulation,
-                 cfg.optim.global_batch, self.total_steps)
+        log.info(
+            "student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
+            "x accumulation %d = %d images per step; %d steps",
+            spec.layers,
+            sum(p.numel() for p in self.student.parameters()),
+            "none" if self.teacher is None else f"{cfg.teacher.sharding}-sharded",
+            self.precision,
+            self.world,
+            cfg.data.micro_batch,
+            self.accumulation,
+            cfg.optim.global_batch,
+            self.total_steps,
+        )
 
     def _exclude_bad_files(self, all_samples, train_samples):
         """Unusable files are found before the first step: refused, or skipped if allowed."""
         cfg = self.cfg
         mine = all_samples[self.info.rank :: self.world]
-        bad_mine = [s.path for s in mine if any(
-            k in ("unreadable", "truncated", "zero_byte", "not_an_image")
-            for k in check_file(s.path, cfg.data.min_side)[0])]
+        bad_mine = [
+            s.path
+            for s in mine
+            if any(
+                k in ("unreadable", "truncated", "zero_byte", "not_an_image")
+                for k in check_file(s.path, cfg.data.min_side)[0]
+            )
+        ]
         bad = set()
         if self.world > 1:
             gathered = [None] * self.world
@@ -268,7 +328,9 @@ class Trainer:
     def _build_teacher(self, student_spec):
         cfg = self.cfg
         state, file_spec = read_state(cfg.teacher.checkpoint)
-        layers = tuple(cfg.teacher.layers) or (file_spec.layers if file_spec else student_spec.layers)
+        layers = tuple(cfg.teacher.layers) or (
+            file_spec.layers if file_spec else student_spec.layers
+        )
         width = cfg.teacher.width or (file_spec.width if file_spec else student_spec.width)
         teacher_spec = spec_from_config(cfg.model, student_spec.num_classes, layers, width)
         teacher = SEResNet(teacher_spec)
@@ -317,11 +379,16 @@ class Trainer:
         random.setstate((3, tuple(state["random"]["python"]), None))
         np.random.set_state(("MT19937", np.array(state["random"]["numpy"], np.uint32), 0, 0, 0.0))
         if state.get("world_size", self.world) != self.world:
-            log.warning("resuming a %d-rank run on %d ranks: the data order changes from here",
-                        state["world_size"], self.world)
+            log.warning(
+                "resuming a %d-rank run on %d ranks: the data order changes from here",
+                state["world_size"],
+                self.world,
+            )
         if state["batches_consumed"] != self.step * self.accumulation:
-            raise SetupError("checkpoint: the accumulation changed (optim.global_batch or "
-                             "data.micro_batch differ from the checkpointed run)")
+            raise SetupError(
+                "checkpoint: the accumulation changed (optim.global_batch or "
+                "data.micro_batch differ from the checkpointed run)"
+            )
 
     def save(self, metric: float | None = None) -> None:
         path = self.checkpoints.save(self.state_dict(), self.step, metric)
@@ -333,16 +400,29 @@ class Trainer:
         metrics = {}
         if self.is_main:
             t0 = time.perf_counter()
-            metrics = evaluate_student(unwrap(self.student), self.val_data, self.val_resolutions,
-                                       self.val_teacher_features, self.cfg.method.lambda_feat,
-                                       self.autocast)
+            metrics = evaluate_student(
+                unwrap(self.student),
+                self.val_data,
+                self.val_resolutions,
+                self.val_teacher_features,
+                self.cfg.method.lambda_feat,
+                self.autocast,
+            )
             low = f"val/{self.cfg.method.val_resolution}px"
-            log.info("validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f "
-                     "loss %.4f | %s", self.step, time.perf_counter() - t0,
-                     metrics["val/full/top1"], metrics["val/full/loss"], low[4:],
-                     metrics[f"{low}/top1"], metrics[f"{low}/loss"],
-                     " ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()
-                              if k.endswith("top1")))
+            log.info(
+                "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f "
+                "loss %.4f | %s",
+                self.step,
+                time.perf_counter() - t0,
+                metrics["val/full/top1"],
+                metrics["val/full/loss"],
+                low[4:],
+                metrics[f"{low}/top1"],
+                metrics[f"{low}/loss"],
+                " ".join(
+                    f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items() if k.endswith("top1")
+                ),
+            )
         # The other ranks wait here (within dist.timeout_s) and all take rank 0's numbers.
         metrics = distributed.broadcast_object(metrics)
         drive = metrics[f"val/{self.cfg.method.val_resolution}px/loss"]
@@ -351,16 +431,31 @@ class Trainer:
             self.scalars.add(metrics, self.step)
         return metrics
 
+    def best_metric(self, metrics: dict[str, float]) -> float:
+        """The checkpoint kept as best: highest low-resolution top-1 (method.md); a pretrained
+        teacher is judged at full resolution."""
+        if self.cfg.run.stage == "pretrain":
+            return metrics["val/full/top1"]
+        return metrics[f"val/{self.cfg.method.val_resolution}px/top1"]
+
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
         cfg = self.cfg
         plans = self.planner.stream(start=self.step * self.accumulation)
-        batches = build_views(cfg.data.backend, plans, self.views, cfg.data.micro_batch,
-                              self.device, cfg.data.num_threads, cfg.run.seed, cfg.method.interpolation)
+        batches = build_views(
+            cfg.data.backend,
+            plans,
+            self.views,
+            cfg.data.micro_batch,
+            self.device,
+            cfg.data.num_threads,
+            cfg.run.seed,
+            cfg.method.interpolation,
+        )
         metrics: dict[str, float] = {}
         if self.step == 0:
             metrics = self.validate()
-            self.save(metrics[f"val/{cfg.method.val_resolution}px/top1"])
+            self.save(self.best_metric(metrics))
         self.model.train()
         if cfg.model.bn_mode == "frozen":
             set_bn_frozen(self.student)
@@ -383,8 +478,14 @@ class Trainer:
                     if self.step + 1 in cfg.train.inject_nan_steps and self.info.rank == 0:
                         loss = loss * float("nan")
                     self.scaler.scale(loss / self.accumulation).backward()
-                sums += torch.stack([loss.detach(), losses["ce"].detach(), losses["mse"].detach(),
-                                     (losses["logits"].argmax(1) == batch["labels"]).sum().float()])
+                sums += torch.stack(
+                    [
+                        loss.detach(),
+                        losses["ce"].detach(),
+                        losses["mse"].detach(),
+                        (losses["logits"].argmax(1) == batch["labels"]).sum().float(),
+                    ]
+                )
                 window_images += len(batch["labels"]) * self.world
 
             # Optimizer step; a non-finite gradient (the same on every rank after the
@@ -400,8 +501,11 @@ class Trainer:
             else:
                 self.nonfinite_in_a_row += 1
                 self.nonfinite_total += 1
-                log.warning("step %d: non-finite loss/gradient, step skipped (%d in a row)",
-                            self.step + 1, self.nonfinite_in_a_row)
+                log.warning(
+                    "step %d: non-finite loss/gradient, step skipped (%d in a row)",
+                    self.step + 1,
+                    self.nonfinite_in_a_row,
+                )
                 if self.nonfinite_in_a_row >= cfg.train.max_nonfinite:
                     self.optimizer.zero_grad(set_to_none=True)
                     raise NonFiniteLoss(
@@ -423,7 +527,8 @@ class Trainer:
                 n_micro = self.world * cfg.train.log_every * self.accumulation
                 elapsed = time.perf_counter() - window_start
                 values = {
-                    "train/loss": sums[0].item() / n_micro, "train/ce": sums[1].item() / n_micro,
+                    "train/loss": sums[0].item() / n_micro,
+                    "train/ce": sums[1].item() / n_micro,
                     "train/mse": sums[2].item() / n_micro,
                     "train/top1": sums[3].item() / max(1, window_images),
                     "train/lr": self.schedule.lr,
@@ -431,10 +536,19 @@ class Trainer:
                     "train/images_per_s": window_images / elapsed,
                 }
                 if self.is_main:
-                    log.info("step %d/%d loss %.4f ce %.4f mse %.4f top-1 %.3f lr %.2e p %.2f "
-                             "%.1f img/s", self.step, self.total_steps, values["train/loss"],
-                             values["train/ce"], values["train/mse"], values["train/top1"],
-                             values["train/lr"], values["train/p"], values["train/images_per_s"])
+                    log.info(
+                        "step %d/%d loss %.4f ce %.4f mse %.4f top-1 %.3f lr %.2e p %.2f "
+                        "%.1f img/s",
+                        self.step,
+                        self.total_steps,
+                        values["train/loss"],
+                        values["train/ce"],
+                        values["train/mse"],
+                        values["train/top1"],
+                        values["train/lr"],
+                        values["train/p"],
+                        values["train/images_per_s"],
+                    )
                     self.scalars.add(values, self.step)
                 sums.zero_()
                 window_start, window_images = time.perf_counter(), 0
@@ -443,7 +557,7 @@ class Trainer:
             validated = self.step % cfg.train.val_every == 0 or self.step == self.total_steps
             if validated:
                 metrics = self.validate()
-                self.save(metrics[f"val/{cfg.method.val_resolution}px/top1"])
+                self.save(self.best_metric(metrics))
             elif self.step % cfg.train.checkpoint_every == 0:
                 self.save()
 
@@ -459,7 +573,38 @@ class Trainer:
                 raise Preempted()
         if progress is not None:
             progress.close()
+        if self.step == self.total_steps:
+            agreement = self.rank_agreement()
+            if self.is_main:
+                self._write_results(metrics, agreement)
         return metrics
+
+    def rank_agreement(self) -> dict:
+        """Every rank's learning rate and parameter checksum (gathered on all ranks): DDP and the
+        broadcast plateau decisions must keep them identical."""
+        mine = [self.schedule.lr, float(sum(p.double().sum() for p in self.student.parameters()))]
+        everyone = [mine]
+        if self.world > 1:
+            everyone = [None] * self.world
+            torch.distributed.all_gather_object(everyone, mine)
+        return {
+            "lr_per_rank": [e[0] for e in everyone],
+            "param_checksum_per_rank": [e[1] for e in everyone],
+            "ranks_agree": all(e == everyone[0] for e in everyone),
+        }
+
+    def _write_results(self, metrics: dict[str, float], agreement: dict) -> None:
+        if not agreement["ranks_agree"]:
+            log.error("ranks disagree at the end of training: %s", agreement)
+        results = {
+            **agreement,
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "final": metrics,
+            "best_metric": self.checkpoints.best_metric,
+            "nonfinite_steps": self.nonfinite_total,
+        }
+        (self.run_dir / "results.json").write_text(json.dumps(results, indent=1))
 
     def _progress(self):
         if not (self.is_main and self.cfg.train.progress_bar):
@@ -468,8 +613,14 @@ class Trainer:
             from tqdm import tqdm
         except ImportError:
             return None
-        return tqdm(total=self.total_steps, initial=self.step, unit="step", file=sys.stderr,
-                    dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        return tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
 
     def close(self) -> None:
         self.scalars.close()

@@ -31,8 +31,17 @@ def resolution_name(resolution: int | None) -> str:
 
 
 class ValidationData:
-    def __init__(self, samples: list[Sample], views: ViewSettings, batch: int, backend: str,
-                 device: torch.device, num_threads: int, seed: int, interpolation: str):
+    def __init__(
+        self,
+        samples: list[Sample],
+        views: ViewSettings,
+        batch: int,
+        backend: str,
+        device: torch.device,
+        num_threads: int,
+        seed: int,
+        interpolation: str,
+    ):
         self.samples, self.views, self.batch = samples, views, batch
         self.backend, self.device, self.num_threads = backend, device, num_threads
         self.seed, self.interpolation = seed, interpolation
@@ -40,9 +49,16 @@ class ValidationData:
     def batches(self, resolutions: list[int | None], rank: int = 0, world: int = 1):
         """(resolution, batch) pairs in a fixed order; padded entries have batch['valid'] False."""
         plans = eval_plans(self.samples, self.views, self.batch, resolutions, rank, world)
-        stream = build_views(self.backend, itertools.cycle([p for _, p in plans]), self.views,
-                             self.batch, self.device, self.num_threads, self.seed,
-                             self.interpolation)
+        stream = build_views(
+            self.backend,
+            itertools.cycle([p for _, p in plans]),
+            self.views,
+            self.batch,
+            self.device,
+            self.num_threads,
+            self.seed,
+            self.interpolation,
+        )
         for resolution, plan in plans:
             batch = next(stream)
             batch["valid"] = torch.from_numpy(plan.valid).to(self.device)
@@ -57,12 +73,15 @@ class ValidationData:
 def teacher_key(teacher_source: str) -> str:
     path = Path(teacher_source)
     stat = path.stat()
-    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[
+        :16
+    ]
 
 
 @torch.no_grad()
-def compute_teacher_features(teacher: torch.nn.Module, data: ValidationData,
-                             autocast: AbstractContextManager) -> torch.Tensor | None:
+def compute_teacher_features(
+    teacher: torch.nn.Module, data: ValidationData, autocast: AbstractContextManager
+) -> torch.Tensor | None:
     """All ranks run the teacher on their share; rank 0 returns [N, D] in sample order."""
     rank, world = distributed.rank(), distributed.world_size()
     teacher.eval()
@@ -82,8 +101,13 @@ def compute_teacher_features(teacher: torch.nn.Module, data: ValidationData,
     return stacked[: len(data.samples)].cpu() if rank == 0 else None
 
 
-def cached_teacher_features(teacher: torch.nn.Module, teacher_source: str, data: ValidationData,
-                            cache_dir: Path, autocast: AbstractContextManager) -> torch.Tensor | None:
+def cached_teacher_features(
+    teacher: torch.nn.Module,
+    teacher_source: str,
+    data: ValidationData,
+    cache_dir: Path,
+    autocast: AbstractContextManager,
+) -> torch.Tensor | None:
     """The teacher's validation features on rank 0 (None elsewhere), from cache when valid."""
     key = f"{teacher_key(teacher_source)}-{data.fingerprint()}"
     path = cache_dir / f"val_teacher_features-{key}.pt"
@@ -95,14 +119,21 @@ def cached_teacher_features(teacher: torch.nn.Module, teacher_source: str, data:
     if distributed.rank() == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
         torch.save(features, path)
-        log.info("validation teacher features: computed for %d images -> %s", len(features), path.name)
+        log.info(
+            "validation teacher features: computed for %d images -> %s", len(features), path.name
+        )
     return features
 
 
 @torch.no_grad()
-def evaluate_student(student: torch.nn.Module, data: ValidationData, resolutions: list[int | None],
-                     teacher_features: torch.Tensor | None, lambda_feat: float,
-                     autocast: AbstractContextManager) -> dict[str, float]:
+def evaluate_student(
+    student: torch.nn.Module,
+    data: ValidationData,
+    resolutions: list[int | None],
+    teacher_features: torch.Tensor | None,
+    lambda_feat: float,
+    autocast: AbstractContextManager,
+) -> dict[str, float]:
     """Loss and top-1 of the student at each resolution (None = full), on this process alone."""
     was_training = student.training
     student.eval()
@@ -130,5 +161,7 @@ def evaluate_student(student: torch.nn.Module, data: ValidationData, resolutions
         ce, mse = s["ce"] / s["n"], s["mse"] / s["n"]
         metrics[f"val/{name}/top1"] = s["correct"] / s["n"]
         metrics[f"val/{name}/ce"] = ce
-        metrics[f"val/{name}/loss"] = ce + (lambda_feat * mse if teacher_features is not None else 0.0)
+        metrics[f"val/{name}/loss"] = ce + (
+            lambda_feat * mse if teacher_features is not None else 0.0
+        )
     return metrics

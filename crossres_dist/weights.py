@@ -25,8 +25,9 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec 
     return formats.read_any(path)
 
 
-def assign(model: SEResNet, state: dict[str, torch.Tensor], source: str,
-           replace_classifier: bool = False) -> None:
+def assign(
+    model: SEResNet, state: dict[str, torch.Tensor], source: str, replace_classifier: bool = False
+) -> None:
     """Copy `state` into `model`; with `replace_classifier`, a classifier of another size is
     dropped (the model keeps its fresh one) instead of refused."""
     target = model.state_dict()
@@ -37,8 +38,14 @@ def assign(model: SEResNet, state: dict[str, torch.Tensor], source: str,
         if tuple(value.shape) != tuple(target[key].shape):
             if key in classifier and replace_classifier:
                 continue
-            hint = (" (another number of identities: set student.replace_classifier=true "
-                    "to start a new classifier)") if key in classifier else ""
+            hint = (
+                (
+                    " (another number of identities: set student.replace_classifier=true "
+                    "to start a new classifier)"
+                )
+                if key in classifier
+                else ""
+            )
             raise WeightsError(
                 f"{source}: key '{key}' has shape {tuple(value.shape)}, the network needs "
                 f"{tuple(target[key].shape)}{hint}"
@@ -46,8 +53,11 @@ def assign(model: SEResNet, state: dict[str, torch.Tensor], source: str,
     for key in target:
         if key not in state and not key.endswith("num_batches_tracked"):
             raise WeightsError(f"{source}: missing key '{key}' (the network needs it)")
-    filtered = {k: v for k, v in state.items()
-                if not (replace_classifier and k in classifier and v.shape != target[k].shape)}
+    filtered = {
+        k: v
+        for k, v in state.items()
+        if not (replace_classifier and k in classifier and v.shape != target[k].shape)
+    }
     model.load_state_dict(filtered, strict=False)
 
 

@@ -13,8 +13,17 @@ from .sources import DataError, Dataset, Sample, load_splits
 from .twin import TwinViews
 
 __all__ = [
-    "DALI_AVAILABLE", "BatchPlan", "DataError", "Dataset", "Sample", "TrainPlanner",
-    "ViewSettings", "build_views", "choose_backend", "eval_plans", "load_splits",
+    "DALI_AVAILABLE",
+    "BatchPlan",
+    "DataError",
+    "Dataset",
+    "Sample",
+    "TrainPlanner",
+    "ViewSettings",
+    "build_views",
+    "choose_backend",
+    "eval_plans",
+    "load_splits",
 ]
 
 log = logging.getLogger(__name__)
@@ -22,7 +31,9 @@ log = logging.getLogger(__name__)
 
 def choose_backend(requested: str) -> str:
     if requested == "dali" and not DALI_AVAILABLE:
-        raise DataError("data.backend=dali but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
+        raise DataError(
+            "data.backend=dali but nvidia-dali is not installed (pip install nvidia-dali-cuda130)"
+        )
     if requested == "auto":
         if DALI_AVAILABLE:
             return "dali"
@@ -31,9 +42,16 @@ def choose_backend(requested: str) -> str:
     return requested
 
 
-def build_views(backend: str, plans: Iterable[BatchPlan], views: ViewSettings, batch_size: int,
-                device: torch.device, num_threads: int, seed: int,
-                interpolation: str = "linear") -> Iterator[dict[str, torch.Tensor]]:
+def build_views(
+    backend: str,
+    plans: Iterable[BatchPlan],
+    views: ViewSettings,
+    batch_size: int,
+    device: torch.device,
+    num_threads: int,
+    seed: int,
+    interpolation: str = "linear",
+) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of {teacher_view, student_view, labels, resolution} for the given plans."""
     if choose_backend(backend) == "dali":
         return DaliViews(plans, views, batch_size, device, num_threads, seed, interpolation)

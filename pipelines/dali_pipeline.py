@@ -53,9 +53,16 @@ def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
         )
 
 
-def build_pipeline(plans: Iterable[BatchPlan], views: ViewSettings, batch_size: int,
-                   device_id: int | None, num_threads: int, seed: int, interpolation: str = "linear",
-                   prefetch: int = 2):
+def build_pipeline(
+    plans: Iterable[BatchPlan],
+    views: ViewSettings,
+    batch_size: int,
+    device_id: int | None,
+    num_threads: int,
+    seed: int,
+    interpolation: str = "linear",
+    prefetch: int = 2,
+):
     """A built DALI pipeline that executes `plans` in order (an iterator, possibly endless)."""
     if not DALI_AVAILABLE:
         raise RuntimeError("nvidia-dali is not installed; use data.backend=torchvision")
@@ -66,12 +73,22 @@ def build_pipeline(plans: Iterable[BatchPlan], views: ViewSettings, batch_size: 
     @pipeline_def(enable_conditionals=True)
     def views_graph():
         encoded, labels, crop_x, crop_y, gray, degrade, resolution = fn.external_source(
-            source=_plan_to_arrays(plans), num_outputs=7, batch=True,
-            dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.BOOL, types.BOOL,
-                   types.FLOAT],
+            source=_plan_to_arrays(plans),
+            num_outputs=7,
+            batch=True,
+            dtype=[
+                types.UINT8,
+                types.INT64,
+                types.FLOAT,
+                types.FLOAT,
+                types.BOOL,
+                types.BOOL,
+                types.FLOAT,
+            ],
         )
-        image = fn.decoders.image(encoded, device="mixed" if on_gpu else "cpu",
-                                  output_type=types.BGR)
+        image = fn.decoders.image(
+            encoded, device="mixed" if on_gpu else "cpu", output_type=types.BGR
+        )
         if gray:
             luma = fn.color_space_conversion(image, image_type=types.BGR, output_type=types.GRAY)
             image = fn.cat(luma, luma, luma, axis=2)
@@ -84,34 +101,55 @@ def build_pipeline(plans: Iterable[BatchPlan], views: ViewSettings, batch_size: 
         left = dmath.floor(crop_x * (full_w - crop))
         scale_y, scale_x = height / full_h, width / full_w
         teacher = fn.resize(
-            image, size=[crop, crop], interp_type=interp, antialias=True, roi_relative=False,
+            image,
+            size=[crop, crop],
+            interp_type=interp,
+            antialias=True,
+            roi_relative=False,
             roi_start=fn.stack(top * scale_y, left * scale_x),
             roi_end=fn.stack((top + crop) * scale_y, (left + crop) * scale_x),
         )
         if degrade:
             # method.md: the whole shorter-side-`size` image goes down to shorter side r and
             # back up; only then is the crop taken (here: the up-sampling writes the crop only).
-            full = fn.resize(image, size=fn.stack(full_h, full_w), interp_type=interp,
-                             antialias=True)
+            full = fn.resize(
+                image, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
+            )
             small_h = dmath.max(_round(full_h * resolution / size), 1.0)
             small_w = dmath.max(_round(full_w * resolution / size), 1.0)
-            small = fn.resize(full, size=fn.stack(small_h, small_w), interp_type=interp,
-                              antialias=True)
+            small = fn.resize(
+                full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
+            )
             up_y, up_x = small_h / full_h, small_w / full_w
             student = fn.resize(
-                small, size=[crop, crop], interp_type=interp, antialias=True, roi_relative=False,
+                small,
+                size=[crop, crop],
+                interp_type=interp,
+                antialias=True,
+                roi_relative=False,
                 roi_start=fn.stack(top * up_y, left * up_x),
                 roi_end=fn.stack((top + crop) * up_y, (left + crop) * up_x),
             )
         else:
             student = teacher
-        normalize = dict(mean=list(MEAN_BGR), std=[1.0, 1.0, 1.0], output_layout="CHW",
-                         dtype=types.FLOAT)
-        return (fn.crop_mirror_normalize(teacher, **normalize),
-                fn.crop_mirror_normalize(student, **normalize), labels, resolution)
+        normalize = dict(
+            mean=list(MEAN_BGR), std=[1.0, 1.0, 1.0], output_layout="CHW", dtype=types.FLOAT
+        )
+        return (
+            fn.crop_mirror_normalize(teacher, **normalize),
+            fn.crop_mirror_normalize(student, **normalize),
+            labels,
+            resolution,
+        )
 
-    pipe = views_graph(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                       seed=seed, prefetch_queue_depth=prefetch, exec_dynamic=True)
+    pipe = views_graph(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=device_id,
+        seed=seed,
+        prefetch_queue_depth=prefetch,
+        exec_dynamic=True,
+    )
     pipe.build()
     return pipe
 
@@ -120,14 +158,23 @@ class DaliViews:
     """Iterates a DALI pipeline's batches as torch tensors on `device` (copied out of DALI's
     buffers, which are recycled by the prefetch queue)."""
 
-    def __init__(self, plans: Iterable[BatchPlan], views: ViewSettings, batch_size: int,
-                 device: torch.device, num_threads: int, seed: int, interpolation: str = "linear"):
+    def __init__(
+        self,
+        plans: Iterable[BatchPlan],
+        views: ViewSettings,
+        batch_size: int,
+        device: torch.device,
+        num_threads: int,
+        seed: int,
+        interpolation: str = "linear",
+    ):
         device_id = device.index if device.type == "cuda" else None
         if device.type == "cuda" and device_id is None:
             device_id = torch.cuda.current_device()
         self.device = device
-        self.pipe = build_pipeline(plans, views, batch_size, device_id, num_threads, seed,
-                                   interpolation)
+        self.pipe = build_pipeline(
+            plans, views, batch_size, device_id, num_threads, seed, interpolation
+        )
 
     def _to_torch(self, tensor_list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         dense = tensor_list.as_tensor()

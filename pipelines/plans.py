@@ -1,8 +1,8 @@
 """Batch plans: which images each rank reads and how each one's views are drawn.
 
 Every random choice of the data path (the epoch's global shuffle, the crop window, the grayscale
-draw, whether a student view is degraded and to which resolution) is a pure function of the seed
-and the global batch index. Both backends (DALI and the torchvision twin) execute the same plans,
+draw, whether a student view is degraded and to which resolution) is a pure function of the seed,
+the epoch and the image's position in it. Both backends (DALI and the torchvision twin) execute the same plans,
 every rank agrees on the shuffle without communicating, the curriculum's p reaches the pipeline
 without rebuilding it, and a resumed run only has to remember how many batches it consumed.
 """
@@ -39,6 +39,23 @@ class ViewSettings:
     crop: int
     grayscale_p: float
     resolutions: list[int]
+
+
+def uniform(seed: int, epoch: int, positions: np.ndarray, stream: int) -> np.ndarray:
+    """Counter-based uniform draws in [0, 1): a splitmix64 hash of (seed, epoch, position,
+    stream), vectorised, so any sample's draw can be computed without the ones before it."""
+    with np.errstate(over="ignore"):
+        x = (
+            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+            ^ np.uint64(epoch) * np.uint64(0xBF58476D1CE4E5B9)
+            ^ np.uint64(stream) * np.uint64(0x94D049BB133111EB)
+        ) + positions.astype(np.uint64)
+        for _ in range(2):
+            x = x + np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 class TrainPlanner:
@@ -88,28 +105,26 @@ class TrainPlanner:
         n = len(perm)
         positions = np.arange(k * self.global_micro, (k + 1) * self.global_micro)
         indices = perm[positions % n]
-        rng = np.random.default_rng([self.seed, 2, batch_index])
-        m = self.global_micro
-        crop_x, crop_y = rng.random(m, dtype=np.float32), rng.random(m, dtype=np.float32)
-        gray = rng.random(m) < self.views.grayscale_p
-        degrade = rng.random(m) < self.p_at(batch_index)
-        resolution = np.asarray(self.views.resolutions, np.float32)[
-            rng.integers(0, len(self.views.resolutions), m)
-        ]
+        mine = slice(self.rank * self.micro_batch, (self.rank + 1) * self.micro_batch)
+        chosen, where = indices[mine], positions[mine]
+        # Each image's draws depend on (seed, epoch, its position in the epoch) only: the same
+        # whatever the number of ranks or the micro-batch size.
+        draw = [uniform(self.seed, epoch, where, stream) for stream in range(5)]
+        gray = draw[2] < self.views.grayscale_p
+        degrade = draw[3] < self.p_at(batch_index)
+        choices = np.asarray(self.views.resolutions, np.float32)
+        resolution = choices[np.minimum((draw[4] * len(choices)).astype(int), len(choices) - 1)]
         # A resolution not below the shorter side leaves the image unchanged (method.md).
         degrade &= resolution < self.views.resize_shorter
-        resolution = np.where(degrade, resolution, 0).astype(np.float32)
-        mine = slice(self.rank * self.micro_batch, (self.rank + 1) * self.micro_batch)
-        chosen = indices[mine]
         return BatchPlan(
             paths=[self.samples[i].path for i in chosen],
             labels=np.array([self.samples[i].label for i in chosen], np.int64),
-            crop_x=crop_x[mine],
-            crop_y=crop_y[mine],
-            gray=gray[mine],
-            degrade=degrade[mine],
-            resolution=resolution[mine],
-            valid=positions[mine] < n,
+            crop_x=draw[0].astype(np.float32),
+            crop_y=draw[1].astype(np.float32),
+            gray=gray,
+            degrade=degrade,
+            resolution=np.where(degrade, resolution, 0).astype(np.float32),
+            valid=where < n,
         )
 
     def stream(self, start: int = 0) -> Iterator[BatchPlan]:

@@ -33,7 +33,10 @@ class Dataset:
         return len(self.identities)
 
     def counts(self) -> dict[int, int]:
-        return {label: c for label, c in zip(*np.unique([s.label for s in self.samples], return_counts=True))}
+        return {
+            label: c
+            for label, c in zip(*np.unique([s.label for s in self.samples], return_counts=True))
+        }
 
 
 def resolve(spec: str) -> Path:
@@ -59,7 +62,9 @@ def scan_image_folder(root: Path, identities: dict[str, int] | None = None) -> D
     return Dataset(samples, identities)
 
 
-def read_list_file(path: Path, root: Path | None = None, identities: dict[str, int] | None = None) -> Dataset:
+def read_list_file(
+    path: Path, root: Path | None = None, identities: dict[str, int] | None = None
+) -> Dataset:
     """``relative/path label`` per line; a label may be an identity name (VGGFace2 lists give
     ``n000002/0001_01.jpg`` only, whose folder is the identity)."""
     if not path.is_file():
@@ -77,7 +82,9 @@ def read_list_file(path: Path, root: Path | None = None, identities: dict[str, i
     if not entries:
         raise DataError(f"{path}: the list is empty")
     if identities is None:
-        names = sorted({name for _, name in entries}, key=lambda n: (len(n), n) if n.isdigit() else (0, n))
+        names = sorted(
+            {name for _, name in entries}, key=lambda n: (len(n), n) if n.isdigit() else (0, n)
+        )
         identities = {name: i for i, name in enumerate(names)}
     samples = []
     for rel, name in entries:
@@ -115,7 +122,9 @@ def split_per_identity(dataset: Dataset, held_out: int, seed: int) -> tuple[Data
     return Dataset(train, dataset.identities), Dataset(val, dataset.identities)
 
 
-def load_splits(train: str, val: str, root: str, seed: int, identities: dict[str, int] | None = None):
+def load_splits(
+    train: str, val: str, root: str, seed: int, identities: dict[str, int] | None = None
+):
     """Training and validation datasets with one label map (from training, or the given one)."""
     full = load_source(train, root, identities)
     if val.startswith("split:"):

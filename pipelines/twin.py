@@ -36,12 +36,22 @@ def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str)
     return F.interpolate(image[None], size=(height, width), mode=mode, **kwargs)[0]
 
 
-def make_views(path: str, crop_x: float, crop_y: float, gray: bool, resolution: float,
-               views: ViewSettings, interpolation: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
+def make_views(
+    path: str,
+    crop_x: float,
+    crop_y: float,
+    gray: bool,
+    resolution: float,
+    views: ViewSettings,
+    interpolation: str = "linear",
+) -> tuple[torch.Tensor, torch.Tensor]:
     image = decode_bgr(path, gray).permute(2, 0, 1)
     h, w = image.shape[1:]
     shorter, size, crop = min(h, w), views.resize_shorter, views.crop
-    full_h, full_w = int(np.floor(h * size / shorter + 0.5)), int(np.floor(w * size / shorter + 0.5))
+    full_h, full_w = (
+        int(np.floor(h * size / shorter + 0.5)),
+        int(np.floor(w * size / shorter + 0.5)),
+    )
     full = resize_chw(image, full_h, full_w, interpolation)
     top = int(np.floor(np.float32(crop_y) * (full_h - crop)))
     left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
@@ -64,16 +74,23 @@ class _SampleViews(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple) -> tuple:
         path, crop_x, crop_y, gray, resolution, label = item
-        teacher, student = make_views(path, crop_x, crop_y, gray, resolution, self.views,
-                                      self.interpolation)
+        teacher, student = make_views(
+            path, crop_x, crop_y, gray, resolution, self.views, self.interpolation
+        )
         return teacher, student, label, resolution
 
 
 def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
     for plan in plans:
         yield [
-            (plan.paths[i], float(plan.crop_x[i]), float(plan.crop_y[i]), bool(plan.gray[i]),
-             float(plan.resolution[i]), int(plan.labels[i]))
+            (
+                plan.paths[i],
+                float(plan.crop_x[i]),
+                float(plan.crop_y[i]),
+                bool(plan.gray[i]),
+                float(plan.resolution[i]),
+                int(plan.labels[i]),
+            )
             for i in range(len(plan))
         ]
 
@@ -92,12 +109,21 @@ class TwinViews:
     """Batches of the plans on `device`. Plans are walked in the main process (the batch
     sampler), images are made in the workers; the DataLoader keeps the plans' order."""
 
-    def __init__(self, plans: Iterable[BatchPlan], views: ViewSettings, device: torch.device,
-                 num_workers: int = 0, interpolation: str = "linear"):
+    def __init__(
+        self,
+        plans: Iterable[BatchPlan],
+        views: ViewSettings,
+        device: torch.device,
+        num_workers: int = 0,
+        interpolation: str = "linear",
+    ):
         self.device = device
         self.loader = torch.utils.data.DataLoader(
-            _SampleViews(views, interpolation), batch_sampler=_entries(plans),
-            num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+            _SampleViews(views, interpolation),
+            batch_sampler=_entries(plans),
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
         self._it = iter(self.loader)
@@ -107,5 +133,7 @@ class TwinViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         batch = next(self._it)
-        return {k: v.to(self.device, non_blocking=True) if k != "resolution" else v
-                for k, v in batch.items()}
+        return {
+            k: v.to(self.device, non_blocking=True) if k != "resolution" else v
+            for k, v in batch.items()
+        }

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+requirements = [
+    line.strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="crossres-dist",
+    version="0.1.0",
+    description="Distributed cross-resolution training for low-resolution face recognition",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["crossres_dist", "crossres_dist.*", "pipelines", "pipelines.*"]
+    ),
+    install_requires=requirements,
+    extras_require={"mpi": ["mpi4py>=4.0"], "dev": ["mpi4py>=4.0", "pytest>=8.0", "ruff>=0.6"]},
+    entry_points={
+        "console_scripts": [
+            "crossres-train=crossres_dist.train:main",
+            "crossres-check-data=crossres_dist.check_data:main",
+            "crossres-convert=crossres_dist.convert:main",
+            "crossres-export=crossres_dist.export:main",
+            "crossres-eval=crossres_dist.evaluate:main",
+            "crossres-demo=crossres_dist.demo:main",
+            "crossres-sweep=crossres_dist.sweep:main",
+        ]
+    },
+)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Train on N nodes x G GPUs under SLURM, one task per GPU:
+#   sbatch slurm/train.sh --config configs/vggface2_senet50.yaml [section.key=value ...]
+#   sbatch --nodes=4 --time=2-00:00:00 slurm/train.sh --config ...     (change resources with sbatch options)
+# Ahead of the time limit SLURM sends SIGUSR1 (--signal); every rank then checkpoints at the next
+# step boundary and exits with code 3, and this script requeues the job (array-aware). The requeued
+# job keeps its job id, so it finds the same run directory and resumes from its last checkpoint.
+#SBATCH --job-name=crossres
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+#SBATCH --cpus-per-task=8
+#SBATCH --signal=USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=logs/%x-%j.out
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+# shellcheck disable=SC1091
+[ -f "${CROSSRES_VENV:-.venv}/bin/activate" ] && source "${CROSSRES_VENV:-.venv}/bin/activate"
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+job_tag=${SLURM_JOB_ID}
+if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then job_tag="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; fi
+echo "job $job_tag on $(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd,), restart ${SLURM_RESTART_COUNT:-0}"
+
+set +e
+# run.name defaults to the job (stable across requeues); a run.name=... in "$@" wins.
+srun --kill-on-bad-exit=1 python -m crossres_dist.train "run.name=${SLURM_JOB_NAME}-${job_tag}" "$@"
+code=$?
+set -e
+if [ "$code" -eq 3 ]; then
+  echo "preempted: checkpoint written; requeueing $job_tag"
+  scontrol requeue "$job_tag"
+  exit 0
+fi
+exit "$code"

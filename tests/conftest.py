@@ -1,0 +1,127 @@
+"""Shared fixtures: tiny networks on real faces, real launchers (torchrun, srun, mpirun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+LFW = SHARED / "data" / "lfw_deepfunneled_10to19"
+ORL = REPO / "data" / "orl_att_faces"
+TINY = REPO / "tests" / "tiny.yaml"
+
+sys.path.insert(0, str(REPO))
+
+from crossres_dist.model import SEResNet, SEResNetSpec  # noqa: E402
+
+TINY_SPEC = SEResNetSpec(layers=(1, 1), width=4, num_classes=40, se_reduction=4, bn_momentum=0.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "RANK",
+                "WORLD_SIZE",
+                "LOCAL_RANK",
+                "MASTER_",
+                "SLURM_",
+                "OMPI_",
+                "PMI",
+                "TORCHELASTIC",
+            )
+        )
+    }
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run_cmd(
+    cmd: list[str], timeout: int = 240, check: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=kwargs.pop("env", child_env()),
+        **kwargs,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def train_cmd(nproc: int, *args: str) -> list[str]:
+    """A training command: plain python for 1 process, torchrun for more."""
+    bin_dir = Path(sys.executable).parent
+    if nproc == 1:
+        return [sys.executable, "-m", "crossres_dist.train", *args]
+    return [
+        str(bin_dir / "torchrun"),
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "crossres_dist.train",
+        *args,
+    ]
+
+
+def tiny_args(run_dir: Path, teacher: Path | None, *overrides: str) -> list[str]:
+    args = ["--config", str(TINY), f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
+    if teacher is not None:
+        args.append(f"teacher.checkpoint={teacher}")
+    else:
+        args += ["run.stage=pretrain", "teacher.checkpoint="]
+    return args + list(overrides)
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A tiny SE-ResNet with random weights, as a plain state_dict (40 ORL identities)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.save(SEResNet(TINY_SPEC).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM cluster (munged, slurmctld, slurmd) for the session."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            "SLURM tests need root to start munged/slurmctld/slurmd (run make test as root)"
+        )
+    if not shutil.which("slurmctld") or not shutil.which("munged"):
+        pytest.skip("slurmctld/munged not installed (make deps installs them as root)")
+    state = tmp_path_factory.mktemp("slurm")
+    script = REPO / "tests" / "cluster" / "slurm.sh"
+    subprocess.run(["bash", str(script), "start", str(state)], check=True, timeout=120)
+    yield {"SLURM_CONF": str(state / "slurm.conf")}
+    subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)

@@ -1,0 +1,69 @@
+import pytest
+
+from crossres_dist.config import ConfigError, load_config
+from tests.conftest import REPO, TINY
+
+
+def test_shipped_configs_load():
+    for path in (REPO / "configs").glob("*.yaml"):
+        if not path.name.startswith("sweep_"):
+            cfg = load_config(path)
+            assert cfg.model.layers
+
+
+def test_overrides_keep_yaml_types():
+    cfg = load_config(
+        TINY,
+        [
+            "method.lambda_feat=0.25",
+            "method.resolutions=[8, 12]",
+            "train.progress_bar=true",
+            "teacher.checkpoint=x.pt",
+        ],
+    )
+    assert cfg.method.lambda_feat == 0.25
+    assert cfg.method.resolutions == [8, 12]
+    assert cfg.train.progress_bar is True
+    assert cfg.optim.lr == 0.05  # from the file
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown key 'optim.lrr'"),
+        ("optimiser.lr=1", "unknown section 'optimiser'"),
+        ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+        ("train.max_steps=1.5", "train.max_steps: expected an integer"),
+        ("method.p=1.5", "method.p: 1.5 is not a probability"),
+        ("data.crop=64", "data.crop: 64 exceeds data.resize_shorter=32"),
+        ("teacher.sharding=half", "teacher.sharding: 'half' is not one of 'none', 'full'"),
+        ("method.curriculum=yes please", "expected true or false"),
+        ("lr=1", "is not of the form section.key=value"),
+    ],
+)
+def test_refusals_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(TINY, ["teacher.checkpoint=t.pt", override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  momentum: [1]\n")
+    with pytest.raises(ConfigError, match=f"{bad}: optim.momentum: expected a number"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_crossres_needs_a_teacher():
+    with pytest.raises(ConfigError, match="teacher.checkpoint: the crossres stage needs a teacher"):
+        load_config(TINY)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(TINY, ["teacher.checkpoint=t.pt", "method.p=0.3"])
+    cfg.dump(tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again.to_dict() == cfg.to_dict()

@@ -1,0 +1,156 @@
+"""End-to-end training runs on the bundled faces, on 1 and 2 real processes (torchrun, gloo)."""
+
+import re
+
+import pytest
+import torch
+
+from crossres_dist.checkpoint import load_checkpoint
+from crossres_dist.model import SEResNet, SEResNetSpec
+from tests.conftest import TINY_SPEC, results, run_cmd, tiny_args, train_cmd
+
+
+def _losses(run_dir):
+    text = (run_dir / "train.log").read_text()
+    return [float(x) for x in re.findall(r"step \d+/\d+ loss ([0-9.]+)", text)]
+
+
+def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "two"
+    run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(
+                run_dir, tiny_teacher, "train.max_steps=9", "train.log_every=3", "optim.lr=0.1"
+            ),
+        )
+    )
+    losses = _losses(run_dir)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    res = results(run_dir)
+    assert res["ranks_agree"] and len(res["param_checksum_per_rank"]) == 2
+    assert res["step"] == 9 and res["images_seen"] == 9 * 32
+    # Checkpoints: the last K=2 and the best; they load in a fresh process into a fresh network.
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["best.pt", "step_00000006.pt", "step_00000009.pt"]
+    state = load_checkpoint(run_dir / "checkpoints" / "step_00000009.pt")
+    for key in (
+        "student",
+        "optimizer",
+        "schedule",
+        "scaler",
+        "step",
+        "images_seen",
+        "curriculum_p",
+        "random",
+        "config",
+        "identities",
+    ):
+        assert key in state, key
+    spec = SEResNetSpec(**{**state["model_spec"], "layers": tuple(state["model_spec"]["layers"])})
+    model = SEResNet(spec)
+    model.load_state_dict(state["student"])
+    assert spec == TINY_SPEC
+    assert not any(k.startswith("module.") for k in state["student"])
+    assert len(state["identities"]) == 40 and state["config"]["method"]["lambda_feat"] == 0.1
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "identities.json").is_file()
+    assert list((run_dir / "tensorboard").glob("events.*"))
+
+
+def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teacher):
+    # No randomness in the views and BatchNorm on running statistics, so that the only
+    # difference is how the 16 images of a step are split over ranks and micro-steps.
+    common = (
+        "method.p=0",
+        "data.grayscale_p=0",
+        "data.crop=32",
+        "model.bn_mode=frozen",
+        "optim.global_batch=16",
+        "train.max_steps=2",
+        "optim.momentum=0.9",
+        "train.val_every=100",
+        "train.checkpoint_every=100",
+    )
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_cmd(train_cmd(1, *tiny_args(one, tiny_teacher, *common, "data.micro_batch=16")))
+    run_cmd(train_cmd(2, *tiny_args(two, tiny_teacher, *common, "data.micro_batch=4")))
+    a = load_checkpoint(one / "checkpoints" / "step_00000002.pt")["student"]
+    b = load_checkpoint(two / "checkpoints" / "step_00000002.pt")["student"]
+    initial = SEResNet(TINY_SPEC)
+    initial.load_state_dict(torch.load(tiny_teacher, weights_only=True))
+    moved = max(
+        (a[k] - initial.state_dict()[k]).abs().max().item() for k in a if a[k].is_floating_point()
+    )
+    assert moved > 1e-3  # the steps did change the weights
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_plateau_decision_is_the_same_on_every_rank(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "plateau"
+    # patience 0 and a threshold no loss can beat: every validation halves the lr.
+    run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(
+                run_dir,
+                tiny_teacher,
+                "optim.scheduler=plateau",
+                "optim.plateau_patience=0",
+                "optim.plateau_threshold=0.99",
+                "train.max_steps=4",
+                "train.val_every=1",
+            ),
+        )
+    )
+    res = results(run_dir)
+    assert res["lr_per_rank"][0] == res["lr_per_rank"][1]
+    assert res["lr_per_rank"][0] == pytest.approx(0.05 * 0.5**4)
+    assert res["ranks_agree"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.train=/nonexistent/faces"], "/nonexistent/faces: dataset folder not found"),
+        (["data.val=split:10"], "too few to hold out 10"),
+        (["model.num_classes=12"], "model.num_classes: 12, but embedded:orl has 40 identities"),
+        (
+            ["model.width=8", "teacher.width=8"],
+            "key 'conv1.weight' has shape (4, 3, 7, 7), the network needs (8, 3, 7, 7)",
+        ),
+        (["model.width=8"], "the teacher's feature has 32 dimensions, the student's 64"),
+        (["run.output_dir=/proc/forbidden"], "run.output_dir: cannot write to /proc/forbidden"),
+        (["optim.global_batch=20"], "optim.global_batch=20 is not a multiple of"),
+    ],
+)
+def test_bad_input_stops_before_training_with_one_line(tmp_path, tiny_teacher, overrides, message):
+    run_dir = tmp_path / "bad"
+    args = tiny_args(run_dir, tiny_teacher)
+    result = run_cmd(train_cmd(1, *args, *overrides), check=False)
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and message in error[0], result.stderr[-2000:]
+    assert not (run_dir / "checkpoints").exists() or not list(
+        (run_dir / "checkpoints").glob("step_*")
+    )
+
+
+def test_mismatched_identities_need_explicit_classifier_replacement(tmp_path):
+    torch.manual_seed(0)
+    other = tmp_path / "teacher_10ids.pt"
+    torch.save(
+        SEResNet(SEResNetSpec(layers=(1, 1), width=4, num_classes=10, se_reduction=4)).state_dict(),
+        other,
+    )
+    refused = run_cmd(train_cmd(1, *tiny_args(tmp_path / "r1", other)), check=False)
+    assert refused.returncode == 2 and "student.replace_classifier=true" in refused.stderr
+    run_cmd(
+        train_cmd(
+            1,
+            *tiny_args(
+                tmp_path / "r2", other, "student.replace_classifier=true", "train.max_steps=1"
+            ),
+        )
+    )
+    assert results(tmp_path / "r2")["step"] == 1
