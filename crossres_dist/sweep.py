@@ -58,7 +58,7 @@ def _value(v: object) -> str:
     )
 
 
-def point_args(path: Path, index: int) -> list[str]:
+def point_args(path: Path, index: int, extra: list[str] | tuple = ()) -> list[str]:
     sweep = read_sweep(path)
     grid = points(sweep)
     if not 0 <= index < len(grid):
@@ -76,7 +76,7 @@ def point_args(path: Path, index: int) -> list[str]:
         f"run.output_dir={output_dir}",
         f"run.name={name}",
     ]
-    load_config(args[1], args[2:])  # refuse a bad point before any job starts
+    load_config(args[1], [*args[2:], *extra])  # refuse a bad point before any job starts
     return args
 
 
@@ -85,7 +85,7 @@ def summary(path: Path) -> str:
     output_dir = Path(sweep.get("output_dir", f"runs/{sweep['name']}"))
     rows, metrics = [], set()
     for index, point in enumerate(points(sweep)):
-        args = point_args(path, index)
+        args = point_args(path, index, ["teacher.checkpoint=unchecked"])
         run_dir = output_dir / args[-1].split("=", 1)[1]
         result_file = run_dir / "results.json"
         result = json.loads(result_file.read_text()) if result_file.is_file() else None
@@ -125,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("point")
     p.add_argument("sweep", type=Path)
     p.add_argument("index", type=int)
+    p.add_argument("extra", nargs="*", help="overrides the job adds (checked with the point)")
     for name in ("size", "summary"):
         sub.add_parser(name).add_argument("sweep", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "point":
-            print("\n".join(point_args(args.sweep, args.index)))
+            print("\n".join(point_args(args.sweep, args.index, args.extra)))
         elif args.command == "size":
             print(len(points(read_sweep(args.sweep))))
         else:

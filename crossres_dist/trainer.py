@@ -213,7 +213,6 @@ class Trainer:
             self.model = DDP(
                 self.student,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
             )
         self.task = CrossResolutionLoss(self.model, self.teacher, cfg.method.lambda_feat)
 
@@ -285,7 +284,7 @@ class Trainer:
             "x accumulation %d = %d images per step; %d steps",
             spec.layers,
             sum(p.numel() for p in self.student.parameters()),
-            "none" if self.teacher is None else f"{cfg.teacher.sharding}-sharded",
+            "none" if self.teacher is None else f"sharding={cfg.teacher.sharding}",
             self.precision,
             self.world,
             cfg.data.micro_batch,
@@ -582,7 +581,9 @@ class Trainer:
     def rank_agreement(self) -> dict:
         """Every rank's learning rate and parameter checksum (gathered on all ranks): DDP and the
         broadcast plateau decisions must keep them identical."""
-        mine = [self.schedule.lr, float(sum(p.double().sum() for p in self.student.parameters()))]
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in self.student.parameters()))
+        mine = [self.schedule.lr, checksum]
         everyone = [mine]
         if self.world > 1:
             everyone = [None] * self.world

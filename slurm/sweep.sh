@@ -19,6 +19,7 @@ cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 sweep=${1:?usage: sbatch --array=0-K slurm/sweep.sh configs/sweep_NAME.yaml [overrides]}
 shift
 index=${SLURM_ARRAY_TASK_ID:?submit with --array}
-mapfile -t point < <(python -m crossres_dist.sweep point "$sweep" "$index")
+listing=$(python -m crossres_dist.sweep point "$sweep" "$index" "$@") || exit 2
+mapfile -t point <<< "$listing"
 echo "grid point $index: ${point[*]}"
 exec bash slurm/train.sh "${point[@]}" "$@"
