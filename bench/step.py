@@ -25,10 +25,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossres_dist import distributed  # noqa: E402
+from crossres_dist.config import OptimConfig  # noqa: E402
 from crossres_dist.method import CrossResolutionLoss, freeze  # noqa: E402
 from crossres_dist.model import SEResNet, SEResNetSpec  # noqa: E402
 from crossres_dist.optim import build_optimizer  # noqa: E402
-from crossres_dist.config import OptimConfig  # noqa: E402
 from crossres_dist.parallelize import local_parameter_bytes, shard_teacher  # noqa: E402
 from crossres_dist.trainer import autocast_for, resolve_precision  # noqa: E402
 
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--sharding", default="full", choices=["none", "full"])
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -66,11 +67,16 @@ def main() -> None:
 
     spec = SEResNetSpec(layers=tuple(args.layers), width=args.width, num_classes=args.classes)
     student = SEResNet(spec).to(device, memory_format=memory_format)
+    if args.compile:
+        student.compile()
     teacher = freeze(SEResNet(spec))
-    teacher.load_state_dict(student.state_dict())
+    teacher.load_state_dict(SEResNet(spec).state_dict())
     teacher = shard_teacher(teacher, args.sharding, device, precision, memory_format)
-    model = DDP(student, device_ids=[device.index] if device.type == "cuda" else None) \
-        if distributed.is_initialized() else student
+    model = (
+        DDP(student, device_ids=[device.index] if device.type == "cuda" else None)
+        if distributed.is_initialized()
+        else student
+    )
     task = CrossResolutionLoss(model, teacher, 0.1)
     optimizer = build_optimizer(student.parameters(), OptimConfig(), device)
 
@@ -106,9 +112,15 @@ def main() -> None:
     flops_per_image = 4 * forward_flops(SEResNet(spec).to(device), args.size, device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "world_size": distributed.world_size(), "precision": precision,
-        "teacher_sharding": args.sharding, "layers": args.layers, "batch": args.batch,
-        "size": args.size, "median_step_s": median, "images_per_s": images_per_s,
+        "world_size": distributed.world_size(),
+        "precision": precision,
+        "teacher_sharding": args.sharding,
+        "compile": args.compile,
+        "layers": args.layers,
+        "batch": args.batch,
+        "size": args.size,
+        "median_step_s": median,
+        "images_per_s": images_per_s,
         "teacher_param_bytes_per_rank": local_parameter_bytes(teacher),
         "gflops_per_image": flops_per_image / 1e9,
         "achieved_tflops": images_per_s * flops_per_image / 1e12,

@@ -67,6 +67,8 @@ class ModelConfig:
     # "batch": BatchNorm uses batch statistics in training; "frozen": running statistics always.
     bn_mode: Literal["batch", "frozen"] = "batch"
     channels_last: bool = True
+    # torch.compile the student (GPU: fuses the squeeze-excite and BatchNorm element-wise work).
+    compile: bool = False
 
 
 @dataclass

@@ -25,9 +25,10 @@ def shard_teacher(
     precision: str,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> nn.Module:
-    teacher = teacher.to(device, memory_format=memory_format)
     if sharding == "none":
-        return teacher
+        return teacher.to(device, memory_format=memory_format)
+    # FSDP2 shards only contiguous parameters; channels_last inputs still work with them.
+    teacher = teacher.to(device)
     if not distributed.is_initialized():
         log.info("teacher.sharding=full with a single process: nothing to shard")
         return teacher

@@ -208,6 +208,9 @@ class Trainer:
             self.teacher = shard_teacher(
                 self.teacher, cfg.teacher.sharding, self.device, self.precision, memory_format
             )
+        if cfg.model.compile:
+            # In place: the module's state_dict keys stay free of an _orig_mod prefix.
+            self.student.compile()
         self.model = self.student
         if self.world > 1:
             self.model = DDP(
@@ -460,7 +463,7 @@ class Trainer:
             set_bn_frozen(self.student)
         progress = self._progress()
         sums = torch.zeros(4, device=self.device)  # loss, ce, mse, correct
-        window_start, window_images = time.perf_counter(), 0
+        window_start, window_images, window_micro = time.perf_counter(), 0, 0
         while self.step < self.total_steps:
             # Micro-steps: gradients are synchronised only on the last one (no_sync skips the
             # all-reduce that would otherwise happen at every backward).
@@ -486,6 +489,7 @@ class Trainer:
                     ]
                 )
                 window_images += len(batch["labels"]) * self.world
+                window_micro += 1
 
             # Optimizer step; a non-finite gradient (the same on every rank after the
             # all-reduce) skips it, fp16 overflows are the scaler's business.
@@ -523,7 +527,7 @@ class Trainer:
             if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
                 if self.world > 1:
                     torch.distributed.all_reduce(sums)
-                n_micro = self.world * cfg.train.log_every * self.accumulation
+                n_micro = self.world * window_micro
                 elapsed = time.perf_counter() - window_start
                 values = {
                     "train/loss": sums[0].item() / n_micro,
@@ -550,7 +554,7 @@ class Trainer:
                     )
                     self.scalars.add(values, self.step)
                 sums.zero_()
-                window_start, window_images = time.perf_counter(), 0
+                window_start, window_images, window_micro = time.perf_counter(), 0, 0
 
             # Validation and checkpoints (rank 0; the others wait in the broadcast).
             validated = self.step % cfg.train.val_every == 0 or self.step == self.total_steps

@@ -20,11 +20,24 @@ SBATCH_CPU = ["--gres=none", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-tas
 
 # ----------------------------------------------------------------------------- bootstrap
 def test_detects_torchrun():
-    env = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "29500",
-           "SLURM_PROCID": "0", "SLURM_STEP_ID": "0"}  # torchrun inside a SLURM job wins
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "n1",
+        "MASTER_PORT": "29500",
+        "SLURM_PROCID": "0",
+        "SLURM_STEP_ID": "0",
+    }  # torchrun inside a SLURM job wins
     info = detect(env)
-    assert (info.launcher, info.rank, info.world_size, info.local_rank, info.master_addr,
-            info.master_port) == ("torchrun", 3, 8, 1, "n1", 29500)
+    assert (
+        info.launcher,
+        info.rank,
+        info.world_size,
+        info.local_rank,
+        info.master_addr,
+        info.master_port,
+    ) == ("torchrun", 3, 8, 1, "n1", 29500)
 
 
 def test_half_set_torchrun_environment_names_the_missing_variable():
@@ -34,8 +47,14 @@ def test_half_set_torchrun_environment_names_the_missing_variable():
 
 def test_detects_slurm_step_with_host_and_port_from_the_job(slurm_cluster, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])  # scontrol reads it
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
-           "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "16",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_ID": "0",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "123456",
+    }
     info = detect(env)
     assert (info.launcher, info.rank, info.world_size, info.local_rank) == ("slurm", 5, 16, 1)
     assert info.master_addr == "gpu07"
@@ -53,13 +72,22 @@ def test_single_process_and_forced_launcher():
 
 def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, tiny_teacher):
     port = free_port()
-    env = child_env(SLURM_CONF=slurm_cluster["SLURM_CONF"], SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_LOCALID="1", SLURM_STEP_ID="0",
-                    SLURM_JOB_NODELIST="localhost", SLURM_JOB_ID="1")
-    args = tiny_args(tmp_path / "r", tiny_teacher, "dist.launcher=slurm", f"dist.port={port}",
-                     "dist.timeout_s=5")
+    env = child_env(
+        SLURM_CONF=slurm_cluster["SLURM_CONF"],
+        SLURM_PROCID="1",
+        SLURM_NTASKS="2",
+        SLURM_LOCALID="1",
+        SLURM_STEP_ID="0",
+        SLURM_JOB_NODELIST="localhost",
+        SLURM_JOB_ID="1",
+    )
+    args = tiny_args(
+        tmp_path / "r", tiny_teacher, "dist.launcher=slurm", f"dist.port={port}", "dist.timeout_s=5"
+    )
     start = time.monotonic()
-    result = run_cmd([sys.executable, "-m", "crossres_dist.train", *args], env=env, check=False,
-                     timeout=90)
+    result = run_cmd(
+        [sys.executable, "-m", "crossres_dist.train", *args], env=env, check=False, timeout=90
+    )
     assert result.returncode == 2
     assert "cannot reach the rendezvous" in result.stderr and f":{port}" in result.stderr
     assert time.monotonic() - start < 60
@@ -67,8 +95,11 @@ def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, t
 
 # ----------------------------------------------------------------------------- SLURM
 def _slurm_env(cluster):
-    return child_env(SLURM_CONF=cluster["SLURM_CONF"], PATH=f"{VENV_BIN}:{os.environ['PATH']}",
-                     CROSSRES_VENV=str(Path(VENV_BIN).parent))
+    return child_env(
+        SLURM_CONF=cluster["SLURM_CONF"],
+        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+        CROSSRES_VENV=str(Path(VENV_BIN).parent),
+    )
 
 
 def _job_id(stdout: str) -> str:
@@ -89,8 +120,11 @@ def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     log = tmp_path / "job-%j.out"
     args = tiny_args(tmp_path / "slurm-run", tiny_teacher)
-    out = run_cmd(["sbatch", "--wait", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args],
-                  env=env, timeout=300)
+    out = run_cmd(
+        ["sbatch", "--wait", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args],
+        env=env,
+        timeout=300,
+    )
     job = _job_id(out.stdout)
     text = Path(str(log).replace("%j", job)).read_text()
     assert "launch: slurm, rank 0 of 2" in text
@@ -101,14 +135,29 @@ def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
 def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text((REPO / "tests" / "sweep_tiny.yaml").read_text()
-                     + f"output_dir: {tmp_path / 'grid'}\n")
-    run_cmd(["sbatch", "--wait", "--array=0-1", *SBATCH_CPU, f"--output={tmp_path}/arr-%A_%a.out",
-             "slurm/sweep.sh", str(sweep), f"teacher.checkpoint={tiny_teacher}"], env=env, timeout=400)
+    sweep.write_text(
+        (REPO / "tests" / "sweep_tiny.yaml").read_text() + f"output_dir: {tmp_path / 'grid'}\n"
+    )
+    run_cmd(
+        [
+            "sbatch",
+            "--wait",
+            "--array=0-1",
+            *SBATCH_CPU,
+            f"--output={tmp_path}/arr-%A_%a.out",
+            "slurm/sweep.sh",
+            str(sweep),
+            f"teacher.checkpoint={tiny_teacher}",
+        ],
+        env=env,
+        timeout=400,
+    )
     runs = sorted((tmp_path / "grid").iterdir())
     assert [r.name for r in runs] == ["000_lambda_feat=0.0", "001_lambda_feat=0.1"]
-    lambdas = [__import__("yaml").safe_load((r / "config.yaml").read_text())["method"]["lambda_feat"]
-               for r in runs]
+    lambdas = [
+        __import__("yaml").safe_load((r / "config.yaml").read_text())["method"]["lambda_feat"]
+        for r in runs
+    ]
     assert lambdas == [0.0, 0.1]
     summary = run_cmd([sys.executable, "-m", "crossres_dist.sweep", "summary", str(sweep)]).stdout
     assert summary.count("\n| ") >= 2 and "8px top-1" in summary and "not finished" not in summary
@@ -118,10 +167,17 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     env = _slurm_env(slurm_cluster)
     run_dir = tmp_path / "requeue-run"
     log = tmp_path / "requeue.out"
-    args = tiny_args(run_dir, tiny_teacher, "train.max_steps=400", "train.val_every=400",
-                     "train.checkpoint_every=400", "train.log_every=5")
-    job = _job_id(run_cmd(["sbatch", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args],
-                          env=env).stdout)
+    args = tiny_args(
+        run_dir,
+        tiny_teacher,
+        "train.max_steps=400",
+        "train.val_every=400",
+        "train.checkpoint_every=400",
+        "train.log_every=5",
+    )
+    job = _job_id(
+        run_cmd(["sbatch", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if log.is_file() and "step 10/400" in log.read_text():
@@ -148,8 +204,17 @@ def test_mpirun_trains_through_the_mpi_bootstrap(tmp_path, tiny_teacher):
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (requirements-dev.txt)")
     env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     run_dir = tmp_path / "mpi-run"
-    out = run_cmd(["bash", "launch/mpirun.sh", "2", "--", *tiny_args(run_dir, tiny_teacher, "train.max_steps=3")],
-                  env=env, timeout=300)
+    out = run_cmd(
+        [
+            "bash",
+            "launch/mpirun.sh",
+            "2",
+            "--",
+            *tiny_args(run_dir, tiny_teacher, "train.max_steps=3"),
+        ],
+        env=env,
+        timeout=300,
+    )
     assert "launch: mpi, rank 0 of 2" in out.stdout
     assert results(run_dir)["ranks_agree"] and results(run_dir)["step"] == 3
 
@@ -158,10 +223,21 @@ def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
     env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     endpoint = f"127.0.0.1:{free_port()}"
     run_dir = tmp_path / "two-nodes"
-    cmd = ["bash", "launch/multinode_torchrun.sh", "2", "1", endpoint, "test-job",
-           *tiny_args(run_dir, tiny_teacher, "train.max_steps=3")]
-    agents = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True) for _ in range(2)]
+    cmd = [
+        "bash",
+        "launch/multinode_torchrun.sh",
+        "2",
+        "1",
+        endpoint,
+        "test-job",
+        *tiny_args(run_dir, tiny_teacher, "train.max_steps=3"),
+    ]
+    agents = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [a.communicate(timeout=300)[0] for a in agents]
     assert [a.returncode for a in agents] == [0, 0], outputs
     assert any("launch: torchrun, rank 0 of 2" in o for o in outputs)
