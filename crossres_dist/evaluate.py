@@ -1,0 +1,500 @@
+"""Cross-resolution evaluation of one or more checkpoints.
+
+    python -m crossres_dist.evaluate --checkpoint runs/a/checkpoints/best.pt --name student \\
+        [--checkpoint ... --name teacher] --config configs/demo.yaml \\
+        [--data DIR_OR_LIST] [--pairs pairs.txt] --resolutions 8 12 16 24 32 full --out DIR
+
+Probes are degraded to each resolution and matched against a gallery at full resolution
+(the paper's protocol); ``--cross`` adds the whole probe x gallery resolution matrix. Runs on one
+process or many (torchrun, srun, mpirun): every rank extracts the features of its shard, rank 0
+gathers them (padding removed), computes the metrics with scikit-learn and draws the plots.
+Features are cached per checkpoint, data and resolution in ``OUT/cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from pipelines import ViewSettings, build_views, eval_plans
+from pipelines.sources import DataError, Sample, load_source, load_splits
+
+from . import distributed, logs
+from .config import ConfigError, load_config
+from .model import SEResNet
+from .trainer import autocast_for, resolve_precision
+from .weights import WeightsError, read_state
+
+log = logging.getLogger(__name__)
+FARS = (1e-1, 1e-2, 1e-3)
+
+
+def res_label(resolution: int | None) -> str:
+    return "full" if resolution is None else str(resolution)
+
+
+# ----------------------------------------------------------------------------- data
+def read_pairs(path: Path, root: Path) -> tuple[list[Sample], list[tuple[int, int, bool]]]:
+    """An LFW-style pairs file: ``name i j`` (same person) or ``name1 i name2 j`` (different);
+    images at ``root/name/name_{i:04d}.jpg``. A first line of one or two integers is a header."""
+    if not path.is_file():
+        raise DataError(f"{path}: pairs file not found")
+    index: dict[str, int] = {}
+    samples: list[Sample] = []
+    pairs = []
+    identities: dict[str, int] = {}
+
+    def image(name: str, number: str, line: int) -> int:
+        file = root / name / f"{name}_{int(number):04d}.jpg"
+        if not file.is_file():
+            raise DataError(f"{path}:{line}: image {file} not found")
+        key = str(file)
+        if key not in index:
+            identities.setdefault(name, len(identities))
+            index[key] = len(samples)
+            samples.append(Sample(key, identities[name]))
+        return index[key]
+
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        parts = text.split()
+        if not parts or (number == 1 and all(p.isdigit() for p in parts)):
+            continue
+        if len(parts) == 3:
+            pairs.append(
+                (image(parts[0], parts[1], number), image(parts[0], parts[2], number), True)
+            )
+        elif len(parts) == 4:
+            pairs.append(
+                (image(parts[0], parts[1], number), image(parts[2], parts[3], number), False)
+            )
+        else:
+            raise DataError(
+                f"{path}:{number}: expected 'name i j' or 'name1 i name2 j', got {text!r}"
+            )
+    return samples, pairs
+
+
+def gallery_split(samples: list[Sample], per_identity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Closed set: the first `per_identity` images of each identity form the gallery, the rest
+    are probes; identities with no probe left are not used."""
+    seen: dict[int, int] = {}
+    gallery, probe = [], []
+    counts = np.bincount([s.label for s in samples])
+    for i, s in enumerate(samples):
+        if counts[s.label] <= per_identity:
+            continue
+        if seen.get(s.label, 0) < per_identity:
+            gallery.append(i)
+            seen[s.label] = seen.get(s.label, 0) + 1
+        else:
+            probe.append(i)
+    return np.array(gallery, int), np.array(probe, int)
+
+
+# ----------------------------------------------------------------------------- features
+def load_model(path: str, device: torch.device) -> SEResNet:
+    state, spec = read_state(path)
+    if spec is None:
+        raise WeightsError(f"{path}: cannot tell the network's shape from this file")
+    model = SEResNet(spec)
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def extract(
+    model, samples, views, resolution, batch, backend, device, threads, autocast
+) -> torch.Tensor | None:
+    """Features of every sample at `resolution` (None = full), in sample order, on rank 0."""
+    rank, world = distributed.rank(), distributed.world_size()
+    plans = eval_plans(samples, views, batch, [resolution], rank, world)
+    stream = build_views(backend, iter([p for _, p in plans]), views, batch, device, threads, 0)
+    parts, valid = [], []
+    for _, plan in plans:
+        views_batch = next(stream)
+        with autocast:
+            features, _ = model(views_batch["student_view"])
+        parts.append(features.float())
+        valid.append(torch.from_numpy(plan.valid))
+    mine = torch.cat(parts)
+    if world > 1:
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        mine = torch.stack(gathered, 1).reshape(-1, mine.shape[1])
+    # Rank r held positions r, r + world, ...; the padding sits at the end once interleaved.
+    return mine[: len(samples)].cpu() if rank == 0 else None
+
+
+def cache_key(checkpoint: str, samples: list[Sample], views: ViewSettings, resolution) -> str:
+    stat = Path(checkpoint).stat()
+    text = json.dumps(
+        [
+            str(Path(checkpoint).resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+            [s.path for s in samples],
+            vars(views),
+            resolution,
+        ]
+    )
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------- metrics
+def identification(
+    probe: torch.Tensor, probe_labels, gallery: torch.Tensor, gallery_labels
+) -> dict:
+    """CMC rank-1 and rank-5 with cosine similarity (the best gallery image per identity)."""
+    scores = F.normalize(probe, dim=1) @ F.normalize(gallery, dim=1).T
+    identities = np.unique(gallery_labels)
+    per_identity = torch.stack(
+        [scores[:, torch.from_numpy(gallery_labels == i)].max(1).values for i in identities], 1
+    )
+    order = identities[per_identity.argsort(1, descending=True).numpy()]
+    hits = order == np.asarray(probe_labels)[:, None]
+    cmc = hits.cumsum(1).clip(max=1).mean(0)
+    return {"rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)])}
+
+
+def verification(scores: np.ndarray, genuine: np.ndarray) -> dict:
+    from sklearn.metrics import auc, roc_curve
+
+    fpr, tpr, _ = roc_curve(genuine.astype(int), scores)
+    eer_index = np.nanargmin(np.abs(fpr - (1 - tpr)))
+    impostors = int((~genuine).sum())
+    result = {
+        "auc": float(auc(fpr, tpr)),
+        "eer": float((fpr[eer_index] + 1 - tpr[eer_index]) / 2),
+        "genuine_pairs": int(genuine.sum()),
+        "impostor_pairs": impostors,
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+    }
+    for far in FARS:
+        # A FAR below 1 / impostors cannot be measured.
+        result[f"tar@far={far:g}"] = (
+            float(np.interp(far, fpr, tpr)) if impostors * far >= 1 else None
+        )
+    return result
+
+
+def all_pair_scores(probe, probe_labels, gallery, gallery_labels, same_set: bool):
+    scores = (F.normalize(probe, dim=1) @ F.normalize(gallery, dim=1).T).numpy()
+    genuine = np.asarray(probe_labels)[:, None] == np.asarray(gallery_labels)[None, :]
+    mask = np.ones_like(genuine, bool)
+    if same_set:
+        mask = ~np.eye(len(probe_labels), dtype=bool)
+    return scores[mask], genuine[mask]
+
+
+# ----------------------------------------------------------------------------- plots
+def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    names = list(report["models"])
+    labels = [res_label(r) for r in resolutions]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        rows = report["models"][name]["probe_vs_full_gallery"]
+        axes[0].plot(labels, [rows[r]["identification"]["rank1"] for r in labels], "o-", label=name)
+        tar = [rows[r]["verification"].get("tar@far=0.01") for r in labels]
+        axes[1].plot(labels, [np.nan if t is None else t for t in tar], "o-", label=name)
+    axes[0].set(
+        title="Identification, probe at r vs full-resolution gallery",
+        xlabel="probe resolution (px)",
+        ylabel="rank-1",
+        ylim=(0, 1.02),
+    )
+    axes[1].set(
+        title="Verification TAR @ FAR = 1e-2",
+        xlabel="probe resolution (px)",
+        ylabel="TAR",
+        ylim=(0, 1.02),
+    )
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    written.append(out / "accuracy_vs_resolution.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], labels):
+        for name in names:
+            roc = report["models"][name]["probe_vs_full_gallery"][r]["verification"]["roc"]
+            ax.plot(roc["fpr"], roc["tpr"], label=name)
+        ax.set(xscale="log", xlim=(1e-3, 1), ylim=(0, 1.02), title=f"ROC, probe {r}", xlabel="FAR")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("TAR")
+    axes[0][0].legend()
+    fig.tight_layout()
+    written.append(out / "roc.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    if tsne_inputs:
+        from sklearn.manifold import TSNE
+
+        fig, axes = plt.subplots(
+            1, len(tsne_inputs), figsize=(5 * len(tsne_inputs), 4.5), squeeze=False
+        )
+        for ax, (name, (features, labels_)) in zip(axes[0], tsne_inputs.items()):
+            perplexity = max(2.0, min(30.0, (len(features) - 1) / 3))
+            xy = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(
+                F.normalize(features, dim=1).numpy()
+            )
+            ax.scatter(xy[:, 0], xy[:, 1], c=labels_, cmap="tab10", s=18)
+            ax.set(
+                title=f"{name}: t-SNE, probes at {report['tsne_resolution']}", xticks=[], yticks=[]
+            )
+        fig.tight_layout()
+        written.append(out / "tsne.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def markdown(report: dict, resolutions: list) -> str:
+    labels = [res_label(r) for r in resolutions]
+    lines = [
+        "Rank-1 identification, probe at r px vs full-resolution gallery:",
+        "",
+        "| model | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for name, m in report["models"].items():
+        rows = m["probe_vs_full_gallery"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{rows[r]['identification']['rank1']:.3f}" for r in labels)
+            + " |"
+        )
+    lines += [
+        "",
+        "Verification, probe at r px vs full-resolution gallery (AUC / EER / TAR@FAR=1e-2):",
+        "",
+        "| model | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for name, m in report["models"].items():
+        rows = m["probe_vs_full_gallery"]
+        cells = []
+        for r in labels:
+            v = rows[r]["verification"]
+            tar = v.get("tar@far=0.01")
+            cells.append(
+                f"{v['auc']:.3f} / {v['eer']:.3f} / {'n/a' if tar is None else f'{tar:.3f}'}"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, m in report["models"].items():
+        if "cross_matrix_rank1" in m:
+            lines += [
+                "",
+                f"{name}: rank-1, probe resolution (rows) x gallery resolution (columns):",
+                "",
+                "| probe \\ gallery | " + " | ".join(labels) + " |",
+                "|---|" + "---|" * len(labels),
+            ]
+            for r1 in labels:
+                lines.append(
+                    f"| {r1} | "
+                    + " | ".join(f"{m['cross_matrix_rank1'][r1][r2]:.3f}" for r2 in labels)
+                    + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+def parse_resolution(text: str):
+    if text == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"resolution {text!r} is neither an integer nor 'full'"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"resolution {value} must be >= 1")
+    return value
+
+
+def evaluate(args) -> dict | None:
+    cfg = load_config(args.config, ["teacher.checkpoint=unused", *args.overrides])
+    views = ViewSettings(cfg.data.resize_shorter, cfg.data.crop, 0.0, cfg.method.resolutions)
+    pairs = None
+    if args.pairs:
+        samples, pairs = read_pairs(Path(args.pairs), Path(args.data or "."))
+    elif args.data:
+        samples = load_source(args.data, cfg.data.root).samples
+    else:
+        samples = load_splits(cfg.data.train, cfg.data.val, cfg.data.root, cfg.run.seed)[1].samples
+    if not samples:
+        raise DataError("no images to evaluate")
+    for path in args.checkpoint:
+        if not Path(path).is_file():
+            raise WeightsError(f"{path}: checkpoint not found")
+    names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
+    if len(names) != len(args.checkpoint):
+        raise ConfigError("give one --name per --checkpoint")
+
+    info = distributed.detect()
+    device = distributed.pick_device(args.device, info.local_rank)
+    distributed.init(info, device, "auto", 1800)
+    autocast = autocast_for(resolve_precision("auto", device), device)
+    resolutions = list(dict.fromkeys(args.resolutions))
+    labels = np.array([s.label for s in samples])
+    out = Path(args.out)
+    cache = out / "cache"
+    if info.rank == 0:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    report = {
+        "data": args.pairs or args.data or f"{cfg.data.val} of {cfg.data.train}",
+        "images": len(samples),
+        "models": {},
+        "tsne_resolution": res_label(args.tsne_resolution),
+    }
+    tsne_inputs = {}
+    for checkpoint, name in zip(args.checkpoint, names):
+        model = load_model(checkpoint, device)
+        features = {}
+        for r in resolutions:
+            path = cache / f"{cache_key(checkpoint, samples, views, r)}.pt"
+            hit = distributed.broadcast_object(path.is_file() if info.rank == 0 else None)
+            if hit:
+                features[r] = torch.load(path, weights_only=True) if info.rank == 0 else None
+            else:
+                features[r] = extract(
+                    model,
+                    samples,
+                    views,
+                    r,
+                    cfg.data.micro_batch,
+                    args.backend,
+                    device,
+                    cfg.data.num_threads,
+                    autocast,
+                )
+                if info.rank == 0:
+                    torch.save(features[r], path)
+        if info.rank != 0:
+            continue
+        result = {"checkpoint": checkpoint, "probe_vs_full_gallery": {}}
+        gallery_idx, probe_idx = gallery_split(samples, args.gallery_per_identity)
+        full = features[None] if None in features else None
+        for r in resolutions:
+            row = {}
+            gallery = full if full is not None else features[r]
+            if pairs is None:
+                row["identification"] = identification(
+                    features[r][probe_idx],
+                    labels[probe_idx],
+                    gallery[gallery_idx],
+                    labels[gallery_idx],
+                )
+                scores, genuine = all_pair_scores(
+                    features[r][probe_idx],
+                    labels[probe_idx],
+                    gallery[gallery_idx],
+                    labels[gallery_idx],
+                    False,
+                )
+            else:
+                a = torch.tensor([p[0] for p in pairs])
+                b = torch.tensor([p[1] for p in pairs])
+                scores = F.cosine_similarity(features[r][a], gallery[b]).numpy()
+                genuine = np.array([p[2] for p in pairs])
+                row["identification"] = identification(
+                    features[r][probe_idx],
+                    labels[probe_idx],
+                    gallery[gallery_idx],
+                    labels[gallery_idx],
+                )
+            row["verification"] = verification(scores, genuine)
+            result["probe_vs_full_gallery"][res_label(r)] = row
+        if args.cross:
+            result["cross_matrix_rank1"] = {
+                res_label(r1): {
+                    res_label(r2): identification(
+                        features[r1][probe_idx],
+                        labels[probe_idx],
+                        features[r2][gallery_idx],
+                        labels[gallery_idx],
+                    )["rank1"]
+                    for r2 in resolutions
+                }
+                for r1 in resolutions
+            }
+        report["models"][name] = result
+        if args.tsne_identities > 0:
+            keep = np.isin(labels, np.unique(labels)[: args.tsne_identities])
+            tsne_inputs[name] = (
+                features[args.tsne_resolution][torch.from_numpy(keep)],
+                labels[keep],
+            )
+
+    if info.rank != 0:
+        distributed.shutdown()
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (out / "results.md").write_text(markdown(report, resolutions))
+    plots = plot_all(out, report, resolutions, tsne_inputs)
+    log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots))
+    distributed.shutdown()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crossres-eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", action="append", required=True)
+    parser.add_argument("--name", action="append")
+    parser.add_argument("--config", required=True, help="the training config (views, data split)")
+    parser.add_argument(
+        "--data",
+        help="an ImageFolder or list file instead of the config's validation split; "
+        "with --pairs, the image root",
+    )
+    parser.add_argument("--pairs", help="an LFW-style pairs file")
+    parser.add_argument(
+        "--resolutions", nargs="+", type=parse_resolution, default=[8, 12, 16, 24, 32, None]
+    )
+    parser.add_argument("--gallery-per-identity", type=int, default=1)
+    parser.add_argument(
+        "--cross", action="store_true", help="also the probe x gallery resolution matrix"
+    )
+    parser.add_argument("--tsne-identities", type=int, default=8)
+    parser.add_argument("--tsne-resolution", type=parse_resolution, default=16)
+    parser.add_argument("--backend", default="auto", choices=["auto", "dali", "torchvision"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
+    args = parser.parse_intermixed_args(argv)
+    if args.tsne_identities and args.tsne_resolution not in args.resolutions:
+        args.resolutions.append(args.tsne_resolution)
+    logs.setup(int(os.environ.get("RANK", "0")))
+    try:
+        evaluate(args)
+    except (ConfigError, DataError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
