@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def attribute_name(caffe: str) -> str:
     return caffe.replace("/", "_")
 
 
+BLOCK_NAME = re.compile(r"^conv(\d+)_(\d+)_")
 BN_FROM_CAFFE = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 
 
@@ -68,8 +70,9 @@ def infer_layers(caffe_or_attr_names) -> tuple[int, ...]:
     """Blocks per stage from the names present (so small test networks work too)."""
     counts: dict[int, int] = {}
     for name in caffe_or_attr_names:
-        if name.startswith("conv") and "_" in name and name[4].isdigit() and name[5] == "_":
-            stage, block = int(name[4]), int(name[6:].split("_")[0])
+        match = BLOCK_NAME.match(name)
+        if match:
+            stage, block = int(match[1]), int(match[2])
             if stage >= 2:
                 counts[stage] = max(counts.get(stage, 0), block)
     if not counts:
@@ -137,6 +140,8 @@ NUMPY_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # Protocol-2 pickles made by Python 3 spell bytes as _codecs.encode(text, "latin1").
+    ("_codecs", "encode"),
     ("collections", "OrderedDict"),
 }
 
@@ -163,7 +168,13 @@ def read_npy_object(path: Path) -> object:
     """An object .npy (``np.save`` of a dict) read without numpy's unrestricted unpickling."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        shape, _, dtype = np.lib.format._read_array_header(f, version)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            raise FormatError(f"{path}: unsupported .npy version {version}")
+        shape, _, dtype = read_header(f)
         if not dtype.hasobject:
             raise FormatError(f"{path}: a numeric .npy array, not a dict of layers")
         array = _load_numpy_pickle(f.read(), str(path))
@@ -207,14 +218,97 @@ def _flatten_module(obj: _Recorded, prefix: str = "") -> dict[str, torch.Tensor]
     return flat
 
 
+LEGACY_TORCH_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("__builtin__", "set"),
+    ("torch", "Size"),
+}
+STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+class _StorageType:
+    """Stands for ``torch.FloatStorage`` etc. in a legacy file: only its dtype is used."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+
+def _legacy_torch_load(path: Path, stand_ins: dict[str, type]):
+    """PyTorch's pre-1.6 serialization (what torch 1.4 wrote): a pickle whose persistent ids name
+    storages and, for a whole pickled module, the module classes with their source. Read with an
+    allow-list: tensors, containers, and the stand-in classes; storages are filled from the raw
+    bytes that follow the pickle."""
+    storages: dict[str, tuple[torch.UntypedStorage, torch.dtype]] = {}
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if f"{module}.{name}" in stand_ins:
+                return stand_ins[f"{module}.{name}"]
+            if module == "torch" and name in STORAGE_DTYPES:
+                return _StorageType(STORAGE_DTYPES[name])
+            if (module, name) in LEGACY_TORCH_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+
+        def persistent_load(self, saved_id):
+            kind, *data = saved_id
+            if kind == "module":
+                return data[0]  # the class (already a stand-in); its source text is ignored
+            if kind != "storage":
+                raise pickle.UnpicklingError(f"unsupported persistent id {kind!r}")
+            storage_type, key, _location, numel, view = data
+            if view is not None:
+                raise pickle.UnpicklingError("storage views are not supported")
+            dtype = storage_type.dtype
+            if key not in storages:
+                itemsize = torch.empty((), dtype=dtype).element_size()
+                storages[key] = (torch.UntypedStorage(numel * itemsize), dtype)
+            return torch.storage.TypedStorage(
+                wrap_storage=storages[key][0], dtype=dtype, _internal=True
+            )
+
+    with open(path, "rb") as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            Restricted(f).load()
+        result = Restricted(f).load()
+        keys = Restricted(f).load()
+        for key in keys:
+            untyped, dtype = storages[key]
+            count = int.from_bytes(f.read(8), "little")
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            raw = f.read(count * itemsize)
+            if len(raw) != count * itemsize or count * itemsize != untyped.nbytes():
+                raise pickle.UnpicklingError(f"storage {key} is truncated")
+            view = torch.empty(0, dtype=torch.uint8).set_(untyped)
+            view.copy_(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    return result
+
+
 def _torch_load(path: Path, extra: list | None = None):
     stand_ins = [(_stand_in(q), q) for q in (extra or [])]
     try:
+        if not zipfile.is_zipfile(path):
+            return _legacy_torch_load(path, {q: cls for cls, q in stand_ins})
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).split("\n")[0]
-        raise FormatError(f"{path}: refused to load: {first}") from None
+        named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        reason = f"refused global '{named[1]}'" if named else str(err).split("\n")[0]
+        raise FormatError(
+            f"{path}: refused to load: {reason} (only tensors, containers and "
+            "the known SE-ResNet module classes are allowed)"
+        ) from None
 
 
 def _is_torch_file(path: Path) -> bool:
