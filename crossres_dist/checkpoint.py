@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,14 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
         module = inner
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path, die_midway: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         torch.save(obj, f)
+        if die_midway:  # fault injection (train.inject_kill_during_save): a half-written file
+            f.truncate(f.tell() // 2)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -50,7 +55,14 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: Path, keep_last: int = 2, is_writer: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        keep_last: int = 2,
+        is_writer: bool = True,
+        kill_during_save_step: int = 0,
+    ) -> None:
+        self.kill_during_save_step = kill_during_save_step
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
         self.is_writer = is_writer
@@ -79,7 +91,8 @@ class CheckpointManager:
         if not self.is_writer:
             return None
         path = self.step_path(step)
-        atomic_save(state, path)
+        die = self.kill_during_save_step > 0 and step == self.kill_during_save_step
+        atomic_save(state, path, die_midway=die)
         if metric is not None and (self.best_metric is None or metric > self.best_metric):
             self.best_metric = metric
             tmp = self.best_path.with_name("best.pt.tmp")
@@ -93,6 +106,8 @@ class CheckpointManager:
         """The newest checkpoint that loads; partial and unreadable ones are reported and skipped."""
         for tmp in self.partial():
             log.warning("ignoring a partial checkpoint (a save was interrupted): %s", tmp)
+            if self.is_writer:
+                tmp.unlink(missing_ok=True)
         for path in reversed(self.complete()):
             try:
                 return path, load_checkpoint(path)

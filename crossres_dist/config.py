@@ -137,6 +137,8 @@ class TrainConfig:
     inject_nan_steps: list[int] = field(default_factory=list)
     # Stop (as if preempted) after this optimizer step; 0 = never. Used by resume tests.
     stop_after_step: int = 0
+    # Fault injection: rank 0 dies (SIGKILL) half-way through writing this step's checkpoint.
+    inject_kill_during_save: int = 0
 
 
 @dataclass

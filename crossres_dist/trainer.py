@@ -121,7 +121,12 @@ class Trainer:
         if self.is_main:
             preflight(cfg, run_dir, needed_bytes=0)
             logs.add_file(run_dir / "train.log")
-        self.checkpoints = CheckpointManager(run_dir, cfg.train.keep_last, is_writer=self.is_main)
+        self.checkpoints = CheckpointManager(
+            run_dir,
+            cfg.train.keep_last,
+            is_writer=self.is_main,
+            kill_during_save_step=cfg.train.inject_kill_during_save,
+        )
         resumed = self.checkpoints.latest() if cfg.run.resume == "auto" else None
         self.resume_state = resumed[1] if resumed else None
         if resumed:

@@ -1,0 +1,254 @@
+"""Preemption, worker loss, exact resume, interrupted saves, non-finite losses, preflight."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
+from tests.conftest import ORL, REPO, child_env, free_port, results, run_cmd, tiny_args, train_cmd
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_kill_during_save_leaves_a_partial_file_that_is_ignored(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "killed"
+    args = tiny_args(run_dir, tiny_teacher, "train.checkpoint_every=1", "train.val_every=100")
+    died = run_cmd(train_cmd(1, *args, "train.inject_kill_during_save=4"), check=False)
+    assert died.returncode == -signal.SIGKILL
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "step_00000004.pt.tmp").is_file() and not (ckpts / "step_00000004.pt").exists()
+    assert (ckpts / "step_00000003.pt").is_file()
+    resumed = run_cmd(train_cmd(1, *args))
+    assert "ignoring a partial checkpoint" in resumed.stdout
+    assert "resuming from" in resumed.stdout and "step_00000003.pt" in resumed.stdout
+    assert results(run_dir)["step"] == 6 and not list(ckpts.glob("*.tmp"))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    for step in (1, 2):
+        manager.save({"step": step, "w": torch.ones(3) * step}, step)
+    newest = manager.step_path(2)
+    newest.write_bytes(newest.read_bytes()[:20])  # truncated after the rename (disk failure)
+    path, state = manager.latest()
+    assert path.name == "step_00000001.pt" and state["step"] == 1
+
+
+def test_keep_last_k_and_best(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step, metric in [(1, 0.5), (2, 0.9), (3, 0.7), (4, 0.6)]:
+        manager.save({"step": step}, step, metric)
+    assert [p.name for p in manager.complete()] == ["step_00000003.pt", "step_00000004.pt"]
+    assert load_checkpoint(manager.best_path)["step"] == 2
+
+
+def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, tiny_teacher):
+    common = (
+        "train.max_steps=6",
+        "train.val_every=3",
+        "method.curriculum=true",
+        "method.curriculum_step=64",
+        "optim.scheduler=plateau",
+        "optim.plateau_patience=0",
+    )
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run_cmd(train_cmd(2, *tiny_args(straight, tiny_teacher, *common)))
+    run_cmd(train_cmd(2, *tiny_args(interrupted, tiny_teacher, *common, "train.stop_after_step=3")))
+    assert not (interrupted / "results.json").exists()
+    run_cmd(train_cmd(2, *tiny_args(interrupted, tiny_teacher, *common)))
+    a = load_checkpoint(straight / "checkpoints" / "step_00000006.pt")
+    b = load_checkpoint(interrupted / "checkpoints" / "step_00000006.pt")
+    for key in a["student"]:
+        assert torch.equal(a["student"][key], b["student"][key]), key
+    assert a["schedule"] == b["schedule"] and a["curriculum_p"] == b["curriculum_p"] > 0.1
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(group_a["momentum_buffer"], group_b["momentum_buffer"])
+
+
+def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "sigterm"
+    log = tmp_path / "out.log"
+    args = tiny_args(
+        run_dir,
+        tiny_teacher,
+        "train.max_steps=5000",
+        "train.val_every=5000",
+        "train.checkpoint_every=5000",
+        "train.log_every=5",
+    )
+    with open(log, "w") as out:
+        agent = subprocess.Popen(
+            train_cmd(2, *args),
+            cwd=REPO,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_for(log, "step 10/5000")
+        workers = sorted(_children(agent.pid))
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGTERM)  # the rank that does not log or checkpoint
+        agent.wait(timeout=120)
+    text = log.read_text()
+    assert "preempted: checkpoint at step" in text  # said by rank 0: the ranks agreed
+    step = int(text.split("preempted: checkpoint at step ")[1].split()[0])
+    assert 10 <= step < 5000
+    assert (run_dir / "checkpoints" / f"step_{step:08d}.pt").is_file()
+    assert "exitcode  : 3" in text or "exitcode: 3" in text
+
+
+def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "restart"
+    log = tmp_path / "out.log"
+    args = tiny_args(
+        run_dir,
+        tiny_teacher,
+        "train.max_steps=120",
+        "train.checkpoint_every=10",
+        "train.val_every=1000",
+        "train.log_every=10",
+    )
+    cmd = [
+        str(VENV_BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=2",
+        "-m",
+        "crossres_dist.train",
+        *args,
+    ]
+    with open(log, "w") as out:
+        agent = subprocess.Popen(
+            cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+        _wait_for(log, "step 30/120")
+        os.kill(sorted(_children(agent.pid))[1], signal.SIGKILL)
+        assert agent.wait(timeout=240) == 0
+    text = log.read_text()
+    assert "resuming from" in text
+    res = results(run_dir)
+    assert res["step"] == 120 and res["ranks_agree"]
+
+
+def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
+    """No launcher agent to clean up: rank 1 dies, rank 0 must not hang past dist.timeout_s."""
+    port = free_port()
+    run_dir = tmp_path / "dead-peer"
+    args = tiny_args(
+        run_dir,
+        tiny_teacher,
+        "train.max_steps=5000",
+        "train.val_every=5000",
+        "train.checkpoint_every=5000",
+        "train.log_every=5",
+        "dist.timeout_s=20",
+    )
+    log = tmp_path / "rank0.log"
+    procs = []
+    for rank in range(2):
+        env = child_env(
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        out = open(log if rank == 0 else os.devnull, "w")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "crossres_dist.train", *args],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    _wait_for(log, "step 10/5000")
+    procs[1].kill()
+    start = time.monotonic()
+    code = procs[0].wait(timeout=120)
+    assert code != 0 and time.monotonic() - start < 60
+
+
+def test_nan_steps_are_skipped_and_counted(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "one-nan"
+    out = run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "train.inject_nan_steps=[2]")))
+    assert "step 2: non-finite loss/gradient, step skipped" in out.stdout
+    res = results(run_dir)
+    assert res["nonfinite_steps"] == 1 and res["step"] == 6
+
+
+def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "nans"
+    result = run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(
+                run_dir,
+                tiny_teacher,
+                "train.inject_nan_steps=[3,4,5]",
+                "train.checkpoint_every=1",
+                "train.max_nonfinite=3",
+                "train.keep_last=10",
+            ),
+        ),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "3 non-finite steps in a row at step 5" in result.stdout + result.stderr
+    good = load_checkpoint(run_dir / "checkpoints" / "step_00000002.pt")["student"]
+    last = load_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")["student"]
+    assert all(torch.isfinite(v).all() for v in last.values() if v.is_floating_point())
+    # Skipped steps changed no weight (only BatchNorm's num_batches_tracked counter moves).
+    assert all(torch.equal(good[k], last[k]) for k in good if good[k].is_floating_point())
+    assert not (run_dir / "checkpoints" / "step_00000005.pt").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_preflight_refuses_too_little_disk(tmp_path, tiny_teacher):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        result = run_cmd(train_cmd(1, *tiny_args(small / "run", tiny_teacher)), check=False)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert result.returncode == 2
+    assert "KiB free" in result.stderr or "MiB free" in result.stderr, result.stderr[-1000:]
+
+
+def test_preflight_refuses_unreadable_images_unless_told_to_skip(tmp_path, tiny_teacher):
+    data = tmp_path / "faces"
+    for identity in sorted(ORL.glob("s*"))[:40]:
+        (data / identity.name).mkdir(parents=True)
+        for image in sorted(identity.glob("*.png")):
+            (data / identity.name / image.name).write_bytes(image.read_bytes())
+    broken = data / "s3" / "4.png"
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    args = tiny_args(tmp_path / "run", tiny_teacher, f"data.train={data}")
+    refused = run_cmd(train_cmd(1, *args), check=False)
+    assert refused.returncode == 2 and str(broken) in refused.stderr
+    assert "data.skip_bad_files=true" in refused.stderr
+    skipped = run_cmd(train_cmd(1, *args, "data.skip_bad_files=true", "train.max_steps=2"))
+    assert "skipping 1 unreadable image(s)" in skipped.stdout
