@@ -360,7 +360,6 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "images_seen": self.images_seen,
-            "batches_consumed": self.step * self.accumulation,
             "curriculum_p": self.curriculum.p_at(self.images_seen),
             "best_metric": self.checkpoints.best_metric,
             "nonfinite_total": self.nonfinite_total,
@@ -386,15 +385,14 @@ class Trainer:
         random.setstate((3, tuple(state["random"]["python"]), None))
         np.random.set_state(("MT19937", np.array(state["random"]["numpy"], np.uint32), 0, 0, 0.0))
         if state.get("world_size", self.world) != self.world:
-            log.warning(
-                "resuming a %d-rank run on %d ranks: the data order changes from here",
-                state["world_size"],
-                self.world,
-            )
-        if state["batches_consumed"] != self.step * self.accumulation:
+            # The data position is the step x the global batch, and each image's draws depend on
+            # its position only, so a run resumed on another number of ranks sees the same data.
+            log.info("resuming a %d-rank run on %d ranks", state["world_size"], self.world)
+        saved_batch = state["config"]["optim"]["global_batch"]
+        if saved_batch != self.cfg.optim.global_batch:
             raise SetupError(
-                "checkpoint: the accumulation changed (optim.global_batch or "
-                "data.micro_batch differ from the checkpointed run)"
+                f"optim.global_batch: the checkpoint was trained with {saved_batch}, this run asks "
+                f"for {self.cfg.optim.global_batch}; resume with the same global batch"
             )
 
     def save(self, metric: float | None = None) -> None:
@@ -634,24 +632,30 @@ class Trainer:
 
     def close(self) -> None:
         self.scalars.close()
+        # Drop the (possibly FSDP-sharded) teacher before the process group is destroyed.
+        self.task = self.teacher = None
 
 
 def run(cfg: Config) -> int:
     """Train; return the process exit code (0, EXIT_PREEMPTED or EXIT_NONFINITE)."""
     trainer = None
+    graceful = False
     try:
         trainer = Trainer(cfg)
         trainer.train()
+        graceful = True
         return 0
     except Preempted:
+        graceful = True
         return EXIT_PREEMPTED
     except NonFiniteLoss as err:
         log.error("%s", err)
+        graceful = True  # every rank saw the same non-finite gradient and stops here
         return EXIT_NONFINITE
     finally:
         if trainer is not None:
             trainer.close()
-        distributed.shutdown()
+        distributed.shutdown(graceful)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
