@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -353,6 +352,7 @@ def evaluate(args) -> dict | None:
         raise ConfigError("give one --name per --checkpoint")
 
     info = distributed.detect()
+    logs.setup(info.rank)
     device = distributed.pick_device(args.device, info.local_rank)
     distributed.init(info, device, "auto", 1800)
     autocast = autocast_for(resolve_precision("auto", device), device)
@@ -487,7 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.tsne_identities and args.tsne_resolution not in args.resolutions:
         args.resolutions.append(args.tsne_resolution)
-    logs.setup(int(os.environ.get("RANK", "0")))
     try:
         evaluate(args)
     except (ConfigError, DataError, WeightsError) as err:

@@ -148,7 +148,7 @@ def build_pipeline(
         device_id=device_id,
         seed=seed,
         prefetch_queue_depth=prefetch,
-        exec_dynamic=True,
+        exec_dynamic=False,
     )
     pipe.build()
     return pipe

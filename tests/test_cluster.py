@@ -242,3 +242,35 @@ def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
     assert [a.returncode for a in agents] == [0, 0], outputs
     assert any("launch: torchrun, rank 0 of 2" in o for o in outputs)
     assert results(run_dir)["ranks_agree"]
+
+
+def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
+    env = _slurm_env(slurm_cluster)
+    listing = tmp_path / "checkpoints.txt"
+    listing.write_text(f"{tiny_teacher}\n")
+    out = tmp_path / "eval"
+    run_cmd(
+        [
+            "sbatch",
+            "--wait",
+            "--array=0-1",
+            *SBATCH_CPU,
+            f"--output={tmp_path}/eval-%A_%a.out",
+            "slurm/eval.sh",
+            str(REPO / "tests" / "tiny.yaml"),
+            str(listing),
+            "8 16",
+            str(out),
+            f"teacher.checkpoint={tiny_teacher}",
+        ],
+        env=env,
+        timeout=300,
+    )
+    for resolution in (8, 16):
+        report = __import__("json").loads(
+            (
+                out / f"{tiny_teacher.parent.parent.name}-0" / f"r{resolution}" / "results.json"
+            ).read_text()
+        )
+        rows = report["models"][f"{tiny_teacher.parent.parent.name}-0"]["probe_vs_full_gallery"]
+        assert set(rows) == {"full", str(resolution)}

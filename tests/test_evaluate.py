@@ -1,0 +1,155 @@
+"""Evaluation metrics on hand-made cases, distributed extraction, outputs, bad pairs files."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from crossres_dist.evaluate import identification, read_pairs, verification
+from pipelines.sources import DataError
+from tests.conftest import LFW, TINY, child_env, run_cmd
+
+
+def test_perfect_model_scores_one():
+    gallery = torch.eye(5)
+    probe = torch.eye(5) + 0.01 * torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(5)
+    ident = identification(probe, labels, gallery, labels)
+    assert ident == {"rank1": 1.0, "rank5": 1.0}
+    scores = np.concatenate([np.full(50, 0.9), np.full(5000, 0.1)])
+    genuine = np.concatenate([np.ones(50, bool), np.zeros(5000, bool)])
+    v = verification(scores, genuine)
+    assert v["auc"] == 1.0 and v["eer"] == 0.0
+    assert v["tar@far=0.001"] == 1.0 and v["tar@far=0.01"] == 1.0
+
+
+def test_random_model_is_near_chance():
+    rng = np.random.default_rng(0)
+    n_ids, per_id = 50, 4
+    labels = np.repeat(np.arange(n_ids), per_id)
+    features = torch.from_numpy(rng.standard_normal((len(labels), 64))).float()
+    gallery_idx = np.arange(0, len(labels), per_id)
+    probe_idx = np.setdiff1d(np.arange(len(labels)), gallery_idx)
+    ident = identification(
+        features[probe_idx], labels[probe_idx], features[gallery_idx], labels[gallery_idx]
+    )
+    assert ident["rank1"] < 0.1 and ident["rank5"] < 0.25  # chance: 0.02 and 0.10
+    scores = rng.standard_normal(20000)
+    genuine = rng.random(20000) < 0.1
+    v = verification(scores, genuine)
+    assert abs(v["auc"] - 0.5) < 0.03 and abs(v["eer"] - 0.5) < 0.03
+
+
+def test_tar_at_unmeasurable_far_is_not_available():
+    v = verification(np.array([0.9, 0.8, 0.1, 0.2]), np.array([True, True, False, False]))
+    assert v["tar@far=0.1"] is None and v["tar@far=0.001"] is None  # only 2 impostor pairs
+
+
+def _evaluate(out, checkpoint, nproc, *extra):
+    args = [
+        "-m",
+        "crossres_dist.evaluate",
+        "--config",
+        str(TINY),
+        f"teacher.checkpoint={checkpoint}",
+        "--checkpoint",
+        str(checkpoint),
+        "--name",
+        "tiny",
+        "--resolutions",
+        "8",
+        "full",
+        "--tsne-identities",
+        "4",
+        "--tsne-resolution",
+        "8",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    if nproc == 1:
+        return run_cmd([sys.executable, *args], env=child_env(PYTHONWARNINGS="ignore"))
+    return run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *args,
+        ],
+        env=child_env(PYTHONWARNINGS="ignore"),
+    )
+
+
+def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_path, tiny_teacher):
+    _evaluate(tmp_path / "one", tiny_teacher, 1, "--cross")
+    _evaluate(tmp_path / "two", tiny_teacher, 2, "--cross")
+    one = sorted((tmp_path / "one" / "cache").glob("*.pt"))
+    two = sorted((tmp_path / "two" / "cache").glob("*.pt"))
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        fa, fb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+        assert (
+            fa.shape == fb.shape and fa.shape[0] == 80
+        )  # the 80 validation images, padding removed
+        assert torch.allclose(fa, fb, atol=1e-5)
+    report = json.loads((tmp_path / "two" / "results.json").read_text())
+    rows = report["models"]["tiny"]["probe_vs_full_gallery"]
+    assert set(rows) == {"8", "full"} and 0 <= rows["8"]["identification"]["rank1"] <= 1
+    assert set(report["models"]["tiny"]["cross_matrix_rank1"]) == {"8", "full"}
+    from PIL import Image
+
+    for plot in ("accuracy_vs_resolution.png", "roc.png", "tsne.png"):
+        with Image.open(tmp_path / "two" / plot) as image:
+            pixels = np.asarray(image.convert("L"), np.float32)
+        # Drawn on: far from a blank canvas (lines, markers, labels).
+        assert pixels.shape[0] > 200 and pixels.std() > 10 and (pixels < 128).mean() > 0.005
+    assert "Rank-1 identification" in (tmp_path / "two" / "results.md").read_text()
+
+
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"{LFW} (the shared LFW sample) is absent")
+def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
+    person = sorted(p.name for p in LFW.iterdir() if p.is_dir())[0]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"1 2\n{person} 1 2\n{person} 1 99\n")
+    with pytest.raises(DataError, match=rf"pairs.txt:3: image .*{person}_0099.jpg not found"):
+        read_pairs(pairs, LFW)
+    result = _evaluate_missing(tmp_path, tiny_teacher, pairs)
+    assert result.returncode == 2 and f"{person}_0099.jpg not found" in result.stderr
+
+
+def _evaluate_missing(tmp_path, checkpoint, pairs):
+    return run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.evaluate",
+            "--config",
+            str(TINY),
+            f"teacher.checkpoint={checkpoint}",
+            "--checkpoint",
+            str(checkpoint),
+            "--pairs",
+            str(pairs),
+            "--data",
+            str(LFW),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"{LFW} (the shared LFW sample) is absent")
+def test_lfw_pairs_verification_runs(tmp_path, tiny_teacher):
+    people = sorted(p.name for p in LFW.iterdir() if p.is_dir())[:6]
+    lines = [f"{p} 1 2" for p in people] + [f"{a} 1 {b} 1" for a, b in zip(people, people[1:])]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    _evaluate(tmp_path / "out", tiny_teacher, 1, "--pairs", str(pairs), "--data", str(LFW))
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    v = report["models"]["tiny"]["probe_vs_full_gallery"]["8"]["verification"]
+    assert v["genuine_pairs"] == 6 and v["impostor_pairs"] == 5
