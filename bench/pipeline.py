@@ -67,8 +67,8 @@ class ResearchLoaderDataset(torch.utils.data.Dataset):
         return self._to_tensor(teacher), self._to_tensor(student), self.samples[index].label
 
 
-def measure(make_iterator, batches: int, warmup: int = 3) -> float:
-    iterator = make_iterator()
+def measure(make_iterator, seed: int, batches: int, warmup: int = 3) -> float:
+    iterator = make_iterator(seed)
     for _ in range(warmup):
         next(iterator)
     start = time.perf_counter()
@@ -124,7 +124,7 @@ def main() -> None:
     }
     results = {}
     for name, make in loaders.items():
-        rates = [measure(lambda: make(seed), args.batches) for seed in range(args.repeats)]
+        rates = [measure(make, seed, args.batches) for seed in range(args.repeats)]
         results[name] = statistics.median(rates)
         print(
             f"{name}: {results[name]:.0f} images/s (runs: {', '.join(f'{r:.0f}' for r in rates)})",
