@@ -50,6 +50,9 @@ class DataConfig:
     val_every_nth: int = 1
     val_offset: int = 0
     skip_bad_files: bool = False
+    # Before the first step every rank checks its share of the files: "full" decodes them,
+    # "header" only opens them (for millions of files; run crossres_dist.check_data once).
+    check: Literal["full", "header", "off"] = "full"
     min_images_per_identity: int = 1
     min_side: int = 16
 

@@ -171,16 +171,14 @@ def init(
         return
     timeout = datetime.timedelta(seconds=timeout_s)
     device_id = device if device.type == "cuda" else None
-    if info.launcher == "torchrun":
-        # torchrun's agent already serves the store at MASTER_PORT; env:// joins it.
-        dist.init_process_group(backend, init_method="env://", timeout=timeout, device_id=device_id)
-        return
+    # Under torchrun the agent already serves the store at MASTER_PORT; otherwise rank 0 does.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     try:
         store = dist.TCPStore(
             info.master_addr,
             info.master_port,
             info.world_size,
-            is_master=info.rank == 0,
+            is_master=info.rank == 0 and not agent_store,
             timeout=timeout,
             wait_for_workers=False,
         )
@@ -189,6 +187,10 @@ def init(
             f"rank {info.rank}: cannot reach the rendezvous {info.master_addr}:{info.master_port} "
             f"within {timeout_s}s: {err}"
         ) from None
+    # A group restarted by torchrun (--max-restarts) meets in the same agent store: a fresh key
+    # prefix per restart keeps its ranks from reading the dead group's addresses.
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"crossres/restart{restart}/", store)
     dist.init_process_group(
         backend,
         store=store,

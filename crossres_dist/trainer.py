@@ -26,7 +26,7 @@ from pipelines import TrainPlanner, ViewSettings, build_views, choose_backend, l
 from pipelines.sources import DataError, load_identities, save_identities
 
 from . import distributed, logs
-from .check_data import check_file
+from .check_data import FATAL, check_file
 from .checkpoint import CheckpointManager, unwrap
 from .config import Config
 from .method import CrossResolutionLoss, Curriculum, freeze
@@ -148,6 +148,14 @@ class Trainer:
         train_samples = self._exclude_bad_files(train_set.samples + val_samples, train_set.samples)
         val_samples = [s for s in val_samples if s.path not in self._bad]
         self.identities = train_set.identities
+        counts = np.bincount([s.label for s in train_samples], minlength=train_set.num_classes)
+        if counts.min() < cfg.data.min_images_per_identity:
+            names = {label: name for name, label in self.identities.items()}
+            label = int(counts.argmin())
+            raise SetupError(
+                f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
+                f"training image(s), fewer than {cfg.data.min_images_per_identity}"
+            )
         if self.is_main:
             save_identities(self.identities, label_file)
         num_classes = cfg.model.num_classes or train_set.num_classes
@@ -304,14 +312,12 @@ class Trainer:
     def _exclude_bad_files(self, all_samples, train_samples):
         """Unusable files are found before the first step: refused, or skipped if allowed."""
         cfg = self.cfg
-        mine = all_samples[self.info.rank :: self.world]
+        mine = all_samples[self.info.rank :: self.world] if cfg.data.check != "off" else []
+        decode = cfg.data.check == "full"
         bad_mine = [
             s.path
             for s in mine
-            if any(
-                k in ("unreadable", "truncated", "zero_byte", "not_an_image")
-                for k in check_file(s.path, cfg.data.min_side)[0]
-            )
+            if set(check_file(s.path, cfg.data.min_side, decode)[0]) & set(FATAL)
         ]
         bad = set()
         if self.world > 1:
@@ -576,6 +582,7 @@ class Trainer:
                     log.info("stopping after step %d as configured", self.step)
                     break
                 log.warning("preempted: checkpoint at step %d written, exiting", self.step)
+                self._mark_preempted()
                 raise Preempted()
         if progress is not None:
             progress.close()
@@ -613,6 +620,14 @@ class Trainer:
             "nonfinite_steps": self.nonfinite_total,
         }
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=1))
+
+    def _mark_preempted(self) -> None:
+        """Tell a launcher script that the stop was a preemption with a checkpoint written: the
+        exit code alone cannot, since srun may kill the slower ranks once one has exited."""
+        marker = os.environ.get("CROSSRES_PREEMPTED_FILE")
+        if marker and self.is_main:
+            Path(marker).parent.mkdir(parents=True, exist_ok=True)
+            Path(marker).write_text(f"{self.step}\n")
 
     def _progress(self):
         if not (self.is_main and self.cfg.train.progress_bar):

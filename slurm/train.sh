@@ -23,13 +23,18 @@ job_tag=${SLURM_JOB_ID}
 if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then job_tag="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; fi
 echo "job $job_tag on $(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd,), restart ${SLURM_RESTART_COUNT:-0}"
 
+# Rank 0 writes this file (on the shared file system) when it stopped for a preemption after
+# writing a checkpoint; srun's exit code alone is not enough (it may kill the slower ranks).
+export CROSSRES_PREEMPTED_FILE="$PWD/logs/.preempted-$job_tag"
+rm -f "$CROSSRES_PREEMPTED_FILE"
 set +e
 # run.name defaults to the job (stable across requeues); a run.name=... in "$@" wins.
 srun --kill-on-bad-exit=1 python -m crossres_dist.train "run.name=${SLURM_JOB_NAME}-${job_tag}" "$@"
 code=$?
 set -e
-if [ "$code" -eq 3 ]; then
-  echo "preempted: checkpoint written; requeueing $job_tag"
+if [ -f "$CROSSRES_PREEMPTED_FILE" ]; then
+  rm -f "$CROSSRES_PREEMPTED_FILE"
+  echo "preempted (exit $code): checkpoint written; requeueing $job_tag"
   scontrol requeue "$job_tag"
   exit 0
 fi

@@ -189,7 +189,7 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     run_cmd(["scancel", "--signal=USR1", job], env=env)
     _wait_gone(job, env, 400)
     text = log.read_text()
-    assert "preempted: checkpoint written; requeueing" in text
+    assert "checkpoint written; requeueing" in text
     assert "resuming from" in text and "restart 1" in text
     res = results(run_dir)
     assert res["step"] == 400 and res["ranks_agree"]

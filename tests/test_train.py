@@ -122,6 +122,11 @@ def test_plateau_decision_is_the_same_on_every_rank(tmp_path, tiny_teacher):
         (["model.width=8"], "the teacher's feature has 32 dimensions, the student's 64"),
         (["run.output_dir=/proc/forbidden"], "run.output_dir: cannot write to /proc/forbidden"),
         (["optim.global_batch=20"], "optim.global_batch=20 is not a multiple of"),
+        (["data.min_images_per_identity=9"], "identity 's1' has 8 training image(s), fewer than 9"),
+        (
+            ["teacher.checkpoint=/nonexistent/teacher.pt"],
+            "/nonexistent/teacher.pt: weights file not found",
+        ),
     ],
 )
 def test_bad_input_stops_before_training_with_one_line(tmp_path, tiny_teacher, overrides, message):
