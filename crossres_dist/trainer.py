@@ -186,10 +186,11 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes)
+        # Seeded before the first random initialisation: every rank starts from the same weights
+        # (DDP would broadcast rank 0's anyway) and every rerun from the same ones.
+        torch.manual_seed(cfg.run.seed)
         self.student = SEResNet(spec)
         self.teacher = None
-        self.teacher_source = ""
-        torch.manual_seed(cfg.run.seed)
         if cfg.run.stage == "crossres":
             self.teacher, teacher_state = self._build_teacher(spec)
             if self.resume_state is None and cfg.student.init == "teacher":

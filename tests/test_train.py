@@ -159,3 +159,11 @@ def test_mismatched_identities_need_explicit_classifier_replacement(tmp_path):
         )
     )
     assert results(tmp_path / "r2")["step"] == 1
+
+
+def test_pretraining_from_scratch_is_reproducible(tmp_path):
+    sums = []
+    for name in ("a", "b"):
+        run_cmd(train_cmd(1, *tiny_args(tmp_path / name, None, "train.max_steps=3")))
+        sums.append(results(tmp_path / name)["param_checksum_per_rank"])
+    assert sums[0] == sums[1]
