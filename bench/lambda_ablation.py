@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ablation")
     args = parser.parse_args()
     out = REPO / args.out
+    if out.exists():  # a run directory that exists would be resumed, not retrained
+        shutil.rmtree(out)
     teacher = REPO / "runs" / "demo" / "teacher" / "checkpoints" / "best.pt"
     if not teacher.is_file():
         sys.exit(f"error: {teacher} not found; run `make demo` first")

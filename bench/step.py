@@ -54,6 +54,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--sharding", default="full", choices=["none", "full"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--bucket-view",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="DDP gradient_as_bucket_view (the trainer's setting)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -73,7 +79,11 @@ def main() -> None:
     teacher.load_state_dict(SEResNet(spec).state_dict())
     teacher = shard_teacher(teacher, args.sharding, device, precision, memory_format)
     model = (
-        DDP(student, device_ids=[device.index] if device.type == "cuda" else None)
+        DDP(
+            student,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=args.bucket_view,
+        )
         if distributed.is_initialized()
         else student
     )
@@ -116,6 +126,7 @@ def main() -> None:
         "precision": precision,
         "teacher_sharding": args.sharding,
         "compile": args.compile,
+        "bucket_view": args.bucket_view,
         "layers": args.layers,
         "batch": args.batch,
         "size": args.size,

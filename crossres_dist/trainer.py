@@ -227,9 +227,11 @@ class Trainer:
             self.student.compile()
         self.model = self.student
         if self.world > 1:
+            # Gradients as views into the all-reduce buckets: no copy in and out of them.
             self.model = DDP(
                 self.student,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                gradient_as_bucket_view=True,
             )
         self.task = CrossResolutionLoss(self.model, self.teacher, cfg.method.lambda_feat)
 
