@@ -248,6 +248,10 @@ def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | Non
     if tsne_inputs:
         from sklearn.manifold import TSNE
 
+        resolution_text = report["tsne_resolution"]
+        if resolution_text != "full":
+            resolution_text += " px"
+
         fig, axes = plt.subplots(
             1, len(tsne_inputs), figsize=(5 * len(tsne_inputs), 4.5), squeeze=False
         )
@@ -257,9 +261,7 @@ def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | Non
                 F.normalize(features, dim=1).numpy()
             )
             ax.scatter(xy[:, 0], xy[:, 1], c=labels_, cmap="tab10", s=18)
-            ax.set(
-                title=f"{name}: t-SNE, probes at {report['tsne_resolution']}", xticks=[], yticks=[]
-            )
+            ax.set(title=f"{name}: t-SNE, images at {resolution_text}", xticks=[], yticks=[])
         fig.tight_layout()
         written.append(out / "tsne.png")
         fig.savefig(written[-1], dpi=110)
