@@ -92,7 +92,9 @@ def build_pipeline(
         if gray:
             luma = fn.color_space_conversion(image, image_type=types.BGR, output_type=types.GRAY)
             image = fn.cat(luma, luma, luma, axis=2)
-        shape = image.shape(dtype=types.FLOAT)
+        # From the JPEG/PNG header, on the CPU whatever the device of the decoded image: the
+        # geometry below feeds per-sample arguments, which DALI takes from the CPU only.
+        shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
         height, width = shape[0], shape[1]
         shorter = dmath.min(height, width)
         # The image resized to shorter side `size`, in whole pixels, as the twin computes it.
