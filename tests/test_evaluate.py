@@ -47,7 +47,7 @@ def test_tar_at_unmeasurable_far_is_not_available():
     assert v["tar@far=0.1"] is None and v["tar@far=0.001"] is None  # only 2 impostor pairs
 
 
-def _evaluate(out, checkpoint, nproc, *extra):
+def _evaluate(out, checkpoint, nproc, *extra, check=True):
     args = [
         "-m",
         "crossres_dist.evaluate",
@@ -69,18 +69,13 @@ def _evaluate(out, checkpoint, nproc, *extra):
         str(out),
         *extra,
     ]
-    if nproc == 1:
-        return run_cmd([sys.executable, *args], env=child_env(PYTHONWARNINGS="ignore"))
+    launcher = (
+        []
+        if nproc == 1
+        else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    )
     return run_cmd(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            *args,
-        ],
-        env=child_env(PYTHONWARNINGS="ignore"),
+        [sys.executable, *launcher, *args], env=child_env(PYTHONWARNINGS="ignore"), check=check
     )
 
 
@@ -117,30 +112,10 @@ def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
     pairs.write_text(f"1 2\n{person} 1 2\n{person} 1 99\n")
     with pytest.raises(DataError, match=rf"pairs.txt:3: image .*{person}_0099.jpg not found"):
         read_pairs(pairs, LFW)
-    result = _evaluate_missing(tmp_path, tiny_teacher, pairs)
-    assert result.returncode == 2 and f"{person}_0099.jpg not found" in result.stderr
-
-
-def _evaluate_missing(tmp_path, checkpoint, pairs):
-    return run_cmd(
-        [
-            sys.executable,
-            "-m",
-            "crossres_dist.evaluate",
-            "--config",
-            str(TINY),
-            f"teacher.checkpoint={checkpoint}",
-            "--checkpoint",
-            str(checkpoint),
-            "--pairs",
-            str(pairs),
-            "--data",
-            str(LFW),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        check=False,
+    result = _evaluate(
+        tmp_path / "out", tiny_teacher, 1, "--pairs", str(pairs), "--data", str(LFW), check=False
     )
+    assert result.returncode == 2 and f"{person}_0099.jpg not found" in result.stderr
 
 
 @pytest.mark.skipif(not LFW.is_dir(), reason=f"{LFW} (the shared LFW sample) is absent")
