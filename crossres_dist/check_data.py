@@ -52,8 +52,10 @@ class Report:
         return "\n".join(lines)
 
 
-def check_file(path: str, min_side: int, decode: bool = True) -> tuple[list[str], str | None]:
-    """Problems of one file, and its content hash (for duplicates)."""
+def check_file(
+    path: str, min_side: int, decode: bool = True, with_digest: bool = True
+) -> tuple[list[str], str | None]:
+    """Problems of one file, and its content hash (for duplicates; None without with_digest)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -61,7 +63,7 @@ def check_file(path: str, min_side: int, decode: bool = True) -> tuple[list[str]
         return ["unreadable"], None
     if not data:
         return ["zero_byte"], None
-    digest = hashlib.sha1(data).hexdigest()
+    digest = hashlib.sha1(data).hexdigest() if with_digest else None
     problems = []
     try:
         with Image.open(p) as img:

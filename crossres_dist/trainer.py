@@ -320,7 +320,7 @@ class Trainer:
         bad_mine = [
             s.path
             for s in mine
-            if set(check_file(s.path, cfg.data.min_side, decode)[0]) & set(FATAL)
+            if set(check_file(s.path, cfg.data.min_side, decode, with_digest=False)[0]) & set(FATAL)
         ]
         bad = set()
         if self.world > 1:

@@ -64,7 +64,3 @@ def assign(
 def load_into(model: SEResNet, path: str | Path, replace_classifier: bool = False) -> None:
     state, _ = read_state(path)
     assign(model, state, str(path), replace_classifier)
-
-
-def spec_of(path: str | Path) -> SEResNetSpec | None:
-    return read_state(path)[1]

@@ -199,7 +199,10 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
 
 
 # ----------------------------------------------------------------------------- MPI and torchrun
-@pytest.mark.skipif(not shutil.which("mpirun"), reason="Open MPI (openmpi-bin) is not installed")
+@pytest.mark.skipif(
+    not shutil.which("mpirun"),
+    reason="needs Open MPI (openmpi-bin); runs where make deps installed it as root",
+)
 def test_mpirun_trains_through_the_mpi_bootstrap(tmp_path, tiny_teacher):
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (requirements-dev.txt)")
     env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")

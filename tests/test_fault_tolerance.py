@@ -225,7 +225,9 @@ def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_te
     assert not (run_dir / "checkpoints" / "step_00000005.pt").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a small tmpfs needs root; runs as root (make test in CI)"
+)
 def test_preflight_refuses_too_little_disk(tmp_path, tiny_teacher):
     small = tmp_path / "small"
     small.mkdir()
