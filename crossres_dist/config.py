@@ -45,6 +45,8 @@ class DataConfig:
     crop: int = 224
     grayscale_p: float = 0.2
     micro_batch: int = 32
+    # Input-pipeline threads per rank: DALI on the CPU runs one single-threaded pipeline per
+    # thread, on a GPU they feed the device; the twin uses them as DataLoader workers.
     num_threads: int = 2
     # Validation keeps every n-th image, starting at `val_offset` (the research code: 30, half).
     val_every_nth: int = 1
@@ -179,6 +181,8 @@ class Config:
                 raise bad(f"optim.{name}", "must be > 0")
         if self.data.micro_batch <= 0:
             raise bad("data.micro_batch", "must be > 0")
+        if self.data.num_threads < 1:
+            raise bad("data.num_threads", f"{self.data.num_threads}: needs at least 1 thread")
         if self.data.crop > self.data.resize_shorter:
             raise bad(
                 "data.crop",

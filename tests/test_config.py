@@ -36,6 +36,7 @@ def test_overrides_keep_yaml_types():
         ("train.max_steps=1.5", "train.max_steps: expected an integer"),
         ("method.p=1.5", "method.p: 1.5 is not a probability"),
         ("data.crop=64", "data.crop: 64 exceeds data.resize_shorter=32"),
+        ("data.num_threads=0", "data.num_threads: 0: needs at least 1 thread"),
         ("teacher.sharding=half", "teacher.sharding: 'half' is not one of 'none', 'full'"),
         ("method.curriculum=yes please", "expected true or false"),
         ("lr=1", "is not of the form section.key=value"),

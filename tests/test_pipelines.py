@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
-from pipelines.dali_pipeline import MEAN_BGR
+from pipelines.dali_pipeline import MEAN_BGR, DaliViews
 from pipelines.sources import load_source, load_splits
 from tests.conftest import LFW
 
@@ -137,6 +137,27 @@ def test_restored_stream_continues_exactly(backend):
         got = next(resumed)
         for key in ("teacher_view", "student_view", "labels", "resolution"):
             assert torch.equal(got[key], expected[key]), key
+
+
+@pytest.mark.skipif(
+    not DALI_AVAILABLE, reason="nvidia-dali is not installed (make test installs it)"
+)
+def test_dali_batches_do_not_depend_on_the_number_of_pipelines():
+    # The CPU arrangement deals whole batches to single-threaded pipelines in turn; the order,
+    # and every pixel, must be those of one pipeline. A finite plan list must end after its
+    # last batch whatever pipeline that falls to.
+    samples = load_source("embedded:orl").samples
+    views = ViewSettings(32, 28, 0.5, [8, 16])
+    planner = TrainPlanner(samples, views, 8, 0, 1, seed=6, p_of_images=lambda n: 0.5)
+    plans = [planner.plan(k) for k in range(5)]
+    cpu = torch.device("cpu")
+    one = list(DaliViews(iter(plans), views, 8, cpu, 1, 0, pipelines=1))
+    three = list(DaliViews(iter(plans), views, 8, cpu, 2, 0, pipelines=3))
+    assert len(one) == len(three) == 5
+    for a, b in zip(one, three):
+        for key in ("teacher_view", "student_view", "labels", "resolution"):
+            assert torch.equal(a[key], b[key]), key
+    assert sum(int((b["resolution"] > 0).sum()) for b in three) > 0
 
 
 def test_curriculum_p_reaches_the_pipeline_without_rebuilding():
