@@ -271,12 +271,8 @@ def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | Non
 
 def markdown(report: dict, resolutions: list) -> str:
     labels = [res_label(r) for r in resolutions]
-    lines = [
-        "Rank-1 identification, probe at r px vs full-resolution gallery:",
-        "",
-        "| model | " + " | ".join(labels) + " |",
-        "|---|" + "---|" * len(labels),
-    ]
+    header = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines = ["Rank-1 identification, probe at r px vs full-resolution gallery:", "", *header]
     for name, m in report["models"].items():
         rows = m["probe_vs_full_gallery"]
         lines.append(
@@ -288,8 +284,7 @@ def markdown(report: dict, resolutions: list) -> str:
         "",
         "Verification, probe at r px vs full-resolution gallery (AUC / EER / TAR@FAR=1e-2):",
         "",
-        "| model | " + " | ".join(labels) + " |",
-        "|---|" + "---|" * len(labels),
+        *header,
     ]
     for name, m in report["models"].items():
         rows = m["probe_vs_full_gallery"]

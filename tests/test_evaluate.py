@@ -9,7 +9,7 @@ import torch
 
 from crossres_dist.evaluate import identification, read_pairs, verification
 from pipelines.sources import DataError
-from tests.conftest import LFW, TINY, child_env, run_cmd
+from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd
 
 
 def test_perfect_model_scores_one():
@@ -105,10 +105,7 @@ def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_pat
     assert "Rank-1 identification" in (tmp_path / "two" / "results.md").read_text()
 
 
-@pytest.mark.skipif(
-    not LFW.is_dir(),
-    reason=f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)",
-)
+@needs_lfw
 def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
     person = sorted(p.name for p in LFW.iterdir() if p.is_dir())[0]
     pairs = tmp_path / "pairs.txt"
@@ -121,10 +118,7 @@ def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
     assert result.returncode == 2 and f"{person}_0099.jpg not found" in result.stderr
 
 
-@pytest.mark.skipif(
-    not LFW.is_dir(),
-    reason=f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)",
-)
+@needs_lfw
 def test_lfw_pairs_verification_runs(tmp_path, tiny_teacher):
     people = sorted(p.name for p in LFW.iterdir() if p.is_dir())[:6]
     lines = [f"{p} 1 2" for p in people] + [f"{a} 1 {b} 1" for a, b in zip(people, people[1:])]

@@ -14,6 +14,13 @@ from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
 from tests.conftest import ORL, REPO, child_env, free_port, results, run_cmd, tiny_args, train_cmd
 
 VENV_BIN = Path(sys.executable).parent
+# A run long enough that only a signal or an injected fault ends it.
+UNTIL_STOPPED = (
+    "train.max_steps=5000",
+    "train.val_every=5000",
+    "train.checkpoint_every=5000",
+    "train.log_every=5",
+)
 
 
 def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
@@ -91,10 +98,7 @@ def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher)
     args = tiny_args(
         run_dir,
         tiny_teacher,
-        "train.max_steps=5000",
-        "train.val_every=5000",
-        "train.checkpoint_every=5000",
-        "train.log_every=5",
+        *UNTIL_STOPPED,
     )
     with open(log, "w") as out:
         agent = subprocess.Popen(
@@ -158,10 +162,7 @@ def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
     args = tiny_args(
         run_dir,
         tiny_teacher,
-        "train.max_steps=5000",
-        "train.val_every=5000",
-        "train.checkpoint_every=5000",
-        "train.log_every=5",
+        *UNTIL_STOPPED,
         "dist.timeout_s=20",
     )
     log = tmp_path / "rank0.log"

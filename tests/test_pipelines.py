@@ -8,13 +8,9 @@ from PIL import Image
 from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
 from pipelines.dali_pipeline import MEAN_BGR, DaliViews
 from pipelines.sources import load_source, load_splits
-from tests.conftest import LFW
+from tests.conftest import LFW, needs_lfw
 
 BACKENDS = ["dali", "torchvision"]
-needs_lfw = pytest.mark.skipif(
-    not LFW.is_dir(),
-    reason=f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +136,8 @@ def test_restored_stream_continues_exactly(backend):
 
 
 @pytest.mark.skipif(
-    not DALI_AVAILABLE, reason="nvidia-dali is not installed (make test installs it)"
+    not DALI_AVAILABLE,
+    reason="nvidia-dali is not installed; runs wherever make test installed it (CI does)",
 )
 def test_dali_batches_do_not_depend_on_the_number_of_pipelines():
     # The CPU arrangement deals whole batches to single-threaded pipelines in turn; the order,
