@@ -26,8 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossres_dist import distributed  # noqa: E402
 from crossres_dist.config import OptimConfig  # noqa: E402
-from crossres_dist.method import CrossResolutionLoss, freeze  # noqa: E402
-from crossres_dist.model import SEResNet, SEResNetSpec  # noqa: E402
+from crossres_dist.method import (  # noqa: E402
+    CrossResolutionLoss,
+    CrossResolutionObjective,
+    freeze,
+)
+from crossres_dist.models import ModelSpec, build_model  # noqa: E402
 from crossres_dist.optim import build_optimizer  # noqa: E402
 from crossres_dist.parallelize import local_parameter_bytes, shard_teacher  # noqa: E402
 from crossres_dist.trainer import autocast_for, resolve_precision  # noqa: E402
@@ -71,12 +75,12 @@ def main() -> None:
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     torch.backends.cudnn.benchmark = True
 
-    spec = SEResNetSpec(layers=tuple(args.layers), width=args.width, num_classes=args.classes)
-    student = SEResNet(spec).to(device, memory_format=memory_format)
+    spec = ModelSpec(layers=tuple(args.layers), width=args.width, num_classes=args.classes)
+    student = build_model(spec).to(device, memory_format=memory_format)
     if args.compile:
         student.compile()
-    teacher = freeze(SEResNet(spec))
-    teacher.load_state_dict(SEResNet(spec).state_dict())
+    teacher = freeze(build_model(spec))
+    teacher.load_state_dict(build_model(spec).state_dict())
     teacher = shard_teacher(teacher, args.sharding, device, precision, memory_format)
     model = (
         DDP(
@@ -87,7 +91,7 @@ def main() -> None:
         if distributed.is_initialized()
         else student
     )
-    task = CrossResolutionLoss(model, teacher, 0.1)
+    task = CrossResolutionLoss(model, teacher, CrossResolutionObjective(0.1))
     optimizer = build_optimizer(student.parameters(), OptimConfig(), device)
 
     views = torch.randn(2, args.batch, 3, args.size, args.size, device=device)
@@ -119,7 +123,7 @@ def main() -> None:
     median = statistics.median(times)
     images_per_s = args.batch / median
     # Student forward + backward (about 3x a forward) and one teacher forward per image.
-    flops_per_image = 4 * forward_flops(SEResNet(spec).to(device), args.size, device)
+    flops_per_image = 4 * forward_flops(build_model(spec).to(device), args.size, device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "world_size": distributed.world_size(),

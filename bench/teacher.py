@@ -27,22 +27,22 @@ sys.path.insert(0, str(REPO))
 def worker(args) -> None:
     from crossres_dist import distributed
     from crossres_dist.method import freeze
-    from crossres_dist.model import SEResNet, SEResNetSpec
+    from crossres_dist.models import ModelSpec, build_model
     from crossres_dist.parallelize import local_parameter_bytes, shard_teacher
 
     info = distributed.detect()
     device = distributed.pick_device("auto", info.local_rank)
     distributed.init(info, device, "auto", 600)
-    spec = SEResNetSpec(layers=tuple(args.layers), width=args.width, num_classes=args.classes)
+    spec = ModelSpec(layers=tuple(args.layers), width=args.width, num_classes=args.classes)
     torch.manual_seed(0)
-    reference = SEResNet(spec)
+    reference = build_model(spec)
     x = torch.randn(
         args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)
     ).to(device)
     result = {}
     features = {}
     for mode in ("none", "full"):
-        teacher = SEResNet(spec)
+        teacher = build_model(spec)
         teacher.load_state_dict(reference.state_dict())
         teacher = shard_teacher(freeze(teacher), mode, device, "fp32")
         times = []

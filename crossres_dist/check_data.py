@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
+import time
 import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +22,32 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipelines.sources import DataError, load_source
+from pipelines.sources import DataError, load_source, resolve
+
+from . import rundir
 
 SUPPORTED_MODES = {"L", "RGB"}
+# What the DALI decoder (and the twin) read, as PIL names the formats.
+DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "PPM", "JPEG2000", "WEBP"}
 # Problems that make a file unusable (training refuses them unless told to skip).
-FATAL = ("unreadable", "truncated", "zero_byte", "not_an_image")
+FATAL = (
+    "unreadable",
+    "truncated",
+    "zero_byte",
+    "not_an_image",
+    "dangling_symlink",
+    "too_large",
+    "unsupported_format",
+)
+
+
+# PIL's own limit (about 89 megapixels); the size is checked explicitly, so its warning is noise.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def is_fatal(kind: str) -> bool:
+    return kind.startswith(FATAL)
 
 
 @dataclass
@@ -38,7 +61,7 @@ class Report:
 
     @property
     def bad_files(self) -> set[str]:
-        return {p for kind in FATAL for p in self.problems.get(kind, [])}
+        return {p for kind, paths in self.problems.items() if is_fatal(kind) for p in paths}
 
     def summary(self) -> str:
         lines = [f"checked {self.files} files of {self.identities} identities"]
@@ -55,37 +78,155 @@ class Report:
 def check_file(
     path: str, min_side: int, decode: bool = True, with_digest: bool = True
 ) -> tuple[list[str], str | None]:
-    """Problems of one file, and its content hash (for duplicates; None without with_digest)."""
+    """Problems of one file, and its content hash (for duplicates; None without with_digest).
+    Never raises: every failure is a named problem."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        return ["dangling_symlink"], None
     try:
-        data = p.read_bytes()
+        data = p.read_bytes() if with_digest else None
+        size = len(data) if data is not None else p.stat().st_size
     except OSError:
         return ["unreadable"], None
-    if not data:
+    if not size:
         return ["zero_byte"], None
-    digest = hashlib.sha1(data).hexdigest() if with_digest else None
+    digest = hashlib.sha1(data).hexdigest() if data is not None else None
     problems = []
     try:
         with Image.open(p) as img:
-            mode, size = img.mode, img.size
+            mode, dims, kind = img.mode, img.size, img.format
+            if kind not in DECODABLE_FORMATS:
+                return [f"unsupported_format_{kind}"], digest
+            # A header larger than PIL's limit is a decompression bomb: refused, not decoded.
+            if dims[0] * dims[1] > MAX_PIXELS:
+                return ["too_large"], digest
             if decode:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error")  # PIL warns on some truncations
-                    img.load()
+                img.load()
+    except Image.DecompressionBombError:
+        return ["too_large"], digest
     except Image.UnidentifiedImageError:
         return ["not_an_image"], digest
-    except (OSError, SyntaxError, ValueError, Warning) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         kind = (
             "truncated"
             if "truncat" in str(err).lower() or "end of" in str(err).lower()
             else "unreadable"
         )
         return [kind], digest
+    except Exception:  # a malformed file can break a PIL plugin in other ways
+        return ["unreadable"], digest
     if mode not in SUPPORTED_MODES:
         problems.append(f"unsupported_mode_{mode}")
-    if min(size) < min_side:
+    if min(dims) < min_side:
         problems.append(f"smaller_than_{min_side}px")
     return problems, digest
+
+
+MANIFEST_NAME = ".crossres-manifest.jsonl"
+
+
+def default_manifest(spec: str) -> Path:
+    """A data set's manifest: in its folder (ImageFolder) or beside its list file."""
+    root = resolve(spec)
+    return (root if root.is_dir() else root.parent) / MANIFEST_NAME
+
+
+class Manifest:
+    """Files already checked: path -> (size, mtime_ns, problems). A file whose size or mtime
+    changed since is checked again; the rest are taken as recorded."""
+
+    def __init__(self, entries: dict[str, tuple[int, int, list[str]]] | None = None) -> None:
+        self.entries = entries or {}
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        entries = {}
+        try:
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    e = json.loads(line)
+                    entries[e["path"]] = (e["size"], e["mtime_ns"], e["problems"])
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(
+                f"{path}: not a readable manifest ({err}); run check_data again"
+            ) from None
+        return cls(entries)
+
+    def recorded(self, path: str) -> list[str] | None:
+        entry = self.entries.get(path)
+        if entry is None:
+            return None
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return entry[2] if (stat.st_size, stat.st_mtime_ns) == entry[:2] else None
+
+    def write(self, path: Path, results: dict[str, list[str]]) -> None:
+        lines = []
+        for file, problems in results.items():
+            try:
+                stat = os.stat(file)
+            except OSError:
+                continue  # a dangling link or a vanished file: checked again next time
+            lines.append(
+                json.dumps(
+                    {
+                        "path": file,
+                        "size": stat.st_size,
+                        "mtime_ns": stat.st_mtime_ns,
+                        "problems": problems,
+                    }
+                )
+            )
+        rundir.write_text(path, "\n".join(lines) + "\n")
+
+
+def check_files(
+    paths: list[str],
+    min_side: int,
+    decode: bool,
+    manifest: Manifest | None = None,
+    workers: int = 0,
+    with_digest: bool = False,
+    progress: bool = False,
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Problems of every file (recorded ones from `manifest`, the rest checked on `workers`
+    threads: PIL and file reads release the GIL) and, with_digest, content hashes."""
+    results: dict[str, list[str]] = {}
+    todo = []
+    for path in paths:
+        known = manifest.recorded(path) if manifest is not None and not with_digest else None
+        if known is None:
+            todo.append(path)
+        else:
+            results[path] = known
+    digests: dict[str, str] = {}
+    workers = workers or os.cpu_count() or 1
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(todo),
+            unit="file",
+            desc=f"checking {len(todo)} files ({len(results)} known from the manifest)",
+            file=sys.stderr,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+    with ThreadPoolExecutor(workers) as pool:
+        checked = pool.map(
+            lambda p: check_file(p, min_side, decode, with_digest), todo, chunksize=64
+        )
+        for path, (problems, digest) in zip(todo, checked):
+            results[path] = problems
+            if digest:
+                digests[path] = digest
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results, digests
 
 
 def check_dataset(
@@ -94,20 +235,23 @@ def check_dataset(
     min_side: int = 16,
     min_images: int = 1,
     decode: bool = True,
-    threads: int = 4,
+    threads: int = 0,
     paths: list[str] | None = None,
+    manifest: Path | None = None,
+    progress: bool = False,
 ) -> Report:
     dataset = load_source(spec, root)
     report = Report(files=len(dataset.samples), identities=dataset.num_classes)
     sample_paths = [s.path for s in dataset.samples] if paths is None else paths
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda p: check_file(p, min_side, decode), sample_paths))
+    results, digests = check_files(
+        sample_paths, min_side, decode, None, threads, with_digest=True, progress=progress
+    )
     by_hash: dict[str, list[str]] = defaultdict(list)
-    for path, (problems, digest) in zip(sample_paths, results):
-        for kind in problems:
+    for path in sample_paths:
+        for kind in results[path]:
             report.add(kind, path)
-        if digest:
-            by_hash[digest].append(path)
+        if path in digests:
+            by_hash[digests[path]].append(path)
     for group in by_hash.values():
         for duplicate in group[1:]:
             report.add("duplicate", f"{duplicate} (same as {group[0]})")
@@ -115,6 +259,8 @@ def check_dataset(
     for label, count in sorted(dataset.counts().items()):
         if count < min_images:
             report.add(f"identity_with_fewer_than_{min_images}_images", f"{names[label]} ({count})")
+    if manifest is not None and decode:
+        Manifest().write(manifest, results)
     return report
 
 
@@ -125,10 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-side", type=int, default=16)
     parser.add_argument("--min-images", type=int, default=2)
     parser.add_argument("--headers-only", action="store_true", help="do not decode (faster)")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="default: every core")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument(
+        "--manifest",
+        help=f"where to record the verified files (default: {MANIFEST_NAME} in the data set's "
+        "folder), so that training re-checks only files that changed; 'none' to skip",
+    )
     args = parser.parse_args(argv)
+    manifest = None
+    if not args.headers_only and args.manifest != "none":
+        manifest = Path(args.manifest) if args.manifest else default_manifest(args.dataset)
     try:
+        start = time.perf_counter()
         report = check_dataset(
             args.dataset,
             args.root,
@@ -136,11 +291,25 @@ def main(argv: list[str] | None = None) -> int:
             args.min_images,
             not args.headers_only,
             args.threads,
+            manifest=manifest,
+            progress=True,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(
+            f"error: cannot write the manifest {manifest}: {err.strerror}; pass --manifest PATH",
+            file=sys.stderr,
+        )
+        return 2
+    elapsed = time.perf_counter() - start
     print(report.summary())
+    print(
+        f"{report.files} files in {elapsed:.1f} s ({report.files / max(elapsed, 1e-9):.0f} files/s)"
+    )
+    if manifest is not None:
+        print(f"manifest: {manifest} (training re-checks only files that changed since)")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -1,8 +1,18 @@
 """One checkpoint manager: interval saves, keep-latest-K, the best by a metric, auto-resume.
 
-A checkpoint is written to ``*.tmp``, flushed to disk and renamed into place, so a file named
-``step_*.pt`` is complete: a process killed during a save leaves only a ``.tmp`` that is ignored
-(and reported) on the next start. Only rank 0 writes; every rank reads.
+A checkpoint is written to ``*.tmp``, flushed to disk and renamed into place (rundir.py), so a
+file named ``step_*.pt`` is complete when it is written; a process killed during a save leaves
+only a ``.tmp`` that is removed on the next start. Only rank 0 writes, and only rank 0 decides
+what to resume from (the others load the file it names), so that every rank resumes from the same
+step even when one of them would have read a damaged file differently.
+
+What cannot wedge a run directory:
+- an unreadable checkpoint (a node lost power, a disk filled) is moved to ``checkpoints/corrupt/``
+  and never counts toward keep-last, so pruning cannot delete the good ones instead;
+- if no step checkpoint is readable, ``best.pt`` (a whole checkpoint too) is the fallback;
+- if nothing is readable the run refuses to start rather than silently start over: starting from
+  step 0 needs ``run.resume=never``, which moves the old checkpoints aside (never deletes them);
+- a missing or unreadable ``best.pt`` is written again at the next validation.
 """
 
 from __future__ import annotations
@@ -12,14 +22,21 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import rundir
+
 log = logging.getLogger(__name__)
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """The run directory's checkpoints cannot be resumed from; the message says what to do."""
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -32,21 +49,17 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def atomic_save(obj: Any, path: Path, die_midway: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        if die_midway:  # fault injection (train.inject_kill_during_save): a half-written file
-            f.truncate(f.tell() // 2)
-            f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+    def die(f) -> None:  # fault injection (train.inject_kill_during_save): a half-written file
+        f.truncate(f.tell() // 2)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    rundir.atomic_write(path, lambda f: torch.save(obj, f), on_open=die if die_midway else None)
+
+
+def _copy_into(path: Path, out) -> None:
+    with open(path, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 24)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -67,8 +80,6 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.is_writer = is_writer
         self.best_metric: float | None = None
-        if is_writer:
-            self.dir.mkdir(parents=True, exist_ok=True)
 
     def step_path(self, step: int) -> Path:
         return self.dir / f"step_{step:08d}.pt"
@@ -87,30 +98,103 @@ class CheckpointManager:
 
     def save(self, state: dict, step: int, metric: float | None = None) -> Path | None:
         """Write `state` as the checkpoint of `step`; also as best.pt if `metric` beats the best
-        so far (higher is better). Returns the path written (rank 0) or None."""
+        so far (higher is better) or best.pt is missing. The state records the best metric
+        *including* this one, so a run resumed from it cannot let a worse one replace best.pt.
+        Returns the path written (rank 0) or None."""
+        new_best = metric is not None and (
+            self.best_metric is None
+            or metric > self.best_metric
+            or (self.is_writer and not self.best_path.is_file())
+        )
+        if new_best:
+            self.best_metric = metric
+        state["best_metric"] = self.best_metric
         if not self.is_writer:
             return None
+        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.step_path(step)
         die = self.kill_during_save_step > 0 and step == self.kill_during_save_step
-        atomic_save(state, path, die_midway=die)
-        if metric is not None and (self.best_metric is None or metric > self.best_metric):
-            self.best_metric = metric
-            tmp = self.best_path.with_name("best.pt.tmp")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, self.best_path)
+        previous = self.complete()
+        try:
+            atomic_save(state, path, die_midway=die)
+        except rundir.DiskFullError as err:
+            need = previous[-1].stat().st_size if previous else 0
+            free = shutil.disk_usage(self.dir).free
+            raise rundir.DiskFullError(
+                err.errno,
+                f"disk full: cannot write {path.name} in {self.dir}: a checkpoint needs about "
+                f"{rundir._size(need)}, {rundir._size(free)} are free; free some space (the "
+                f"last complete checkpoint is kept) or move run.output_dir",
+            ) from None
+        if new_best:
+            rundir.atomic_write(self.best_path, lambda f: _copy_into(path, f))
         for old in self.complete()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
 
-    def latest(self) -> tuple[Path, dict] | None:
-        """The newest checkpoint that loads; partial and unreadable ones are reported and skipped."""
+    def _set_aside(self, path: Path, folder: str, why: str) -> None:
+        folder_path = self.dir / folder
+        folder_path.mkdir(exist_ok=True)
+        target, n = folder_path / path.name, 0
+        while target.exists():  # never over an earlier file of the same name
+            n += 1
+            target = folder_path / f"{path.name}.{n}"
+        os.replace(path, target)
+        log.warning("%s: %s; moved to %s", path, why, target)
+
+    def start_fresh(self) -> None:
+        """run.resume=never: the checkpoints of an earlier run move aside, none is deleted."""
+        if not self.is_writer:
+            return
+        old = self.complete() + ([self.best_path] if self.best_path.is_file() else [])
+        if old:
+            folder = f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+            for path in old:
+                self._set_aside(path, folder, "run.resume=never starts over")
+
+    def find_latest(self) -> tuple[Path, dict] | None:
+        """Rank 0: the newest checkpoint that loads (a step file, else best.pt). Partial files
+        are removed, unreadable ones set aside; nothing readable but something unreadable is a
+        CheckpointError, not a silent start from step 0."""
         for tmp in self.partial():
-            log.warning("ignoring a partial checkpoint (a save was interrupted): %s", tmp)
-            if self.is_writer:
-                tmp.unlink(missing_ok=True)
+            log.warning("removing a partial checkpoint (a save was interrupted): %s", tmp)
+            tmp.unlink(missing_ok=True)
+        unreadable = 0
         for path in reversed(self.complete()):
             try:
                 return path, load_checkpoint(path)
             except Exception as err:  # a truncated or corrupt file: fall back to an older one
-                log.warning("skipping unreadable checkpoint %s: %s", path, err)
+                unreadable += 1
+                self._set_aside(path, "corrupt", f"unreadable ({type(err).__name__})")
+        best = self._readable_best()
+        if best is not None:
+            log.warning("no readable step checkpoint: resuming from %s", self.best_path)
+            return self.best_path, best
+        if unreadable:
+            raise CheckpointError(
+                f"run.resume: every checkpoint in {self.dir} is unreadable ({unreadable} moved to "
+                f"{self.dir / 'corrupt'}/); restore one there, or set run.resume=never to start "
+                "over from step 0"
+            )
         return None
+
+    def _readable_best(self) -> dict | None:
+        if not self.best_path.is_file():
+            return None
+        try:
+            return load_checkpoint(self.best_path)
+        except Exception as err:
+            self._set_aside(self.best_path, "corrupt", f"unreadable ({type(err).__name__})")
+            return None
+
+    def restore_best(self, best_metric: float | None) -> None:
+        """The best metric of a resumed run; forgotten if best.pt is gone (deleted by hand, or
+        set aside), so that the next validation writes best.pt again."""
+        self.best_metric = best_metric
+        if best_metric is not None and self.is_writer and not self.best_path.is_file():
+            log.warning(
+                "%s is missing (its metric was %.4f): the next validated checkpoint becomes best",
+                self.best_path,
+                best_metric,
+            )
+            self.best_metric = None

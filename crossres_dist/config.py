@@ -7,6 +7,7 @@ message that names the key and the file it came from.
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -22,58 +23,111 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
+    # The run's name: its directory is output_dir/name.
     name: str = "run"
     # Each run lives in output_dir/name; an existing run directory is resumed from.
     output_dir: str = "runs"
+    # Seeds the initialisation, the data order and every draw of the views.
     seed: int = 0
     # "pretrain": plain cross-entropy at full resolution (makes a teacher for a new dataset).
     # "crossres": the method: student against the frozen teacher.
     stage: Literal["pretrain", "crossres"] = "crossres"
+    # "auto": resume from the newest readable checkpoint (refused if there are checkpoints but
+    # none is readable); "never": start from step 0, moving earlier checkpoints aside.
     resume: Literal["auto", "never"] = "auto"
+    # A run directory is locked by its job; a lock held from another host whose heartbeat is
+    # older than this (seconds) is taken over.
+    lock_stale_s: int = 120
 
 
 @dataclass
 class DataConfig:
     # An ImageFolder directory or a list file ("relative/path label" per line).
     train: str = "embedded:orl"
-    # A separate split; "split:K" instead holds out K images per identity of `train`.
+    # Validation (chooses best.pt and drives the plateau schedule): "split:K" holds out K images
+    # of every identity of `train`; or a separate ImageFolder / list file.
     val: str = "split:3"
+    # Test (reported by crossres_dist.evaluate, never seen by training or selection): "split:K",
+    # a separate ImageFolder / list file, or "" (evaluate on another data set).
+    test: str = ""
+    # Draws the held-out images. Not run.seed: runs with other seeds share the same split.
+    split_seed: int = 0
     # Root that list-file paths are relative to (default: the list file's folder).
     root: str = ""
+    # The input pipeline: "dali" (GPU or CPU operators), "torchvision" (the twin) or "auto".
     backend: Literal["auto", "dali", "torchvision"] = "auto"
+    # Faces are resized to this shorter side (pixels) before the crop.
     resize_shorter: int = 256
+    # The square crop (pixels) both networks see.
     crop: int = 224
+    # Both views of a training image turned grey with this probability.
     grayscale_p: float = 0.2
+    # Both views of a training image mirrored left-right with this probability (the paper: 0).
+    hflip_p: float = 0.0
+    # Images per rank per forward pass.
     micro_batch: int = 32
     # Input-pipeline threads per rank: DALI on the CPU runs one single-threaded pipeline per
     # thread, on a GPU they feed the device; the twin uses them as DataLoader workers.
     num_threads: int = 2
     # Validation keeps every n-th image, starting at `val_offset` (the research code: 30, half).
     val_every_nth: int = 1
+    # The first validation image kept (see val_every_nth).
     val_offset: int = 0
+    # Fewer validation images than this (after val_every_nth) is refused: top-1 on a handful of
+    # images cannot choose a checkpoint.
+    min_val_images: int = 40
+    # Validation views are made once and kept in memory (on the device) if they fit in this.
+    val_cache_mb: int = 512
+    # Unusable files found before the run: refused (false), or left out (true).
     skip_bad_files: bool = False
+    # A file that fails to decode during the run is named and left out, and the run goes on,
+    # until more than this fraction of the training files (at least one file) has failed.
+    max_bad_fraction: float = 0.001
     # Before the first step every rank checks its share of the files: "full" decodes them,
     # "header" only opens them (for millions of files; run crossres_dist.check_data once).
     check: Literal["full", "header", "off"] = "full"
+    # Files a check_data manifest verified (same size and mtime) are not checked again:
+    # "auto" (the data set's own .crossres-manifest.jsonl, if there is one), a path, or "".
+    manifest: str = "auto"
+    # An identity with fewer training images than this is refused.
     min_images_per_identity: int = 1
+    # Images with a shorter side below this (pixels) are counted at start-up.
     min_side: int = 16
 
 
 @dataclass
 class ModelConfig:
-    # Bottleneck blocks per stage; [3, 4, 6, 3] is SE-ResNet-50.
+    # The network family: "seresnet" (VGGFace2 SE-ResNet, Caffe BGR input) or "iresnet"
+    # (ArcFace iResNet, RGB (x - 127.5) / 127.5, data.crop = its input side, 112).
+    arch: Literal["seresnet", "iresnet"] = "seresnet"
+    # Blocks per stage; [3, 4, 6, 3] is SE-ResNet-50 (and iResNet-34), [3, 4, 14, 3] iResNet-50,
+    # [3, 13, 30, 3] iResNet-100.
     layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    # Channels of the first stage (64 for SE-ResNet-50); each stage doubles it.
     width: int = 64
+    # Squeeze-excite bottleneck ratio (16 in SE-ResNet-50).
     se_reduction: int = 16
+    # iResNet's embedding size (the feature; 512 in arcface_torch); 0 = the family's default.
+    embedding: int = 0
     # 0 = inferred from the training data.
     num_classes: int = 0
     # BatchNorm momentum 0 keeps the running statistics fixed, as in the released model.
     bn_momentum: float = 0.0
     # "batch": BatchNorm uses batch statistics in training; "frozen": running statistics always.
     bn_mode: Literal["batch", "frozen"] = "batch"
+    # Before every validation (and so in every best.pt and final checkpoint), re-estimate the
+    # student's BatchNorm statistics on training views: "clean" (undegraded), "mixed" (the
+    # student views, degraded with probability p), or "off" (keep the running statistics).
+    bn_recalibrate: Literal["off", "clean", "mixed"] = "off"
+    # Training views (over all ranks) for model.bn_recalibrate.
+    bn_recalibrate_images: int = 1024
+    # NHWC memory layout on GPU (faster convolutions with bf16).
     channels_last: bool = True
     # torch.compile the student (GPU: fuses the squeeze-excite and BatchNorm element-wise work).
     compile: bool = False
+    # torch.compile's mode for the student (and the teacher, with teacher.compile):
+    # "reduce-overhead" adds CUDA graphs (small micro-batches), "max-autotune" tunes kernels.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
 
 @dataclass
@@ -82,8 +136,12 @@ class TeacherConfig:
     checkpoint: str = ""
     # The teacher's own architecture; empty means the same as the student's.
     layers: list[int] = field(default_factory=list)
+    # The teacher's own width; 0 means the same as the student's.
     width: int = 0
+    # "full": FSDP2-shard the frozen teacher over the ranks (1/N memory each); "none": replicate.
     sharding: Literal["none", "full"] = "none"
+    # torch.compile the frozen teacher too (with model.compile_mode).
+    compile: bool = False
 
 
 @dataclass
@@ -96,48 +154,87 @@ class StudentConfig:
 
 @dataclass
 class MethodConfig:
+    # lambda: the weight of the feature term D against cross-entropy (0: CE only).
     lambda_feat: float = 0.1
+    # The feature term D: "mse" (method.md, scale of the network's features) or "cosine"
+    # (1 - cosine similarity: the same scale for any network, so lambda carries over).
+    feature_loss: Literal["mse", "cosine"] = "mse"
+    # The student sees both views of every face in one batch (CE and D on each).
+    paired: bool = False
+    # Probability that a training image's student view is degraded (fixed p).
     p: float = 0.1
+    # Degraded views go down to one of these shorter sides (pixels), drawn uniformly.
     resolutions: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"
+    # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
     curriculum: bool = False
+    # The curriculum's first p.
     curriculum_start: float = 0.1
+    # The curriculum's step in p, up to 1.
     curriculum_increment: float = 0.1
+    # Training images (all ranks together) between the curriculum's steps.
     curriculum_step: int = 35000
+    # The low resolution (pixels) validated at; best.pt maximises top-1 there.
     val_resolution: int = 8
+    # Further resolutions validated and logged (not used for selection).
     report_resolutions: list[int] = field(default_factory=lambda: [8, 12, 16, 24, 32])
 
 
 @dataclass
 class OptimConfig:
+    # SGD learning rate (the peak, with warm-up or cosine).
     lr: float = 1e-3
+    # SGD momentum.
     momentum: float = 0.9
+    # SGD weight decay.
     weight_decay: float = 5e-4
+    # Nesterov momentum.
     nesterov: bool = False
     # Images per optimizer step over all ranks; accumulation = global / (micro_batch x ranks).
     global_batch: int = 256
+    # "plateau" (halve on a validation-loss plateau, the paper), "cosine" or "constant".
     scheduler: Literal["plateau", "cosine", "constant"] = "plateau"
+    # The plateau schedule multiplies the learning rate by this.
     plateau_factor: float = 0.5
+    # Validations without improvement before the plateau schedule acts.
     plateau_patience: int = 10
+    # Relative improvement the plateau schedule counts as one.
     plateau_threshold: float = 0.1
+    # The learning rate never goes below this.
     min_lr: float = 1e-7
+    # Optimizer steps of linear warm-up (cosine schedule).
     warmup_steps: int = 0
+    # Clip the gradient norm to this; 0 = no clipping.
     grad_clip: float = 0.0
 
 
 @dataclass
 class TrainConfig:
+    # Passes over the training images (fractions allowed).
     epochs: float = 1.0
     # If > 0, overrides epochs.
     max_steps: int = 0
+    # "bf16" / "fp16" (with a gradient scaler) autocast, "fp32", or "auto" (bf16 on GPU, fp32 on
+    # CPU).
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    # "cuda", "cpu", or "auto" (a GPU if there is one).
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    # Validate (and maybe write best.pt) every this many optimizer steps.
     val_every: int = 100
+    # Log losses, learning rate and images/s every this many optimizer steps.
     log_every: int = 10
+    # Write a checkpoint every this many optimizer steps.
     checkpoint_every: int = 100
+    # Checkpoints kept besides best.pt (at least 2).
     keep_last: int = 2
+    # Non-finite steps in a row that stop the run (each one is skipped).
     max_nonfinite: int = 3
+    # A progress bar on rank 0's terminal.
     progress_bar: bool = True
+    # The host reads the device (non-finite steps) and the ranks compare stop flags every this
+    # many optimizer steps, and at every log, validation and checkpoint step; nowhere else.
+    sync_every: int = 10
     # Test hook: make the loss non-finite at these optimizer steps (fault-injection tests).
     inject_nan_steps: list[int] = field(default_factory=list)
     # Stop (as if preempted) after this optimizer step; 0 = never. Used by resume tests.
@@ -148,10 +245,16 @@ class TrainConfig:
 
 @dataclass
 class DistConfig:
+    # How ranks are found: "auto" (torchrun, then SLURM, then MPI, else one process) or forced.
     launcher: Literal["auto", "torchrun", "slurm", "mpi", "single"] = "auto"
+    # "nccl" (GPU), "gloo" (CPU), or "auto" (from the device).
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     # Every collective (and the wait for rank-0 validation) fails after this many seconds.
     timeout_s: int = 1800
+    # A rank without a heartbeat for this long (frozen, SIGSTOP, a hung node) ends the job so
+    # that torchrun / SLURM restarts it from the last checkpoint; 0 = off. Far below timeout_s.
+    watchdog_s: int = 300
+    # The rendezvous port under SLURM or MPI; 0 = derived from the job id / chosen free.
     port: int = 0
 
 
@@ -189,12 +292,17 @@ class Config:
                 f"{self.data.crop} exceeds data.resize_shorter={self.data.resize_shorter}; "
                 "lower the crop or raise resize_shorter",
             )
-        for name in ("p", "grayscale_p", "curriculum_start"):
-            section = self.data if name == "grayscale_p" else self.method
-            value = getattr(section, name)
+        for key in (
+            "method.p",
+            "data.grayscale_p",
+            "data.hflip_p",
+            "data.max_bad_fraction",
+            "method.curriculum_start",
+        ):
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
             if not 0.0 <= value <= 1.0:
-                prefix = "data" if name == "grayscale_p" else "method"
-                raise bad(f"{prefix}.{name}", f"{value} is not a probability in [0, 1]")
+                raise bad(key, f"{value} is not a probability in [0, 1]")
         if not self.method.resolutions or any(r < 1 for r in self.method.resolutions):
             raise bad("method.resolutions", "needs at least one resolution, each >= 1 pixel")
         if self.method.lambda_feat < 0:
@@ -207,8 +315,9 @@ class Config:
             raise bad("model.width", "must be >= 4")
         if self.train.keep_last < 2:
             raise bad("train.keep_last", "keep at least 2 checkpoints so one survives a crash")
-        if self.train.val_every <= 0 or self.train.checkpoint_every <= 0:
-            raise bad("train.val_every", "val_every and checkpoint_every must be > 0")
+        for key in ("val_every", "checkpoint_every", "log_every", "sync_every"):
+            if getattr(self.train, key) <= 0:
+                raise bad(f"train.{key}", "must be > 0")
         if self.run.stage == "crossres" and not self.teacher.checkpoint:
             raise bad(
                 "teacher.checkpoint",
@@ -217,6 +326,13 @@ class Config:
             )
         if self.dist.backend == "nccl" and self.train.device == "cpu":
             raise bad("dist.backend", "nccl needs train.device=cuda; use gloo on the CPU")
+        stages = 2 ** len(self.model.layers)
+        if self.model.arch == "iresnet" and self.data.crop % stages:
+            raise bad(
+                "data.crop",
+                f"{self.data.crop}: an iresnet with {len(self.model.layers)} stages needs a "
+                f"multiple of {stages} (arcface: 112)",
+            )
         if self.data.val_every_nth < 1:
             raise bad("data.val_every_nth", "must be >= 1")
 
@@ -225,8 +341,11 @@ class Config:
         d.pop("source", None)
         return d
 
+    def dumps(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def dump(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.dumps())
 
     @property
     def run_dir(self) -> Path:
@@ -243,6 +362,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check `value` against a type hint, converting only the lossless cases (int -> float)."""
     origin = typing.get_origin(hint)
     if origin is Literal:
+        if isinstance(value, bool):
+            # YAML 1.1 reads off/no as false and on/yes as true: take back the word it was.
+            words = {"off", "no", "false"} if not value else {"on", "yes", "true"}
+            matches = [c for c in typing.get_args(hint) if isinstance(c, str) and c in words]
+            value = matches[0] if len(matches) == 1 else value
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(c) for c in typing.get_args(hint))
             raise ConfigError(f"{where}: {value!r} is not one of {choices}")
@@ -337,3 +461,64 @@ def from_dict(values: dict[str, dict[str, Any]], source: str = "<dict>") -> Conf
     _apply(values, source, checked)
     sections = {name: SECTIONS[name](**checked.get(name, {})) for name in SECTIONS}
     return Config(**sections, source=source)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "|".join(str(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"list[{typing.get_args(hint)[0].__name__}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def settings_help() -> list[tuple[str, str, Any, str]]:
+    """(section.key, type, default, meaning) for every setting, the meaning read from the
+    comment above the field in this file: the one place each setting is documented."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(sys.modules[__name__])
+    lines = source.splitlines()
+    comments: dict[tuple[str, str], str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    above, i = [], item.lineno - 2
+                    while i >= 0 and lines[i].strip().startswith("#"):
+                        above.insert(0, lines[i].strip()[1:].strip())
+                        i -= 1
+                    comments[(node.name, item.target.id)] = " ".join(above)
+    defaults = Config(
+        teacher=TeacherConfig(checkpoint="(required for run.stage=crossres)")
+    ).to_dict()
+    rows = []
+    for section, cls in SECTIONS.items():
+        for key, hint in _HINTS[section].items():
+            rows.append(
+                (
+                    f"{section}.{key}",
+                    _type_name(hint),
+                    defaults[section][key],
+                    comments.get((cls.__name__, key), ""),
+                )
+            )
+    return rows
+
+
+def format_settings_help() -> str:
+    import textwrap
+
+    out = [
+        "settings (in the YAML file as section: {key: value}, or on the command line as",
+        "section.key=value; the command line wins):",
+    ]
+    section = None
+    for name, kind, default, meaning in settings_help():
+        if name.split(".")[0] != section:
+            section = name.split(".")[0]
+            out.append("")
+        out.append(f"  {name} ({kind}, default {default!r})")
+        out += textwrap.wrap(meaning, 92, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(out)

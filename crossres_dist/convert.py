@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .model import SEResNet
+from .models import build_model
 from .weights import WeightsError, assign, read_state
 
 
@@ -23,14 +23,15 @@ def convert(source: Path, target: Path) -> dict:
     state, spec = read_state(source)
     if spec is None:
         raise WeightsError(f"{source}: cannot tell the network's shape from this file")
-    model = SEResNet(spec)
+    model = build_model(spec)
     assign(model, state, str(source))  # every key used, every tensor filled, shapes equal
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"student": model.state_dict(), "model_spec": {**vars(spec), "layers": list(spec.layers)}},
+        {"student": model.state_dict(), "model_spec": spec.as_dict()},
         target,
     )
     return {
+        "arch": spec.arch,
         "layers": list(spec.layers),
         "width": spec.width,
         "num_classes": spec.num_classes,

@@ -26,13 +26,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pipelines import ViewSettings, build_views, eval_plans
-from pipelines.sources import DataError, Sample, load_source, load_splits
+from pipelines.sources import (
+    DataError,
+    Dataset,
+    Sample,
+    SplitSpec,
+    load_source,
+    load_splits,
+    sample_key,
+    seen_by,
+)
 
-from . import distributed, logs
+from . import distributed, logs, rundir
+from .checkpoint import load_checkpoint
 from .config import ConfigError, load_config
-from .model import SEResNet
+from .models import build_model
 from .trainer import autocast_for, resolve_precision
-from .weights import WeightsError, read_state
+from .weights import WeightsError, lineage_of, read_state
 
 log = logging.getLogger(__name__)
 FARS = (1e-1, 1e-2, 1e-3)
@@ -100,38 +110,145 @@ def gallery_split(samples: list[Sample], per_identity: int) -> tuple[np.ndarray,
     return np.array(gallery, int), np.array(probe, int)
 
 
+def config_split(cfg, part: str | None) -> tuple[Dataset, str]:
+    """The images of the config's test split (the default when it has one) or validation split.
+    The validation split chose best.pt, so numbers on it are optimistic: said in a warning."""
+    spec = SplitSpec.from_config(cfg.data)
+    splits = load_splits(spec)
+    part = part or ("test" if splits.test is not None else "val")
+    if part == "test" and splits.test is None:
+        raise ConfigError(
+            f"{cfg.source}: data.test is empty: there is no test split to evaluate; set "
+            "data.test=split:K (and train with it), or evaluate on --data DIR"
+        )
+    if part == "val":
+        log.warning(
+            "evaluating on the validation split, which chose best.pt: these numbers are "
+            "optimistic; report on a test split (data.test=split:K) or another data set"
+        )
+    return (
+        splits.part(part),
+        f"{part} split ({getattr(spec, part)}, split_seed {spec.seed}) of {spec.train}",
+    )
+
+
+class OverlapError(DataError):
+    """A checkpoint was trained on images it is asked to be evaluated on."""
+
+
+def check_unseen(checkpoint: str, samples: list[Sample], allow: bool) -> dict:
+    """What the checkpoint (and the checkpoints it started from) trained and selected on, against
+    the evaluation images. Training overlap is refused unless `allow`; selection (validation)
+    overlap is only reported. Files that record no split (released weights) are 'unknown'."""
+    lineage = lineage_of(checkpoint)
+    if not lineage:
+        return {"training_data": "unknown (the file records no split)"}
+    keys = {sample_key(s.path) for s in samples}
+    trained, selected, stale = set(), set(), False
+    for record in lineage:
+        seen = seen_by(record)
+        trained |= keys & seen.train
+        selected |= keys & seen.val
+        stale |= not seen.matches_record
+    if stale:
+        log.warning(
+            "%s: the data on disk no longer gives the split it was trained on; the overlap "
+            "check uses the data as it is now",
+            checkpoint,
+        )
+    if trained and not allow:
+        record = lineage[0]
+        raise OverlapError(
+            f"{checkpoint}: {len(trained)} of the {len(keys)} evaluation images (e.g. "
+            f"{sorted(trained)[0]}) are training images of this checkpoint or the one it started "
+            f"from (data.train={record['train']}, split_seed={record['split_seed']}); evaluate "
+            "on its test split, or pass --allow-overlap to report leaking numbers anyway"
+        )
+    if selected:
+        log.warning(
+            "%s: %d evaluation images chose this checkpoint (its validation split): optimistic",
+            checkpoint,
+            len(selected),
+        )
+    return {
+        "training_data": [
+            {k: r[k] for k in ("train", "val", "test", "split_seed")} for r in lineage
+        ],
+        "overlap_with_training": len(trained),
+        "overlap_with_selection": len(selected),
+    }
+
+
 # ----------------------------------------------------------------------------- features
-def load_model(path: str, device: torch.device) -> SEResNet:
+def load_model(path: str, device: torch.device) -> torch.nn.Module:
     state, spec = read_state(path)
     if spec is None:
         raise WeightsError(f"{path}: cannot tell the network's shape from this file")
-    model = SEResNet(spec)
+    model = build_model(spec)
     model.load_state_dict(state, strict=False)
     return model.to(device).eval()
 
 
 @torch.no_grad()
 def extract(
-    model, samples, views, resolution, batch, backend, device, threads, autocast
-) -> torch.Tensor | None:
-    """Features of every sample at `resolution` (None = full), in sample order, on rank 0."""
+    model, samples, views, resolution, batch, backend, device, threads, autocast, label=""
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Features and logits of every sample at `resolution` (None = full), in sample order, on
+    rank 0 (None elsewhere). Rank 0 shows the progress (images/s, time left)."""
     rank, world = distributed.rank(), distributed.world_size()
     plans = eval_plans(samples, views, batch, [resolution], rank, world)
     stream = build_views(backend, iter([p for _, p in plans]), views, batch, device, threads, 0)
-    parts, valid = [], []
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(samples),
+            unit="img",
+            desc=f"{label} at {res_label(resolution)}",
+            file=sys.stderr,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+    parts = []
     for _, plan in plans:
         views_batch = next(stream)
         with autocast:
-            features, _ = model(views_batch["student_view"])
-        parts.append(features.float())
-        valid.append(torch.from_numpy(plan.valid))
+            features, logits = model(views_batch["student_view"])
+        parts.append(torch.cat([features.float(), logits.float()], 1))
+        if bar is not None:
+            bar.update(min(int(plan.valid.sum()) * world, bar.total - bar.n))
+    if bar is not None:
+        bar.close()
     mine = torch.cat(parts)
     if world > 1:
         gathered = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(gathered, mine)
         mine = torch.stack(gathered, 1).reshape(-1, mine.shape[1])
+    if rank != 0:
+        return None
     # Rank r held positions r, r + world, ...; the padding sits at the end once interleaved.
-    return mine[: len(samples)].cpu() if rank == 0 else None
+    mine = mine[: len(samples)].cpu()
+    dim = model.spec.feature_dim
+    return mine[:, :dim].contiguous(), mine[:, dim:].contiguous()
+
+
+def classifier_labels(
+    checkpoint: str, samples: list[Sample], identities: dict[str, int] | None
+) -> np.ndarray | None:
+    """The samples' labels in the checkpoint's label map, when every evaluated identity is one
+    the checkpoint's classifier was trained on (None otherwise: only matching applies)."""
+    if identities is None:
+        return None
+    try:
+        trained = load_checkpoint(Path(checkpoint)).get("identities")
+    except Exception:
+        return None
+    if not isinstance(trained, dict):
+        return None
+    names = {label: name for name, label in identities.items()}
+    if not all(names[s.label] in trained for s in samples):
+        return None
+    return np.array([trained[names[s.label]] for s in samples])
 
 
 def cache_key(checkpoint: str, samples: list[Sample], views: ViewSettings, resolution) -> str:
@@ -199,6 +316,8 @@ def all_pair_scores(probe, probe_labels, gallery, gallery_labels, same_set: bool
 def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | None) -> list[Path]:
     import matplotlib
 
+    if not list(Path(matplotlib.get_cachedir()).glob("fontlist-*.json")):
+        log.info("matplotlib is building its font cache (once per machine; a minute or two)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -272,7 +391,25 @@ def plot_all(out: Path, report: dict, resolutions: list, tsne_inputs: dict | Non
 def markdown(report: dict, resolutions: list) -> str:
     labels = [res_label(r) for r in resolutions]
     header = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    lines = ["Rank-1 identification, probe at r px vs full-resolution gallery:", "", *header]
+    lines = [f"Evaluated on the {report['data']}: {report['images']} images.", ""]
+    for name, m in report["models"].items():
+        trained = m["provenance"].get("overlap_with_training", 0)
+        selected = m["provenance"].get("overlap_with_selection", 0)
+        if trained:
+            lines.append(
+                f"**{name} trained on {trained} of these images (--allow-overlap): its numbers "
+                "leak.**"
+            )
+        if selected:
+            lines.append(f"{name} was chosen on {selected} of these images: optimistic.")
+    with_classifier = [n for n, m in report["models"].items() if "classifier_top1" in m]
+    if with_classifier:
+        lines += ["Classifier top-1, images at r px:", "", *header]
+        for name in with_classifier:
+            top1 = report["models"][name]["classifier_top1"]
+            lines.append(f"| {name} | " + " | ".join(f"{top1[r]:.3f}" for r in labels) + " |")
+        lines.append("")
+    lines += ["Rank-1 identification, probe at r px vs full-resolution gallery:", "", *header]
     for name, m in report["models"].items():
         rows = m["probe_vs_full_gallery"]
         lines.append(
@@ -331,14 +468,17 @@ def parse_resolution(text: str):
 
 def evaluate(args) -> dict | None:
     cfg = load_config(args.config, ["teacher.checkpoint=unused", *args.overrides])
-    views = ViewSettings(cfg.data.resize_shorter, cfg.data.crop, 0.0, cfg.method.resolutions)
     pairs = None
+    data_identities = None
     if args.pairs:
         samples, pairs = read_pairs(Path(args.pairs), Path(args.data or "."))
+        data_name = args.pairs
     elif args.data:
-        samples = load_source(args.data, cfg.data.root).samples
+        dataset = load_source(args.data, cfg.data.root)
+        samples, data_identities, data_name = dataset.samples, dataset.identities, args.data
     else:
-        samples = load_splits(cfg.data.train, cfg.data.val, cfg.data.root, cfg.run.seed)[1].samples
+        dataset, data_name = config_split(cfg, args.split)
+        samples, data_identities = dataset.samples, dataset.identities
     if not samples:
         raise DataError("no images to evaluate")
     for path in args.checkpoint:
@@ -347,6 +487,11 @@ def evaluate(args) -> dict | None:
     names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
     if len(names) != len(args.checkpoint):
         raise ConfigError("give one --name per --checkpoint")
+    # Before any extraction: refuse a checkpoint that trained on the images it would report.
+    provenance = {
+        name: check_unseen(path, samples, args.allow_overlap)
+        for path, name in zip(args.checkpoint, names)
+    }
 
     info = distributed.detect()
     logs.setup(info.rank)
@@ -361,7 +506,7 @@ def evaluate(args) -> dict | None:
         cache.mkdir(parents=True, exist_ok=True)
 
     report = {
-        "data": args.pairs or args.data or f"{cfg.data.val} of {cfg.data.train}",
+        "data": data_name,
         "images": len(samples),
         "models": {},
         "tsne_resolution": res_label(args.tsne_resolution),
@@ -369,14 +514,29 @@ def evaluate(args) -> dict | None:
     tsne_inputs = {}
     for checkpoint, name in zip(args.checkpoint, names):
         model = load_model(checkpoint, device)
-        features = {}
+        spec = model.spec
+        # The config's geometry, the network's own normalisation.
+        views = ViewSettings(
+            cfg.data.resize_shorter,
+            cfg.data.crop,
+            0.0,
+            cfg.method.resolutions,
+            channels=spec.channels,
+            mean=spec.mean,
+            scale=spec.scale,
+        )
+        features, logits = {}, {}
         for r in resolutions:
             path = cache / f"{cache_key(checkpoint, samples, views, r)}.pt"
-            hit = distributed.broadcast_object(path.is_file() if info.rank == 0 else None)
-            if hit:
-                features[r] = torch.load(path, weights_only=True) if info.rank == 0 else None
+            cached = None
+            if info.rank == 0:
+                cached = rundir.read_or_none(
+                    path, lambda f: torch.load(f, weights_only=True), "feature cache"
+                )
+            if distributed.broadcast_object(cached is not None):
+                extracted = cached
             else:
-                features[r] = extract(
+                extracted = extract(
                     model,
                     samples,
                     views,
@@ -386,12 +546,26 @@ def evaluate(args) -> dict | None:
                     device,
                     cfg.data.num_threads,
                     autocast,
+                    name,
                 )
                 if info.rank == 0:
-                    torch.save(features[r], path)
+                    rundir.atomic_write(path, lambda f, x=extracted: torch.save(x, f))
+            if info.rank == 0:
+                features[r], logits[r] = extracted
         if info.rank != 0:
             continue
-        result = {"checkpoint": checkpoint, "probe_vs_full_gallery": {}}
+        result = {
+            "checkpoint": checkpoint,
+            "provenance": provenance[name],
+            "probe_vs_full_gallery": {},
+        }
+        classes = classifier_labels(checkpoint, samples, data_identities)
+        if classes is not None:
+            # The classifier's own answer (closed set: the identities it was trained on).
+            result["classifier_top1"] = {
+                res_label(r): float((logits[r].argmax(1).numpy() == classes).mean())
+                for r in resolutions
+            }
         gallery_idx, probe_idx = gallery_split(samples, args.gallery_per_identity)
         full = features[None] if None in features else None
         for r in resolutions:
@@ -449,9 +623,11 @@ def evaluate(args) -> dict | None:
         distributed.shutdown()
         return None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(markdown(report, resolutions))
+    table = markdown(report, resolutions)
+    rundir.write_json(out / "results.json", report)
+    rundir.write_text(out / "results.md", table)
     plots = plot_all(out, report, resolutions, tsne_inputs)
+    print("\n" + table)
     log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots))
     distributed.shutdown()
     return report
@@ -459,8 +635,18 @@ def evaluate(args) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossres-eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", action="append", required=True)
-    parser.add_argument("--name", action="append")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="a checkpoint or weights file to evaluate (repeat for several; the architecture "
+        "comes from the file)",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        help="its name in the tables and plots, one per --checkpoint (default: the run's name)",
+    )
     parser.add_argument("--config", required=True, help="the training config (views, data split)")
     parser.add_argument(
         "--data",
@@ -468,6 +654,17 @@ def main(argv: list[str] | None = None) -> int:
         "with --pairs, the image root",
     )
     parser.add_argument("--pairs", help="an LFW-style pairs file")
+    parser.add_argument(
+        "--split",
+        choices=["test", "val"],
+        help="without --data: which held-out part of the config's data to evaluate (default: "
+        "test when the config has data.test, else val, with a warning)",
+    )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="evaluate even if a checkpoint trained on some of the images (the report says so)",
+    )
     parser.add_argument(
         "--resolutions", nargs="+", type=parse_resolution, default=[8, 12, 16, 24, 32, None]
     )

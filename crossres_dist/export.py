@@ -11,20 +11,20 @@ from pathlib import Path
 
 import torch
 
-from .model import SEResNet
+from .models import build_model
 from .weights import WeightsError, read_state
 
 
-def load(path: Path) -> SEResNet:
+def load(path: Path) -> torch.nn.Module:
     state, spec = read_state(path)
     if spec is None:
         raise WeightsError(f"{path}: cannot tell the network's shape from this file")
-    model = SEResNet(spec)
+    model = build_model(spec)
     model.load_state_dict(state, strict=False)
     return model.eval()
 
 
-def export_onnx(model: SEResNet, path: Path, size: int) -> None:
+def export_onnx(model: torch.nn.Module, path: Path, size: int) -> None:
     example = torch.zeros(2, 3, size, size)
     torch.onnx.export(
         model,
@@ -38,7 +38,7 @@ def export_onnx(model: SEResNet, path: Path, size: int) -> None:
     )
 
 
-def export_torchscript(model: SEResNet, path: Path, size: int) -> None:
+def export_torchscript(model: torch.nn.Module, path: Path, size: int) -> None:
     traced = torch.jit.trace(model, torch.zeros(1, 3, size, size))
     traced.save(str(path))
 

@@ -21,11 +21,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import SEResNetSpec
+from .models import ModelSpec, defaults_for
 
 
 class FormatError(ValueError):
     """A weights file that cannot be read or does not fit; the message names file and key."""
+
+
+class RefusedGlobal(FormatError):
+    """The file names a Python global outside the allow-list (it would run code): refused."""
+
+
+KINDS = "a PyTorch checkpoint, a numpy .npy file or a pickle of arrays"
+
+
+def _damage(path: Path, err: Exception) -> str:
+    """What a file that failed to load is, from its first bytes, in one line (no pickle jargon,
+    and never the advice to load it unsafely)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as os_err:
+        return f"cannot be read ({os_err.strerror})"
+    if not head:
+        return f"an empty file, not {KINDS}"
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged or truncated PyTorch checkpoint (its zip archive does not open)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a damaged or truncated numpy .npy file"
+    if head[:1] == b"\x80":
+        return "a damaged or truncated pickle (or legacy PyTorch file): it ends or breaks early"
+    return f"not {KINDS} (it starts with bytes {head[:4].hex(' ')})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,11 +106,41 @@ def infer_layers(caffe_or_attr_names) -> tuple[int, ...]:
     return tuple(counts[s] for s in sorted(counts))
 
 
-def spec_from_state(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> SEResNetSpec:
+def spec_from_state(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> ModelSpec:
     width = state["conv1.weight"].shape[0]
     fc = state["fc.weight"]
     reduction = state["layer1.0.conv3.weight"].shape[0] // state["layer1.0.conv4.weight"].shape[0]
-    return SEResNetSpec(layers=layers, width=width, num_classes=fc.shape[0], se_reduction=reduction)
+    return ModelSpec(layers=layers, width=width, num_classes=fc.shape[0], se_reduction=reduction)
+
+
+def is_iresnet_state(state: dict[str, torch.Tensor]) -> bool:
+    """An arcface_torch iResNet state_dict (``backbone.pth``): a PReLU stem and the embedding's
+    BatchNorm1d ``features``."""
+    return "prelu.weight" in state and "features.running_mean" in state
+
+
+def iresnet_spec_from_state(state: dict[str, torch.Tensor]) -> ModelSpec:
+    """The iResNet a state_dict holds: depth from its block names, width from the stem, the
+    embedding and the input side from ``fc`` (last-stage channels x side/16 squared)."""
+    layers = _layers_of(state)
+    width = state["conv1.weight"].shape[0]
+    embedding, fc_inputs = state["fc.weight"].shape
+    last = width * 2 ** (len(layers) - 1)
+    side = round((fc_inputs / last) ** 0.5)
+    if last * side * side != fc_inputs:
+        raise FormatError(f"fc.weight has {fc_inputs} inputs, not {last} x a square side")
+    classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
+    return ModelSpec(
+        **{
+            **defaults_for("iresnet"),
+            "arch": "iresnet",
+            "layers": layers,
+            "width": width,
+            "num_classes": classes,
+            "embedding": embedding,
+            "input_size": side * 2 ** len(layers),
+        }
+    )
 
 
 def from_caffe_dict(params: dict, source: str) -> dict[str, torch.Tensor]:
@@ -152,16 +208,14 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in NUMPY_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused global '{module}.{name}' (not an array or container)"
-        )
+        raise RefusedGlobal(f"refused global '{module}.{name}' (not an array or container)")
 
 
 def _load_numpy_pickle(data: bytes, source: str):
     try:
         return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
-        raise FormatError(f"{source}: {err}") from None
+    except RefusedGlobal as err:
+        raise RefusedGlobal(f"{source}: {err}") from None
 
 
 def read_npy_object(path: Path) -> object:
@@ -303,11 +357,12 @@ def _torch_load(path: Path, extra: list | None = None):
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        reason = f"refused global '{named[1]}'" if named else str(err).split("\n")[0]
-        raise FormatError(
-            f"{path}: refused to load: {reason} (only tensors, containers and "
-            "the known SE-ResNet module classes are allowed)"
+        named = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
+        if named is None:
+            raise  # not a refusal: damage, described by read_any
+        raise RefusedGlobal(
+            f"{path}: refused to load: refused global '{named[1]}' (only tensors, containers "
+            "and the known SE-ResNet module classes are allowed; nothing in the file was run)"
         ) from None
 
 
@@ -320,8 +375,22 @@ def _is_torch_file(path: Path) -> bool:
     return head[:1] == b"\x80" and path.suffix in (".pth", ".pt", ".tar", ".bin", ".ckpt")
 
 
-def read_any(path: Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
+def read_any(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
+    """The state_dict in `path` and its architecture (if recorded). Every failure is one
+    FormatError line that names the file and says what it is or is not."""
+    try:
+        return _read_any(path)
+    except FormatError:
+        raise
+    except Exception as err:  # EOFError, zip errors, pickle jargon, struct errors ...
+        raise FormatError(f"{path}: {_damage(path, err)}") from None
+
+
+def _read_any(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
     source = str(path)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+            raise FormatError(f"{path}: {_damage(path, ValueError())}")
     if path.suffix == ".npy":
         params = read_npy_object(path)
         if not isinstance(params, dict):
@@ -334,14 +403,12 @@ def read_any(path: Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
             state = from_attribute_dict(_flatten_module(obj), source)
             return state, spec_from_state(state, _layers_of(state))
         if isinstance(obj, dict) and "student" in obj:  # a project checkpoint
-            spec = (
-                SEResNetSpec(**{**obj["model_spec"], "layers": tuple(obj["model_spec"]["layers"])})
-                if "model_spec" in obj
-                else None
-            )
+            spec = ModelSpec.from_dict(obj["model_spec"]) if "model_spec" in obj else None
             return obj["student"], spec
         if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             state = dict(obj)
+            if is_iresnet_state(state):  # arcface_torch's backbone.pth
+                return state, iresnet_spec_from_state(state)
             return state, spec_from_state(
                 state, _layers_of(state)
             ) if "fc.weight" in state else None

@@ -10,6 +10,8 @@ FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(message)s"
 
 
 def setup(rank: int, log_file: Path | None = None) -> None:
+    # A log file on a full disk must not bury the one-line error in logging's own tracebacks.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

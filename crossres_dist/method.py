@@ -1,8 +1,12 @@
-"""The cross-resolution method: frozen teacher, trained student, CE + lambda * MSE, curriculum.
+"""The cross-resolution method: frozen teacher, trained student, CE + lambda * D, curriculum.
 
 As in timm's distillation task, the student, the frozen teacher and the loss live together; the
 task returns a dict of losses. Only the student is ever wrapped for data parallelism: the teacher
 has no gradients, so an all-reduce for it would cost bandwidth for nothing.
+
+The objective (``CrossResolutionObjective``) is the one place that combines the terms; training
+and validation both call it, so the validation loss that drives the plateau schedule is the loss
+being minimised.
 """
 
 from __future__ import annotations
@@ -37,18 +41,69 @@ def freeze(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-class CrossResolutionLoss(nn.Module):
-    """``L = CE(student_logits(x'), y) + lambda * MSE(student_feat(x'), teacher_feat(x))``.
+def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample distance between student and teacher features.
 
-    MSE is the mean over batch and feature dimensions. With ``teacher=None`` (the pretraining
-    stage, or lambda = 0 without a teacher) it is plain cross-entropy.
+    ``mse``: the mean over feature dimensions of the squared difference (method.md; its scale is
+    the features' scale, so the lambda that balances it against CE depends on the network).
+    ``cosine``: 1 - cosine similarity, in [0, 2] whatever the network's feature scale."""
+    student, teacher = student.float(), teacher.float()
+    if kind == "mse":
+        return (student - teacher).pow(2).mean(1)
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(student, teacher, dim=1)
+    raise ValueError(f"unknown feature loss {kind!r}")
+
+
+@dataclass(frozen=True)
+class CrossResolutionObjective:
+    """``L = CE(student_logits, y) + lambda * D(student_feat, teacher_feat)``, D per
+    ``feature_distance``; without teacher features (pretraining, lambda = 0) it is CE."""
+
+    lambda_feat: float = 0.1
+    feature_loss: str = "mse"
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.lambda_feat > 0
+
+    def __call__(
+        self,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_features: torch.Tensor | None,
+        reduction: str = "mean",
+    ) -> dict[str, torch.Tensor]:
+        reduce = torch.mean if reduction == "mean" else torch.sum
+        ce = F.cross_entropy(logits.float(), labels, reduction=reduction)
+        if self.uses_teacher and teacher_features is not None:
+            feat = reduce(feature_distance(features, teacher_features, self.feature_loss))
+            return {"ce": ce, "feat": feat, "loss": ce + self.lambda_feat * feat}
+        return {"ce": ce, "feat": torch.zeros((), device=ce.device), "loss": ce}
+
+
+class CrossResolutionLoss(nn.Module):
+    """The training task: the student sees the student view (degraded with probability p),
+    the frozen teacher the undegraded view, and the objective compares them.
+
+    With ``paired``, the student sees both views of every face in the same batch, and every
+    term applies to both: the undegraded half anchors the student to the teacher at full
+    resolution while the degraded half teaches it low resolution.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, lambda_feat: float) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        objective: CrossResolutionObjective,
+        paired: bool = False,
+    ) -> None:
         super().__init__()
         self.student = student
         self.teacher = teacher
-        self.lambda_feat = lambda_feat
+        self.objective = objective
+        self.paired = paired
 
     def teacher_features(self, teacher_view: torch.Tensor) -> torch.Tensor:
         # The teacher may drift into train mode if someone calls .train() on a parent: guard.
@@ -59,22 +114,17 @@ class CrossResolutionLoss(nn.Module):
         return features
 
     def forward(
-        self,
-        teacher_view: torch.Tensor,
-        student_view: torch.Tensor,
-        labels: torch.Tensor,
-        teacher_features: torch.Tensor | None = None,
+        self, teacher_view: torch.Tensor, student_view: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        student_features, logits = self.student(student_view)
-        ce = F.cross_entropy(logits.float(), labels)
-        losses = {"ce": ce, "logits": logits.detach()}
-        if self.lambda_feat > 0 and (self.teacher is not None or teacher_features is not None):
-            if teacher_features is None:
-                teacher_features = self.teacher_features(teacher_view)
-            mse = F.mse_loss(student_features.float(), teacher_features.float())
-            losses["mse"] = mse
-            losses["loss"] = ce + self.lambda_feat * mse
-        else:
-            losses["mse"] = torch.zeros((), device=ce.device)
-            losses["loss"] = ce
+        target = None
+        if self.objective.uses_teacher and self.teacher is not None:
+            target = self.teacher_features(teacher_view)
+        if self.paired:
+            student_view = torch.cat([student_view, teacher_view])
+            labels = torch.cat([labels, labels])
+            target = None if target is None else torch.cat([target, target])
+        features, logits = self.student(student_view)
+        losses = self.objective(features, logits, labels, target)
+        # For the training top-1: the student views' logits (the first half when paired).
+        losses["logits"] = logits[: len(logits) // 2 if self.paired else len(logits)].detach()
         return losses

@@ -10,15 +10,23 @@ from .config import OptimConfig
 
 
 def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    # The fused kernel exists on CUDA only; on the CPU the foreach path is the fast one.
-    return torch.optim.SGD(
+    """Fused SGD on either device: one kernel per step, and it takes ``found_inf`` so that a
+    non-finite step is skipped on the device, with no host synchronisation."""
+    optimizer = torch.optim.SGD(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.nesterov,
-        fused=device.type == "cuda" or None,
+        fused=True,
     )
+    if cfg.momentum > 0:
+        # Created lazily, a buffer is left uninitialised when the first step is skipped; zeros
+        # give the same first step (dampening 0: buffer = gradient).
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                optimizer.state[parameter]["momentum_buffer"] = torch.zeros_like(parameter)
+    return optimizer
 
 
 class Schedule:

@@ -1,9 +1,11 @@
-"""Applies parallelism to the networks; the model code itself knows nothing of it.
+"""Applies parallelism, compilation and memory layout to the networks; the model code itself
+knows nothing of them.
 
-The student is replicated with DDP (in the trainer). The frozen teacher is either replicated
-(``teacher.sharding=none``) or sharded with FSDP2 (``full``): each stage's parameters are spread
-over the ranks, gathered for that stage's forward and freed after it, so a rank holds about 1/N
-of the teacher between forwards.
+The student is replicated with DDP (gradients as views into the all-reduce buckets). The frozen
+teacher is either replicated (``teacher.sharding=none``) or sharded with FSDP2 (``full``): each
+stage's parameters are spread over the ranks, gathered for that stage's forward and freed after
+it, so a rank holds about 1/N of the teacher between forwards. Either may be compiled
+(``torch.compile``; mode ``reduce-overhead`` adds CUDA graphs, for small micro-batches).
 """
 
 from __future__ import annotations
@@ -12,10 +14,41 @@ import logging
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import distributed
 
 log = logging.getLogger(__name__)
+
+
+def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory_format:
+    """NHWC on a GPU when asked (tensor-core convolutions); the CPU stays NCHW."""
+    if channels_last and device.type == "cuda":
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def parallelize_student(
+    student: nn.Module,
+    device: torch.device,
+    world: int,
+    memory_format: torch.memory_format,
+    compile_mode: str | None = None,
+) -> nn.Module:
+    """The module the training step calls: the student on `device`, compiled if asked, wrapped
+    in DDP on several ranks. The student itself stays unwrapped for checkpoints."""
+    student.to(device, memory_format=memory_format)
+    if compile_mode is not None:
+        # In place: the module's state_dict keys stay free of an _orig_mod prefix.
+        student.compile(mode=compile_mode)
+    if world == 1:
+        return student
+    # Gradients as views into the all-reduce buckets: no copy in and out of them.
+    return DDP(
+        student,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        gradient_as_bucket_view=True,
+    )
 
 
 def shard_teacher(
@@ -24,6 +57,20 @@ def shard_teacher(
     device: torch.device,
     precision: str,
     memory_format: torch.memory_format = torch.contiguous_format,
+    compile_mode: str | None = None,
+) -> nn.Module:
+    teacher = _place_teacher(teacher, sharding, device, precision, memory_format)
+    if compile_mode is not None:
+        teacher.compile(mode=compile_mode)
+    return teacher
+
+
+def _place_teacher(
+    teacher: nn.Module,
+    sharding: str,
+    device: torch.device,
+    precision: str,
+    memory_format: torch.memory_format,
 ) -> nn.Module:
     if sharding == "none":
         return teacher.to(device, memory_format=memory_format)

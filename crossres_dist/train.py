@@ -9,19 +9,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, load_config
+from pipelines.sources import DataError
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, format_settings_help, load_config
 from .distributed import LaunchError
+from .rundir import DiskFullError
 from .trainer import SetupError, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crossres-train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="crossres-train",
+        description=__doc__.split("\n\n")[0],
+        epilog=format_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML file in configs/")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_intermixed_args(argv)
     try:
         return run(load_config(args.config, args.overrides))
-    except (ConfigError, SetupError, LaunchError) as err:
+    except (ConfigError, SetupError, LaunchError, CheckpointError, DiskFullError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,6 @@ validation targets -> loop (micro-steps, optimizer step, logging, validation, ch
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -20,21 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipelines import TrainPlanner, ViewSettings, build_views, choose_backend, load_splits
-from pipelines.sources import DataError, load_identities, save_identities
+from pipelines import ResilientViews, TrainPlanner, ViewSettings, build_views, choose_backend
+from pipelines.dali_pipeline import dali_decode_error
+from pipelines.sources import DataError, SplitSpec, load_splits, sample_key, seen_by
 
-from . import distributed, logs
-from .check_data import FATAL, check_file
-from .checkpoint import CheckpointManager, unwrap
+from . import distributed, logs, rundir
+from .check_data import check_file, is_fatal
+from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
 from .config import Config
-from .method import CrossResolutionLoss, Curriculum, freeze
-from .model import SEResNet, set_bn_frozen, spec_from_config
+from .data import check_run_files, check_sizes, report_files
+from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
+from .models import build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
-from .parallelize import shard_teacher
+from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .validate import ValidationData, cached_teacher_features, evaluate_student
-from .weights import WeightsError, assign, read_state
+from .watchdog import Watchdog
+from .weights import WeightsError, assign, lineage_of, read_state
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,41 @@ class Trainer:
         self.world = distributed.world_size()
         self.stop_flag = StopFlag()
         self.scalars = logs.Scalars(None)
+        self.run_lock: rundir.RunLock | None = None
+        self.watchdog = None
+        if self.world > 1 and cfg.dist.watchdog_s > 0:
+            self.watchdog = Watchdog(
+                self.info.rank,
+                self.world,
+                self.info.master_addr,
+                self.info.master_port,
+                cfg.dist.watchdog_s,
+            ).start()
         try:
             self._setup()
         except (DataError, WeightsError) as err:
+            self.close()
             raise SetupError(str(err)) from None
+        except BaseException:
+            self.close()  # release the run lock and stop the watchdog: nothing is left held
+            raise
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
         cfg, run_dir = self.cfg, self.run_dir
+        # One job per run directory: rank 0 locks it before writing anything in it.
+        locked = None
         if self.is_main:
             preflight(cfg, run_dir, needed_bytes=0)
+            try:
+                self.run_lock = rundir.RunLock(run_dir, cfg.run.lock_stale_s)
+                self.run_lock.acquire()
+            except rundir.RunLockedError as err:
+                self.run_lock, locked = None, str(err)
+        locked = distributed.broadcast_object(locked)
+        if locked:
+            raise SetupError(locked)
+        if self.is_main:
             logs.add_file(run_dir / "train.log")
         self.checkpoints = CheckpointManager(
             run_dir,
@@ -127,27 +153,56 @@ class Trainer:
             is_writer=self.is_main,
             kill_during_save_step=cfg.train.inject_kill_during_save,
         )
-        resumed = self.checkpoints.latest() if cfg.run.resume == "auto" else None
-        self.resume_state = resumed[1] if resumed else None
-        if resumed:
-            log.info("resuming from %s", resumed[0])
+        self.resume_state = self._find_resume_point()
 
-        # Data: one label map for every rank, run and evaluation (from the checkpoint on resume).
-        identities = self.resume_state["identities"] if self.resume_state else None
+        # Data: one split for every rank, run, seed and evaluation (drawn with data.split_seed,
+        # recorded in every checkpoint), one label map (from the checkpoint on resume).
+        split_spec = SplitSpec.from_config(cfg.data)
+        if self.resume_state is not None:
+            self._check_same_split(split_spec)
         label_file = run_dir / "identities.json"
-        if identities is None and label_file.is_file():
-            identities = load_identities(label_file)
-        train_set, val_set = load_splits(
-            cfg.data.train, cfg.data.val, cfg.data.root, cfg.run.seed, identities
-        )
-        val_samples = val_set.samples[cfg.data.val_offset :: cfg.data.val_every_nth]
-        if not train_set.samples:
+        splits = load_splits(split_spec, self._label_map(label_file))
+        held_out = splits.val.samples
+        val_samples = held_out[cfg.data.val_offset :: cfg.data.val_every_nth]
+        if not splits.train.samples:
             raise SetupError(f"data.train: {cfg.data.train} has no training images")
-        if not val_samples:
-            raise SetupError(f"data.val: {cfg.data.val} leaves no validation images")
-        train_samples = self._exclude_bad_files(train_set.samples + val_samples, train_set.samples)
-        val_samples = [s for s in val_samples if s.path not in self._bad]
+        if len(val_samples) < cfg.data.min_val_images:
+            thinned = (
+                f", every {cfg.data.val_every_nth}th kept by data.val_every_nth"
+                if cfg.data.val_every_nth > 1
+                else ""
+            )
+            raise SetupError(
+                f"data.val: {len(val_samples)} validation image(s) ({len(held_out)} held out by "
+                f"data.val={cfg.data.val}{thinned}) are too few to choose a checkpoint "
+                f"(data.min_val_images={cfg.data.min_val_images}); hold out more, lower "
+                "data.val_every_nth, or lower data.min_val_images"
+            )
+        if len(val_samples) < len(held_out):
+            log.info(
+                "validation uses %d of the %d held-out images (data.val_every_nth=%d); the "
+                "other %d are neither trained on nor validated",
+                len(val_samples),
+                len(held_out),
+                cfg.data.val_every_nth,
+                len(held_out) - len(val_samples),
+            )
+        train_set = splits.train
+        files = check_run_files(
+            train_set.samples, val_samples, cfg.data, self.info.rank, self.world
+        )
+        # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
+        report_files(files, cfg.data, len(train_set.samples) + len(val_samples))
+        self.skipped_before_run = set(files.unusable)
+        train_samples = [s for s in train_set.samples if s.path not in files.unusable]
+        val_samples = [s for s in val_samples if s.path not in files.unusable]
+        check_sizes(train_samples, cfg.data, self.world)
         self.identities = train_set.identities
+        self.splits = splits.describe()
+        self._held_out = {
+            "val": splits.val.samples,
+            "test": splits.test.samples if splits.test else [],
+        }
         counts = np.bincount([s.label for s in train_samples], minlength=train_set.num_classes)
         if counts.min() < cfg.data.min_images_per_identity:
             names = {label: name for name, label in self.identities.items()}
@@ -157,7 +212,8 @@ class Trainer:
                 f"training image(s), fewer than {cfg.data.min_images_per_identity}"
             )
         if self.is_main:
-            save_identities(self.identities, label_file)
+            rundir.write_json(label_file, self.identities)
+            rundir.write_json(run_dir / "splits.json", self.splits)
         num_classes = cfg.model.num_classes or train_set.num_classes
         if num_classes != train_set.num_classes:
             raise SetupError(
@@ -165,10 +221,13 @@ class Trainer:
                 f"{train_set.num_classes} identities; set model.num_classes=0 to infer it"
             )
         log.info(
-            "data: %d training and %d validation images of %d identities (%s backend)",
+            "data: %d training, %d validation and %d test images of %d identities "
+            "(split_seed %d; %s backend)",
             len(train_samples),
             len(val_samples),
+            self.splits["counts"]["test"],
             num_classes,
+            cfg.data.split_seed,
             choose_backend(cfg.data.backend),
         )
 
@@ -185,11 +244,11 @@ class Trainer:
         # Networks.
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
-        spec = spec_from_config(cfg.model, num_classes)
+        spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
         # Seeded before the first random initialisation: every rank starts from the same weights
         # (DDP would broadcast rank 0's anyway) and every rerun from the same ones.
         torch.manual_seed(cfg.run.seed)
-        self.student = SEResNet(spec)
+        self.student = build_model(spec)
         self.teacher = None
         if cfg.run.stage == "crossres":
             self.teacher, teacher_state = self._build_teacher(spec)
@@ -205,39 +264,47 @@ class Trainer:
             assign(self.student, state, cfg.student.init, cfg.student.replace_classifier)
         if self.resume_state is not None:
             self.student.load_state_dict(self.resume_state["student"])
+        self._record_lineage()
         if self.is_main:
             checkpoint_bytes = 3 * sum(
                 t.numel() * t.element_size() for t in self.student.state_dict().values()
             )
             preflight(cfg, run_dir, checkpoint_bytes)
 
-        memory_format = (
-            torch.channels_last
-            if (cfg.model.channels_last and self.device.type == "cuda")
-            else torch.contiguous_format
-        )
-        self.memory_format = memory_format
-        self.student.to(self.device, memory_format=memory_format)
+        self.memory_format = memory_format_for(self.device, cfg.model.channels_last)
         if self.teacher is not None:
             self.teacher = shard_teacher(
-                self.teacher, cfg.teacher.sharding, self.device, self.precision, memory_format
+                self.teacher,
+                cfg.teacher.sharding,
+                self.device,
+                self.precision,
+                self.memory_format,
+                cfg.model.compile_mode if cfg.teacher.compile else None,
             )
-        if cfg.model.compile:
-            # In place: the module's state_dict keys stay free of an _orig_mod prefix.
-            self.student.compile()
-        self.model = self.student
-        if self.world > 1:
-            # Gradients as views into the all-reduce buckets: no copy in and out of them.
-            self.model = DDP(
-                self.student,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                gradient_as_bucket_view=True,
-            )
-        self.task = CrossResolutionLoss(self.model, self.teacher, cfg.method.lambda_feat)
+        self.model = parallelize_student(
+            self.student,
+            self.device,
+            self.world,
+            self.memory_format,
+            cfg.model.compile_mode if cfg.model.compile else None,
+        )
+        lambda_feat = cfg.method.lambda_feat if self.teacher is not None else 0.0
+        self.objective = CrossResolutionObjective(lambda_feat, cfg.method.feature_loss)
+        self.task = CrossResolutionLoss(
+            self.model, self.teacher, self.objective, cfg.method.paired and self.teacher is not None
+        )
 
         # Optimisation.
         self.views = ViewSettings(
-            cfg.data.resize_shorter, cfg.data.crop, cfg.data.grayscale_p, cfg.method.resolutions
+            cfg.data.resize_shorter,
+            cfg.data.crop,
+            cfg.data.grayscale_p,
+            cfg.method.resolutions,
+            cfg.data.hflip_p,
+            # The network's own input normalisation, from its spec.
+            spec.channels,
+            spec.mean,
+            spec.scale,
         )
         self.curriculum = Curriculum(
             cfg.method.curriculum,
@@ -267,10 +334,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.images_seen = 0
-        self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.on_step = None  # a benchmark's hook, called after every optimizer step
         if self.resume_state is not None:
             self._restore(self.resume_state)
+        # Non-finite steps in a row, in all, and the last one's number, kept on the device.
+        self.nonfinite = torch.tensor([0.0, float(self.nonfinite_total), 0.0], device=self.device)
 
         # Validation targets (all ranks take part: the teacher may be sharded).
         self.val_data = ValidationData(
@@ -282,12 +351,13 @@ class Trainer:
             cfg.data.num_threads,
             cfg.run.seed,
             cfg.method.interpolation,
+            cfg.data.val_cache_mb,
         )
         self.val_resolutions = list(
             dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
         )
         self.val_teacher_features = None
-        if self.teacher is not None and cfg.method.lambda_feat > 0:
+        if self.teacher is not None and self.objective.uses_teacher:
             self.val_teacher_features = cached_teacher_features(
                 self.teacher,
                 cfg.teacher.checkpoint,
@@ -296,7 +366,7 @@ class Trainer:
                 self.autocast,
             )
         if self.is_main:
-            cfg.dump(run_dir / "config.yaml")
+            rundir.write_text(run_dir / "config.yaml", cfg.dumps())
             self.scalars = logs.Scalars(run_dir / "tensorboard")
         log.info(
             "student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
@@ -312,34 +382,61 @@ class Trainer:
             self.total_steps,
         )
 
-    def _exclude_bad_files(self, all_samples, train_samples):
-        """Unusable files are found before the first step: refused, or skipped if allowed."""
-        cfg = self.cfg
-        mine = all_samples[self.info.rank :: self.world] if cfg.data.check != "off" else []
-        decode = cfg.data.check == "full"
-        bad_mine = [
-            s.path
-            for s in mine
-            if set(check_file(s.path, cfg.data.min_side, decode, with_digest=False)[0]) & set(FATAL)
-        ]
-        bad = set()
-        if self.world > 1:
-            gathered = [None] * self.world
-            torch.distributed.all_gather_object(gathered, bad_mine)
-            for part in gathered:
-                bad.update(part)
-        else:
-            bad.update(bad_mine)
-        self._bad = bad
-        if bad and not cfg.data.skip_bad_files:
-            first = sorted(bad)[0]
-            raise SetupError(
-                f"data: {len(bad)} unreadable image(s), first {first}; run "
-                "`python -m crossres_dist.check_data` for a report, or set data.skip_bad_files=true"
-            )
-        if bad:
-            log.warning("skipping %d unreadable image(s), e.g. %s", len(bad), sorted(bad)[0])
-        return [s for s in train_samples if s.path not in bad]
+    def _find_resume_point(self) -> dict | None:
+        """Rank 0 chooses the checkpoint (setting aside what it cannot read); every rank loads
+        the one it names, so all resume from the same step."""
+        chosen, state, error = None, None, None
+        if self.is_main:
+            try:
+                if self.cfg.run.resume == "never":
+                    self.checkpoints.start_fresh()
+                else:
+                    found = self.checkpoints.find_latest()
+                    if found is not None:
+                        chosen, state = str(found[0]), found[1]
+            except CheckpointError as err:
+                error = str(err)
+        chosen, error = distributed.broadcast_object((chosen, error))
+        if error:
+            raise SetupError(error)
+        if chosen is None:
+            return None
+        log.info("resuming from %s", chosen)
+        return state if self.is_main else load_checkpoint(Path(chosen))
+
+    def _label_map(self, label_file: Path) -> dict[str, int] | None:
+        """The label map of this run: the checkpoint's on resume, else the run directory's (an
+        earlier start wrote it), else None (made from the data). Decided on rank 0 and shared,
+        so that no two ranks can read a file another is repairing."""
+        if self.resume_state is not None:
+            return self.resume_state["identities"]
+        identities = None
+        if self.is_main:
+            identities = rundir.read_or_none(label_file, rundir.read_json, "label map")
+            if identities is not None and not (
+                isinstance(identities, dict)
+                and all(isinstance(v, int) for v in identities.values())
+            ):
+                log.warning(
+                    "label map %s is not a name -> label mapping: rebuilding it", label_file
+                )
+                identities = None
+        return distributed.broadcast_object(identities)
+
+    def _check_same_split(self, spec: SplitSpec) -> None:
+        """A resumed run keeps the images it was split on: changing data.train, data.val,
+        data.test or data.split_seed mid-run would train on held-out images."""
+        recorded = self.resume_state.get("splits")
+        if recorded is None:
+            return
+        current = spec.as_dict()
+        for key, value in current.items():
+            if recorded.get(key) != value:
+                raise SetupError(
+                    f"data.{key}: the checkpoint in {self.checkpoints.dir} was trained with "
+                    f"{key}={recorded.get(key)!r}, this run asks for {value!r}; resume with the "
+                    "same data split (or start a new run.name)"
+                )
 
     def _build_teacher(self, student_spec):
         cfg = self.cfg
@@ -348,8 +445,21 @@ class Trainer:
             file_spec.layers if file_spec else student_spec.layers
         )
         width = cfg.teacher.width or (file_spec.width if file_spec else student_spec.width)
-        teacher_spec = spec_from_config(cfg.model, student_spec.num_classes, layers, width)
-        teacher = SEResNet(teacher_spec)
+        if file_spec is not None and file_spec.arch != student_spec.arch:
+            raise SetupError(
+                f"model.arch: the teacher {cfg.teacher.checkpoint} is a {file_spec.arch}, the "
+                f"student a {student_spec.arch}; both must be of one family (one input "
+                f"normalisation): set model.arch={file_spec.arch}"
+            )
+        if file_spec is not None and file_spec.input_size not in (0, cfg.data.crop):
+            raise SetupError(
+                f"data.crop: the teacher {cfg.teacher.checkpoint} takes {file_spec.input_size} px "
+                f"faces, data.crop is {cfg.data.crop}; set data.crop={file_spec.input_size}"
+            )
+        teacher_spec = spec_from_config(
+            cfg.model, student_spec.num_classes, layers, width, cfg.data.crop
+        )
+        teacher = build_model(teacher_spec)
         if teacher_spec.feature_dim != student_spec.feature_dim:
             raise SetupError(
                 f"teacher.checkpoint: the teacher's feature has {teacher_spec.feature_dim} "
@@ -359,18 +469,55 @@ class Trainer:
         assign(teacher, state, cfg.teacher.checkpoint, cfg.student.replace_classifier)
         return freeze(teacher), state
 
+    def _record_lineage(self) -> None:
+        """What the checkpoints this run starts from were trained on, kept in every checkpoint
+        so that the evaluator can refuse images any of them saw. A teacher that trained on
+        this run's validation or test images is reported: the student's numbers would leak."""
+        cfg = self.cfg
+        sources = [cfg.teacher.checkpoint] if cfg.run.stage == "crossres" else []
+        if cfg.student.init not in ("teacher", ""):
+            sources.append(cfg.student.init)
+        if self.resume_state is not None and "lineage" in self.resume_state:
+            self.lineage = self.resume_state["lineage"]
+        else:
+            self.lineage = [record for source in sources for record in lineage_of(source)]
+        if not self.is_main:
+            return
+        held_out = {
+            sample_key(s.path) for part in ("val", "test") for s in self._held_out.get(part, [])
+        }
+        mine = {k: self.splits[k] for k in ("train", "val", "test", "root", "split_seed")}
+        for record in self.lineage:
+            if {k: record.get(k) for k in mine} == mine:
+                continue  # the same split: disjoint by construction
+            try:
+                seen = seen_by(record)
+            except DataError as err:
+                log.warning("cannot check what an earlier checkpoint trained on: %s", err)
+                continue
+            leaked = held_out & seen.train
+            if leaked:
+                log.warning(
+                    "%d of this run's validation/test images (e.g. %s) were training images of "
+                    "the checkpoint it starts from (data.train=%s, split_seed=%s): its "
+                    "evaluation will be refused; train the teacher on the same data.split_seed",
+                    len(leaked),
+                    sorted(leaked)[0],
+                    record["train"],
+                    record["split_seed"],
+                )
+
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
         return {
             "student": unwrap(self.student).state_dict(),
-            "model_spec": {**vars(self.student.spec), "layers": list(self.student.spec.layers)},
+            "model_spec": self.student.spec.as_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "images_seen": self.images_seen,
             "curriculum_p": self.curriculum.p_at(self.images_seen),
-            "best_metric": self.checkpoints.best_metric,
             "nonfinite_total": self.nonfinite_total,
             "random": {
                 "python": list(random.getstate()[1]),
@@ -379,6 +526,8 @@ class Trainer:
             },
             "config": self.cfg.to_dict(),
             "identities": self.identities,
+            "splits": self.splits,
+            "lineage": self.lineage,
             "world_size": self.world,
         }
 
@@ -388,7 +537,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.images_seen = state["images_seen"]
-        self.checkpoints.best_metric = state.get("best_metric")
+        self.checkpoints.restore_best(state.get("best_metric"))
         self.nonfinite_total = state.get("nonfinite_total", 0)
         torch.set_rng_state(state["random"]["torch"])
         random.setstate((3, tuple(state["random"]["python"]), None))
@@ -411,6 +560,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
+        if self.cfg.model.bn_recalibrate != "off":
+            self.recalibrate_bn()
         metrics = {}
         if self.is_main:
             t0 = time.perf_counter()
@@ -419,7 +570,7 @@ class Trainer:
                 self.val_data,
                 self.val_resolutions,
                 self.val_teacher_features,
-                self.cfg.method.lambda_feat,
+                self.objective,
                 self.autocast,
             )
             low = f"val/{self.cfg.method.val_resolution}px"
@@ -455,16 +606,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
         cfg = self.cfg
-        plans = self.planner.stream(start=self.step * self.accumulation)
-        batches = build_views(
-            cfg.data.backend,
-            plans,
-            self.views,
-            cfg.data.micro_batch,
-            self.device,
-            cfg.data.num_threads,
-            cfg.run.seed,
-            cfg.method.interpolation,
+        batches = ResilientViews(
+            self.planner,
+            self.step * self.accumulation,
+            lambda plans: build_views(
+                cfg.data.backend,
+                plans,
+                self.views,
+                cfg.data.micro_batch,
+                self.device,
+                cfg.data.num_threads,
+                cfg.run.seed,
+                cfg.method.interpolation,
+            ),
+            self._undecodable,
+            self._excluded_during_run,
         )
         metrics: dict[str, float] = {}
         if self.step == 0:
@@ -474,7 +630,7 @@ class Trainer:
         if cfg.model.bn_mode == "frozen":
             set_bn_frozen(self.student)
         progress = self._progress()
-        sums = torch.zeros(4, device=self.device)  # loss, ce, mse, correct
+        sums = torch.zeros(4, device=self.device)  # loss, ce, feature term, correct
         window_start, window_images, window_micro = time.perf_counter(), 0, 0
         while self.step < self.total_steps:
             # Micro-steps: gradients are synchronised only on the last one (no_sync skips the
@@ -496,47 +652,50 @@ class Trainer:
                     [
                         loss.detach(),
                         losses["ce"].detach(),
-                        losses["mse"].detach(),
+                        losses["feat"].detach(),
                         (losses["logits"].argmax(1) == batch["labels"]).sum().float(),
                     ]
                 )
                 window_images += len(batch["labels"]) * self.world
                 window_micro += 1
 
-            # Optimizer step; a non-finite gradient (the same on every rank after the
-            # all-reduce) skips it, fp16 overflows are the scaler's business.
+            # Optimizer step, decided on the device: a non-finite gradient (the same on every
+            # rank after the all-reduce) makes the fused kernel skip the update, as the fp16
+            # scaler does for overflows. The host learns of it at the next sync point.
             self.scaler.unscale_(self.optimizer)
             max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
-            finite = bool(torch.isfinite(grad_norm))
-            if finite or self.precision == "fp16":
+            if self.precision == "fp16":
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                self.nonfinite_in_a_row = 0
             else:
-                self.nonfinite_in_a_row += 1
-                self.nonfinite_total += 1
-                log.warning(
-                    "step %d: non-finite loss/gradient, step skipped (%d in a row)",
-                    self.step + 1,
-                    self.nonfinite_in_a_row,
-                )
-                if self.nonfinite_in_a_row >= cfg.train.max_nonfinite:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise NonFiniteLoss(
-                        f"{self.nonfinite_in_a_row} non-finite steps in a row at step "
-                        f"{self.step + 1}; the last good checkpoint is in {self.checkpoints.dir} "
-                        "(lower optim.lr or use train.precision=fp32)"
-                    )
+                nonfinite = (~torch.isfinite(grad_norm)).float()
+                self.optimizer.found_inf = nonfinite
+                self.optimizer.step()
+                self.nonfinite[0] = (self.nonfinite[0] + 1) * nonfinite  # in a row
+                self.nonfinite[1] += nonfinite  # in all
+                self.nonfinite[2] = torch.where(nonfinite > 0, self.step + 1, self.nonfinite[2])
             self.optimizer.zero_grad(set_to_none=True)
             self.schedule.after_step()
             self.step += 1
             self.images_seen += cfg.optim.global_batch
             if progress is not None:
                 progress.update(1)
+            if self.on_step is not None:
+                self.on_step(self.step)
+
+            # Sync points: the host looks at the device and the ranks compare stop flags only
+            # here (every train.sync_every steps, and before every log, validation or save).
+            log_now = self.step % cfg.train.log_every == 0 or self.step == self.total_steps
+            validated = self.step % cfg.train.val_every == 0 or self.step == self.total_steps
+            save_now = validated or self.step % cfg.train.checkpoint_every == 0
+            stop_here = self.step == cfg.train.stop_after_step
+            sync_now = log_now or save_now or stop_here or self.step % cfg.train.sync_every == 0
+            if sync_now:
+                self._check_nonfinite()
 
             # Logging: metrics are reduced across ranks only here.
-            if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+            if log_now:
                 if self.world > 1:
                     torch.distributed.all_reduce(sums)
                 n_micro = self.world * window_micro
@@ -544,7 +703,7 @@ class Trainer:
                 values = {
                     "train/loss": sums[0].item() / n_micro,
                     "train/ce": sums[1].item() / n_micro,
-                    "train/mse": sums[2].item() / n_micro,
+                    "train/feat": sums[2].item() / n_micro,
                     "train/top1": sums[3].item() / max(1, window_images),
                     "train/lr": self.schedule.lr,
                     "train/p": self.curriculum.p_at(self.images_seen - cfg.optim.global_batch),
@@ -552,13 +711,13 @@ class Trainer:
                 }
                 if self.is_main:
                     log.info(
-                        "step %d/%d loss %.4f ce %.4f mse %.4f top-1 %.3f lr %.2e p %.2f "
+                        "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f "
                         "%.1f img/s",
                         self.step,
                         self.total_steps,
                         values["train/loss"],
                         values["train/ce"],
-                        values["train/mse"],
+                        values["train/feat"],
                         values["train/top1"],
                         values["train/lr"],
                         values["train/p"],
@@ -569,19 +728,20 @@ class Trainer:
                 window_start, window_images, window_micro = time.perf_counter(), 0, 0
 
             # Validation and checkpoints (rank 0; the others wait in the broadcast).
-            validated = self.step % cfg.train.val_every == 0 or self.step == self.total_steps
             if validated:
                 metrics = self.validate()
                 self.save(self.best_metric(metrics))
-            elif self.step % cfg.train.checkpoint_every == 0:
+            elif save_now:
                 self.save()
 
-            # Preemption: all ranks agree at this step boundary.
-            stop = self.stop_flag.raised is not None or self.step == cfg.train.stop_after_step
-            if distributed.all_reduce_max(float(stop), self.device) > 0:
-                if not validated:
+            # Preemption: all ranks agree at a sync point.
+            if not sync_now:
+                continue
+            signalled = self.stop_flag.raised is not None
+            if distributed.all_reduce_max(float(signalled), self.device) > 0 or stop_here:
+                if not save_now:
                     self.save()
-                if self.step == cfg.train.stop_after_step and self.stop_flag.raised is None:
+                if stop_here and self.stop_flag.raised is None:
                     log.info("stopping after step %d as configured", self.step)
                     break
                 log.warning("preempted: checkpoint at step %d written, exiting", self.step)
@@ -595,12 +755,123 @@ class Trainer:
                 self._write_results(metrics, agreement)
         return metrics
 
+    def _check_nonfinite(self) -> None:
+        """At a sync point: report the steps skipped since the last one, and stop (before any
+        save) after train.max_nonfinite in a row; the last good checkpoint is then the newest."""
+        in_a_row, total, last = (int(x) for x in self.nonfinite.tolist())
+        if total > self.nonfinite_total:
+            log.warning(
+                "%d non-finite loss/gradient step(s) skipped (the last at step %d; %d in a row)",
+                total - self.nonfinite_total,
+                last,
+                in_a_row,
+            )
+        self.nonfinite_total = total
+        if in_a_row >= self.cfg.train.max_nonfinite:
+            raise NonFiniteLoss(
+                f"{in_a_row} non-finite steps in a row at step {last}; the last good checkpoint "
+                f"is in {self.checkpoints.dir} (lower optim.lr or use train.precision=fp32)"
+            )
+
+    def _undecodable(self, paths: list[str]) -> dict[str, str]:
+        """The files among `paths` that PIL, or the training backend's decoder, cannot decode."""
+        bad = {}
+        dali = choose_backend(self.cfg.data.backend) == "dali"
+        device_id = self.device.index if self.device.type == "cuda" else None
+        for path in paths:
+            problems = [p for p in check_file(path, 1, decode=True, with_digest=False)[0]]
+            fatal = [p for p in problems if is_fatal(p)]
+            if fatal:
+                bad[path] = fatal[0]
+            elif dali and (why := dali_decode_error(path, device_id)):
+                bad[path] = f"DALI cannot decode it: {why}"
+        return bad
+
+    def _excluded_during_run(self, bad: dict[str, str], position: int) -> None:
+        """A decode failure in training: the files are named, excluded, and the run goes on,
+        unless more than data.max_bad_fraction of the training files have failed."""
+        for path, why in bad.items():
+            log.error(
+                "data: %s cannot be decoded (%s): excluded; micro-batch %d rebuilt (rank %d)",
+                path,
+                why,
+                position,
+                self.info.rank,
+            )
+        total = len(self.planner.samples)
+        limit = max(1, int(self.cfg.data.max_bad_fraction * total))
+        if len(self.planner.excluded) > limit:
+            raise DataError(
+                f"data.max_bad_fraction: {len(self.planner.excluded)} of {total} training files "
+                f"could not be decoded during the run (limit {limit}); check the data with "
+                "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
+            )
+
+    @torch.no_grad()
+    def recalibrate_bn(self) -> None:
+        """Re-estimate the student's BatchNorm running statistics (model.bn_recalibrate) before a
+        validation, as a plain average over bn_recalibrate_images training views (all ranks,
+        averaged), so that evaluation, selection and the checkpoint normalise with statistics of
+        the weights as they are. The views come from a stream of their own (another seed,
+        starting at this step): the training order is untouched, and a resumed run
+        re-estimates on the same images. In batch mode training never reads these statistics."""
+        cfg = self.cfg
+        use_view = "teacher_view" if cfg.model.bn_recalibrate == "clean" else "student_view"
+        p_now = self.curriculum.p_at(self.images_seen)
+        planner = TrainPlanner(
+            self.planner.samples,
+            self.views,
+            cfg.data.micro_batch,
+            self.info.rank,
+            self.world,
+            cfg.run.seed + 7919,
+            lambda images: p_now,
+        )
+        planner.excluded = self.planner.excluded
+        batches = build_views(
+            cfg.data.backend,
+            planner.stream(self.step),
+            self.views,
+            cfg.data.micro_batch,
+            self.device,
+            cfg.data.num_threads,
+            cfg.run.seed + 7919,
+            cfg.method.interpolation,
+        )
+        student = unwrap(self.student)
+        was_training = student.training
+        norms = [
+            m for m in student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        student.train()
+        images = 0
+        while images < cfg.model.bn_recalibrate_images:
+            batch = next(batches)
+            view = batch[use_view].contiguous(memory_format=self.memory_format)
+            with self.autocast:
+                student(view)
+            images += len(view) * self.world
+        del batches
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+            if self.world > 1:
+                for stats in (m.running_mean, m.running_var):
+                    torch.distributed.all_reduce(stats)
+                    stats /= self.world
+        student.train(was_training)
+        if was_training and cfg.model.bn_mode == "frozen":
+            set_bn_frozen(student)
+
     def rank_agreement(self) -> dict:
         """Every rank's learning rate and parameter checksum (gathered on all ranks): DDP and the
         broadcast plateau decisions must keep them identical."""
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in self.student.parameters()))
-        mine = [self.schedule.lr, checksum]
+        mine = [self.schedule.lr, checksum, sorted(self.planner.excluded)]
         everyone = [mine]
         if self.world > 1:
             everyone = [None] * self.world
@@ -608,7 +879,8 @@ class Trainer:
         return {
             "lr_per_rank": [e[0] for e in everyone],
             "param_checksum_per_rank": [e[1] for e in everyone],
-            "ranks_agree": all(e == everyone[0] for e in everyone),
+            "ranks_agree": all(e[:2] == everyone[0][:2] for e in everyone),
+            "excluded_during_run": sorted({path for e in everyone for path in e[2]}),
         }
 
     def _write_results(self, metrics: dict[str, float], agreement: dict) -> None:
@@ -621,8 +893,9 @@ class Trainer:
             "final": metrics,
             "best_metric": self.checkpoints.best_metric,
             "nonfinite_steps": self.nonfinite_total,
+            "skipped_before_run": sorted(self.skipped_before_run),
         }
-        (self.run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        rundir.write_json(self.run_dir / "results.json", results)
 
     def _mark_preempted(self) -> None:
         """Tell a launcher script that the stop was a preemption with a checkpoint written: the
@@ -649,6 +922,12 @@ class Trainer:
         )
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
         self.scalars.close()
         # Drop the (possibly FSDP-sharded) teacher before the process group is destroyed.
         self.task = self.teacher = None

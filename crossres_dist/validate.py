@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from pipelines import Sample, ViewSettings, build_views, eval_plans
 
-from . import distributed
+from . import distributed, rundir
+from .method import CrossResolutionObjective
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,32 @@ class ValidationData:
         num_threads: int,
         seed: int,
         interpolation: str,
+        cache_mb: int = 0,
     ):
         self.samples, self.views, self.batch = samples, views, batch
         self.backend, self.device, self.num_threads = backend, device, num_threads
         self.seed, self.interpolation = seed, interpolation
+        self.cache_bytes = cache_mb * 2**20
+        self._memo: dict[tuple, list] = {}
 
     def batches(self, resolutions: list[int | None], rank: int = 0, world: int = 1):
-        """(resolution, batch) pairs in a fixed order; padded entries have batch['valid'] False."""
+        """(resolution, batch) pairs in a fixed order; padded entries have batch['valid'] False.
+        The views are the same at every validation (centre crops, fixed degradation), so when
+        they fit in ``cache_mb`` they are made once and kept."""
+        key = (tuple(resolutions), rank, world)
+        if key in self._memo:
+            yield from self._memo[key]
+            return
+        views_bytes = len(self.samples) / world * len(resolutions) * 2 * 3 * self.views.crop**2 * 4
+        keep = [] if views_bytes <= self.cache_bytes else None
+        for item in self._make(resolutions, rank, world):
+            if keep is not None:
+                keep.append(item)
+            yield item
+        if keep is not None:
+            self._memo[key] = keep
+
+    def _make(self, resolutions: list[int | None], rank: int, world: int):
         plans = eval_plans(self.samples, self.views, self.batch, resolutions, rank, world)
         stream = build_views(
             self.backend,
@@ -108,21 +127,35 @@ def cached_teacher_features(
     cache_dir: Path,
     autocast: AbstractContextManager,
 ) -> torch.Tensor | None:
-    """The teacher's validation features on rank 0 (None elsewhere), from cache when valid."""
+    """The teacher's validation features on rank 0 (None elsewhere), from cache when valid.
+    A cache file that cannot be read (a half-written file from a lost node) is set aside and
+    rebuilt, with a warning."""
     key = f"{teacher_key(teacher_source)}-{data.fingerprint()}"
     path = cache_dir / f"val_teacher_features-{key}.pt"
-    hit = distributed.broadcast_object(path.is_file() if distributed.rank() == 0 else None)
-    if hit:
+    cached = None
+    if distributed.rank() == 0:
+        cached = rundir.read_or_none(
+            path,
+            lambda p: _features(torch.load(p, weights_only=True), len(data.samples)),
+            "teacher-feature cache",
+        )
+    if distributed.broadcast_object(cached is not None):
         log.info("validation teacher features: cached %s", path.name)
-        return torch.load(path, weights_only=True) if distributed.rank() == 0 else None
+        return cached
     features = compute_teacher_features(teacher, data, autocast)
     if distributed.rank() == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(features, path)
+        rundir.atomic_write(path, lambda f: torch.save(features, f))
         log.info(
             "validation teacher features: computed for %d images -> %s", len(features), path.name
         )
     return features
+
+
+def _features(obj, count: int) -> torch.Tensor:
+    if not isinstance(obj, torch.Tensor) or obj.dim() != 2 or len(obj) != count:
+        raise ValueError(f"expected a [{count}, D] tensor")
+    return obj
 
 
 @torch.no_grad()
@@ -131,10 +164,11 @@ def evaluate_student(
     data: ValidationData,
     resolutions: list[int | None],
     teacher_features: torch.Tensor | None,
-    lambda_feat: float,
+    objective: CrossResolutionObjective,
     autocast: AbstractContextManager,
 ) -> dict[str, float]:
-    """Loss and top-1 of the student at each resolution (None = full), on this process alone."""
+    """Loss (the training objective, against the teacher's features of the undegraded view) and
+    top-1 of the student at each resolution (None = full), on this process alone."""
     was_training = student.training
     student.eval()
     sums: dict[int | None, dict[str, float]] = {}
@@ -145,23 +179,22 @@ def evaluate_student(
         valid = batch["valid"]
         labels = batch["labels"][valid]
         features, logits = features.float()[valid], logits.float()[valid]
-        s = sums.setdefault(resolution, {"ce": 0.0, "mse": 0.0, "correct": 0.0, "n": 0.0})
-        s["ce"] += F.cross_entropy(logits, labels, reduction="sum").item()
-        s["correct"] += (logits.argmax(1) == labels).sum().item()
+        target = None
         if teacher_features is not None:
             start = offsets.get(resolution, 0)
             target = teacher_features[start : start + len(labels)].to(features.device)
-            s["mse"] += F.mse_loss(features, target, reduction="none").mean(1).sum().item()
             offsets[resolution] = start + len(labels)
+        terms = objective(features, logits, labels, target, reduction="sum")
+        s = sums.setdefault(resolution, {"ce": 0.0, "loss": 0.0, "correct": 0.0, "n": 0.0})
+        s["ce"] += terms["ce"].item()
+        s["loss"] += terms["loss"].item()
+        s["correct"] += (logits.argmax(1) == labels).sum().item()
         s["n"] += len(labels)
     student.train(was_training)
     metrics = {}
     for resolution, s in sums.items():
         name = resolution_name(resolution)
-        ce, mse = s["ce"] / s["n"], s["mse"] / s["n"]
         metrics[f"val/{name}/top1"] = s["correct"] / s["n"]
-        metrics[f"val/{name}/ce"] = ce
-        metrics[f"val/{name}/loss"] = ce + (
-            lambda_feat * mse if teacher_features is not None else 0.0
-        )
+        metrics[f"val/{name}/ce"] = s["ce"] / s["n"]
+        metrics[f"val/{name}/loss"] = s["loss"] / s["n"]
     return metrics

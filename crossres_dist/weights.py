@@ -8,16 +8,17 @@ otherwise the error names the first offending key.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
 
 from . import formats
 from .formats import FormatError as WeightsError
-from .model import SEResNet, SEResNetSpec
+from .models import ModelSpec
 
 
-def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec | None]:
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
     """The state_dict in `path` in the project's key names, and the architecture if recorded."""
     path = Path(path)
     if not path.is_file():
@@ -26,12 +27,18 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], SEResNetSpec 
 
 
 def assign(
-    model: SEResNet, state: dict[str, torch.Tensor], source: str, replace_classifier: bool = False
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    replace_classifier: bool = False,
 ) -> None:
     """Copy `state` into `model`; with `replace_classifier`, a classifier of another size is
     dropped (the model keeps its fresh one) instead of refused."""
     target = model.state_dict()
-    classifier = {"fc.weight", "fc.bias"}
+    classifier = set(getattr(model, "classifier_keys", ("fc.weight", "fc.bias")))
+    # A backbone file (arcface_torch's backbone.pth) has no classifier at all: the network's
+    # own new one is trained.
+    without_classifier = not classifier & set(state)
     for key, value in state.items():
         if key not in target:
             raise WeightsError(f"{source}: unexpected key '{key}' (not in the network)")
@@ -52,6 +59,8 @@ def assign(
             )
     for key in target:
         if key not in state and not key.endswith("num_batches_tracked"):
+            if key in classifier and without_classifier:
+                continue
             raise WeightsError(f"{source}: missing key '{key}' (the network needs it)")
     filtered = {
         k: v
@@ -61,6 +70,22 @@ def assign(
     model.load_state_dict(filtered, strict=False)
 
 
-def load_into(model: SEResNet, path: str | Path, replace_classifier: bool = False) -> None:
+def load_into(model: torch.nn.Module, path: str | Path, replace_classifier: bool = False) -> None:
     state, _ = read_state(path)
     assign(model, state, str(path), replace_classifier)
+
+
+def lineage_of(path: str | Path) -> list[dict]:
+    """The data splits a project checkpoint and the checkpoints it started from were trained on,
+    its own first. Empty for files that do not record them (released weights, state_dicts)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return []
+    try:
+        # mmap: the record is read without reading the tensors.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return []
+    if not isinstance(obj, dict) or not isinstance(obj.get("splits"), dict):
+        return []
+    return [obj["splits"], *obj.get("lineage", [])]

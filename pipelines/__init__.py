@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -24,6 +24,7 @@ __all__ = [
     "choose_backend",
     "eval_plans",
     "load_splits",
+    "ResilientViews",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,3 +57,58 @@ def build_views(
     if choose_backend(backend) == "dali":
         return DaliViews(plans, views, batch_size, device, num_threads, seed, interpolation)
     return TwinViews(plans, views, device, num_workers=num_threads, interpolation=interpolation)
+
+
+class ResilientViews:
+    """Training batches of a planner from `start` on that survive files the decoder cannot read.
+
+    When a batch fails, the files of that plan (and, if none of them is at fault, of the plans
+    the pipeline may have prefetched) are checked one by one with `find_bad`; the bad ones join
+    ``planner.excluded`` (reported through `on_excluded`), and the views are rebuilt at the same
+    plan position. The batches that follow are exactly those of a run that had excluded the
+    files from the start, whichever rank met them and whenever. An error that no file explains
+    is raised as it is.
+    """
+
+    def __init__(
+        self,
+        planner: TrainPlanner,
+        start: int,
+        build: Callable[[Iterator[BatchPlan]], Iterator[dict[str, torch.Tensor]]],
+        find_bad: Callable[[list[str]], dict[str, str]],
+        on_excluded: Callable[[dict[str, str], int], None],
+        lookahead: int = 8,
+    ) -> None:
+        self.planner, self.position = planner, start
+        self.build, self.find_bad, self.on_excluded = build, find_bad, on_excluded
+        self.lookahead = lookahead
+        self.views = build(planner.stream(start))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        while True:
+            try:
+                batch = next(self.views)
+            except StopIteration:
+                raise
+            except Exception:
+                bad = self._locate()
+                if not bad:
+                    raise
+                self.planner.excluded.update(bad)
+                self.on_excluded(bad, self.position)
+                self.views = None  # drop the broken pipeline before building its successor
+                self.views = self.build(self.planner.stream(self.position))
+                continue
+            self.position += 1
+            return batch
+
+    def _locate(self) -> dict[str, str]:
+        for k in range(self.position, self.position + self.lookahead):
+            paths = [p for p in dict.fromkeys(self.planner.plan(k).paths)]
+            bad = self.find_bad([p for p in paths if p not in self.planner.excluded])
+            if bad:
+                return bad
+        return {}

@@ -21,10 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from .plans import BatchPlan, ViewSettings
-
-# Caffe / VGGFace2 convention: BGR, 0..255, minus the per-channel mean, no scaling.
-MEAN_BGR = (91.4953, 103.8827, 131.0912)
+from .plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
 
 try:
     import nvidia.dali.math as dmath
@@ -52,6 +49,7 @@ def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
             plan.gray,
             plan.degrade,
             plan.resolution,
+            plan.flip.astype(np.int32),
         )
 
 
@@ -74,9 +72,9 @@ def build_pipeline(
 
     @pipeline_def(enable_conditionals=True)
     def views_graph():
-        encoded, labels, crop_x, crop_y, gray, degrade, resolution = fn.external_source(
+        encoded, labels, crop_x, crop_y, gray, degrade, resolution, flip = fn.external_source(
             source=_plan_to_arrays(plans),
-            num_outputs=7,
+            num_outputs=8,
             batch=True,
             dtype=[
                 types.UINT8,
@@ -86,13 +84,13 @@ def build_pipeline(
                 types.BOOL,
                 types.BOOL,
                 types.FLOAT,
+                types.INT32,
             ],
         )
-        image = fn.decoders.image(
-            encoded, device="mixed" if on_gpu else "cpu", output_type=types.BGR
-        )
+        order = types.RGB if views.channels == "RGB" else types.BGR
+        image = fn.decoders.image(encoded, device="mixed" if on_gpu else "cpu", output_type=order)
         if gray:
-            luma = fn.color_space_conversion(image, image_type=types.BGR, output_type=types.GRAY)
+            luma = fn.color_space_conversion(image, image_type=order, output_type=types.GRAY)
             image = fn.cat(luma, luma, luma, axis=2)
         # From the JPEG/PNG header, on the CPU whatever the device of the decoded image: the
         # geometry below feeds per-sample arguments, which DALI takes from the CPU only.
@@ -137,7 +135,11 @@ def build_pipeline(
         else:
             student = teacher
         normalize = dict(
-            mean=list(MEAN_BGR), std=[1.0, 1.0, 1.0], output_layout="CHW", dtype=types.FLOAT
+            mean=list(views.mean),
+            std=[1.0 / views.scale] * 3,
+            output_layout="CHW",
+            dtype=types.FLOAT,
+            mirror=flip,
         )
         return (
             fn.crop_mirror_normalize(teacher, **normalize),
@@ -230,3 +232,31 @@ class DaliViews:
             "labels": self._to_torch(labels, torch.int64, torch.device("cpu")).to(self.device),
             "resolution": self._to_torch(resolution, torch.float32, torch.device("cpu")),
         }
+
+
+def dali_decode_error(path: str, device_id: int | None = None) -> str | None:
+    """Why DALI's decoder (on the same device as training) cannot decode `path`, or None.
+    A pipeline per call: used only on the files of a batch that already failed."""
+    if not DALI_AVAILABLE:
+        return None
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, exec_dynamic=False)
+    def one_image():
+        encoded = fn.external_source(
+            source=lambda: [np.fromfile(path, dtype=np.uint8)], batch=True, dtype=types.UINT8
+        )
+        return fn.decoders.image(
+            encoded, device="mixed" if device_id is not None else "cpu", output_type=types.BGR
+        )
+
+    try:
+        pipe = one_image()
+        pipe.build()
+        pipe.run()
+    except Exception as err:  # DALI raises RuntimeError with the decoder's message
+        lines = [line.strip(" :") for line in str(err).splitlines() if line.strip(" :")]
+        useful = [line for line in lines if line.startswith(("Failed", "Unsupported", "Could"))]
+        return (useful or lines or [type(err).__name__])[0][:200]
+    finally:
+        pipe = None
+    return None

@@ -28,9 +28,18 @@ class BatchPlan:
     degrade: np.ndarray  # bool
     resolution: np.ndarray  # float32, the shorter side in pixels; 0 where not degraded
     valid: np.ndarray  # bool; False for padding that repeats an earlier sample
+    flip: np.ndarray | None = None  # bool; both views mirrored left-right (None: none are)
+
+    def __post_init__(self) -> None:
+        if self.flip is None:
+            self.flip = np.zeros(len(self.paths), bool)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+# Caffe / VGGFace2 convention: BGR, 0..255, minus the per-channel mean, no scaling.
+MEAN_BGR = (91.4953, 103.8827, 131.0912)
 
 
 @dataclass
@@ -39,6 +48,13 @@ class ViewSettings:
     crop: int
     grayscale_p: float
     resolutions: list[int]
+    # Probability that both views of a training image are mirrored left-right (0: the paper).
+    hflip_p: float = 0.0
+    # The network's input normalisation (from its ModelSpec): channel order, the mean subtracted
+    # on the 0..255 scale (in that order), then the scale multiplied.
+    channels: str = "BGR"
+    mean: tuple[float, ...] = MEAN_BGR
+    scale: float = 1.0
 
 
 def uniform(seed: int, epoch: int, positions: np.ndarray, stream: int) -> np.ndarray:
@@ -87,6 +103,9 @@ class TrainPlanner:
         self.batches_per_epoch = math.ceil(len(samples) / self.global_micro)
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
+        # Files found undecodable during the run: each one's place in the order is taken by the
+        # next readable file of the epoch's permutation, so every other position is unchanged.
+        self.excluded: set[str] = set()
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
@@ -107,9 +126,11 @@ class TrainPlanner:
         indices = perm[positions % n]
         mine = slice(self.rank * self.micro_batch, (self.rank + 1) * self.micro_batch)
         chosen, where = indices[mine], positions[mine]
+        if self.excluded:
+            chosen = np.array([self._readable(perm, int(p)) for p in where])
         # Each image's draws depend on (seed, epoch, its position in the epoch) only: the same
         # whatever the number of ranks or the micro-batch size.
-        draw = [uniform(self.seed, epoch, where, stream) for stream in range(5)]
+        draw = [uniform(self.seed, epoch, where, stream) for stream in range(6)]
         gray = draw[2] < self.views.grayscale_p
         degrade = draw[3] < self.p_at(batch_index)
         choices = np.asarray(self.views.resolutions, np.float32)
@@ -125,7 +146,16 @@ class TrainPlanner:
             degrade=degrade,
             resolution=np.where(degrade, resolution, 0).astype(np.float32),
             valid=where < n,
+            flip=draw[5] < self.views.hflip_p,
         )
+
+    def _readable(self, perm: np.ndarray, position: int) -> int:
+        n = len(perm)
+        for k in range(n):
+            index = perm[(position + k) % n]
+            if self.samples[index].path not in self.excluded:
+                return index
+        raise ValueError("every training file is excluded")
 
     def stream(self, start: int = 0) -> Iterator[BatchPlan]:
         k = start

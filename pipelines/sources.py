@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +57,8 @@ def scan_image_folder(root: Path, identities: dict[str, int] | None = None) -> D
         if folder.name not in identities:
             raise DataError(f"{folder}: identity '{folder.name}' is not in the label map")
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            # A dangling symlink is listed (the checks name it) rather than silently dropped.
+            if path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or path.is_symlink()):
                 samples.append(Sample(str(path), identities[folder.name]))
     if not samples:
         raise DataError(f"{root}: no images found (expected identity folders of images)")
@@ -101,39 +104,141 @@ def load_source(spec: str, root: str = "", identities: dict[str, int] | None = N
     return scan_image_folder(path, identities)
 
 
-def split_per_identity(dataset: Dataset, held_out: int, seed: int) -> tuple[Dataset, Dataset]:
-    """Hold out `held_out` images of every identity for validation (the same for every seed's
-    rank, since it depends only on `seed`)."""
-    rng = np.random.default_rng([seed, 7])
+def _held_out(spec: str, key: str) -> int:
+    try:
+        value = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise DataError(f"{key}: {spec!r} is not split:K with an integer K") from None
+    if value < 0:
+        raise DataError(f"{key}: {spec!r}: K must be >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which images train a model, which select it (validation) and which report it (test).
+
+    ``val`` and ``test`` are each ``split:K`` (K images of every identity held out of ``train``)
+    or a separate ImageFolder / list file; ``test`` may be empty (evaluate on another data set).
+    The held-out images are drawn with ``seed`` (``data.split_seed``), never with the run's seed:
+    runs with other seeds train on the same images and are evaluated on the same unseen ones.
+    """
+
+    train: str
+    val: str = "split:2"
+    test: str = ""
+    root: str = ""
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, data) -> SplitSpec:
+        return cls(data.train, data.val, data.test, data.root, data.split_seed)
+
+    def as_dict(self) -> dict:
+        return {
+            "train": self.train,
+            "val": self.val,
+            "test": self.test,
+            "root": self.root,
+            "split_seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SplitSpec:
+        return cls(d["train"], d["val"], d.get("test", ""), d.get("root", ""), d["split_seed"])
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    spec: SplitSpec
+
+    def part(self, name: str) -> Dataset | None:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def describe(self) -> dict:
+        """What a run and each of its checkpoints record about their data (small, even for
+        millions of files: counts and fingerprints, not paths)."""
+        parts = {"train": self.train, "val": self.val, "test": self.test}
+        return {
+            **self.spec.as_dict(),
+            "counts": {k: len(v.samples) if v else 0 for k, v in parts.items()},
+            "fingerprints": {k: fingerprint(v.samples) if v else "" for k, v in parts.items()},
+        }
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A hash of the files (by their last two path parts: identity folder and file name) and
+    labels, so that the same split of a moved copy of the data set has the same fingerprint."""
+    digest = hashlib.sha1()
+    for s in sorted(samples, key=lambda s: s.path):
+        digest.update(f"{Path(s.path).parent.name}/{Path(s.path).name}:{s.label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _identity_seed(name: str) -> int:
+    # Per identity, from its name: adding or removing identities leaves the others' split alone.
+    return zlib.crc32(name.encode())
+
+
+def split_per_identity(
+    dataset: Dataset, held_out: dict[str, int], seed: int
+) -> tuple[Dataset, dict[str, Dataset]]:
+    """Hold out ``held_out[part]`` images of every identity for each part (in order: the test
+    part first, so that its images do not change when the validation size does). At least one
+    image of each identity stays for training."""
+    names = {label: name for name, label in dataset.identities.items()}
     by_label: dict[int, list[Sample]] = {}
     for s in dataset.samples:
         by_label.setdefault(s.label, []).append(s)
-    train, val = [], []
+    need = sum(held_out.values())
+    train: list[Sample] = []
+    parts: dict[str, list[Sample]] = {part: [] for part in held_out}
     for label in sorted(by_label):
         items = by_label[label]
-        if len(items) <= held_out:
+        if len(items) <= need:
+            what = " + ".join(f"{k} for {part}" for part, k in held_out.items() if k)
+            keys = " or ".join(f"data.{part}=split:K" for part, k in held_out.items() if k)
             raise DataError(
-                f"identity {label} has {len(items)} images, too few to hold out {held_out} "
-                "for validation; lower data.val=split:K"
+                f"identity '{names[label]}' ({Path(items[0].path).parent}) has {len(items)} "
+                f"image(s), too few to hold out {what} and keep one for training; lower {keys}"
             )
-        order = rng.permutation(len(items))
-        val += [items[i] for i in sorted(order[:held_out])]
-        train += [items[i] for i in sorted(order[held_out:])]
-    return Dataset(train, dataset.identities), Dataset(val, dataset.identities)
+        order = np.random.default_rng([seed, 7, _identity_seed(names[label])]).permutation(
+            len(items)
+        )
+        start = 0
+        for part, k in held_out.items():
+            parts[part] += [items[i] for i in sorted(order[start : start + k])]
+            start += k
+        train += [items[i] for i in sorted(order[start:])]
+    return Dataset(train, dataset.identities), {
+        part: Dataset(samples, dataset.identities) for part, samples in parts.items()
+    }
 
 
-def load_splits(
-    train: str, val: str, root: str, seed: int, identities: dict[str, int] | None = None
-):
-    """Training and validation datasets with one label map (from training, or the given one)."""
-    full = load_source(train, root, identities)
-    if val.startswith("split:"):
-        try:
-            held_out = int(val.split(":", 1)[1])
-        except ValueError:
-            raise DataError(f"data.val: {val!r} is not split:K with an integer K") from None
-        return split_per_identity(full, held_out, seed)
-    return full, load_source(val, root, full.identities)
+def load_splits(spec: SplitSpec, identities: dict[str, int] | None = None) -> Splits:
+    """Training, validation and test data sets with one label map (from training, or given)."""
+    full = load_source(spec.train, spec.root, identities)
+    held_out = {}
+    for part in ("test", "val"):
+        text = getattr(spec, part)
+        if text.startswith("split:"):
+            held_out[part] = _held_out(text, f"data.{part}")
+    train, parts = split_per_identity(full, held_out, spec.seed) if held_out else (full, {})
+    separate = {}
+    for part in ("val", "test"):
+        text = getattr(spec, part)
+        if text and not text.startswith("split:"):
+            separate[part] = load_source(text, spec.root, full.identities)
+    val = parts.get("val") or separate.get("val")
+    if val is None:
+        raise DataError("data.val: empty; give split:K or a validation ImageFolder / list file")
+    test = parts.get("test") or separate.get("test")
+    if test is not None and not test.samples:
+        test = None
+    return Splits(train, val, test, spec)
 
 
 def save_identities(identities: dict[str, int], path: Path) -> None:
@@ -142,3 +247,32 @@ def save_identities(identities: dict[str, int], path: Path) -> None:
 
 def load_identities(path: Path) -> dict[str, int]:
     return json.loads(path.read_text())
+
+
+def sample_key(path: str) -> str:
+    """An image's identity across copies of a data set: its identity folder and file name."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
+
+
+@dataclass
+class Seen:
+    """The images a recorded split trained on and chose its checkpoint with (as sample_key)."""
+
+    train: set[str]
+    val: set[str]
+    # False when the data on disk no longer gives the split the record describes.
+    matches_record: bool
+
+
+def seen_by(record: dict) -> Seen:
+    splits = load_splits(SplitSpec.from_dict(record))
+    described = splits.describe()["fingerprints"]
+    matches = all(
+        record.get("fingerprints", {}).get(part) == described[part] for part in ("train", "val")
+    )
+    return Seen(
+        {sample_key(s.path) for s in splits.train.samples},
+        {sample_key(s.path) for s in splits.val.samples},
+        matches,
+    )

@@ -14,20 +14,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .dali_pipeline import MEAN_BGR
 from .plans import BatchPlan, ViewSettings
 
 MODES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
 
 
-def decode_bgr(path: str, gray: bool) -> torch.Tensor:
-    """HWC float32 BGR 0..255. Grayscale uses ITU-R 601 luma, as DALI and PIL do."""
+def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:
+    """HWC float32 0..255 in `channels` order. Grayscale uses ITU-R 601 luma, as DALI and PIL
+    do."""
     with Image.open(path) as img:
         img = img.convert("RGB")
         if gray:
             img = img.convert("L").convert("RGB")
-        array = np.asarray(img, dtype=np.float32)[:, :, ::-1].copy()
-    return torch.from_numpy(array)
+        array = np.asarray(img, dtype=np.float32)
+    if channels == "BGR":
+        array = array[:, :, ::-1]
+    return torch.from_numpy(array.copy())
 
 
 def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
@@ -45,7 +47,7 @@ def make_views(
     views: ViewSettings,
     interpolation: str = "linear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    image = decode_bgr(path, gray).permute(2, 0, 1)
+    image = decode(path, gray, views.channels).permute(2, 0, 1)
     h, w = image.shape[1:]
     shorter, size, crop = min(h, w), views.resize_shorter, views.crop
     full_h, full_w = (
@@ -55,28 +57,30 @@ def make_views(
     full = resize_chw(image, full_h, full_w, interpolation)
     top = int(np.floor(np.float32(crop_y) * (full_h - crop)))
     left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
-    mean = torch.tensor(MEAN_BGR).view(3, 1, 1)
-    teacher = full[:, top : top + crop, left : left + crop] - mean
+    mean = torch.tensor(views.mean, dtype=torch.float32).view(3, 1, 1)
+    teacher = (full[:, top : top + crop, left : left + crop] - mean) * views.scale
     if resolution <= 0:
         return teacher, teacher.clone()
     small_h = max(int(np.floor(full_h * resolution / size + 0.5)), 1)
     small_w = max(int(np.floor(full_w * resolution / size + 0.5)), 1)
     small = resize_chw(full, small_h, small_w, interpolation)
     degraded = resize_chw(small, full_h, full_w, interpolation)
-    return teacher, degraded[:, top : top + crop, left : left + crop] - mean
+    return teacher, (degraded[:, top : top + crop, left : left + crop] - mean) * views.scale
 
 
 class _SampleViews(torch.utils.data.Dataset):
-    """Indexed by a sample's plan entry (path, crop_x, crop_y, gray, resolution, label)."""
+    """Indexed by a sample's plan entry (path, crop_x, crop_y, gray, resolution, flip, label)."""
 
     def __init__(self, views: ViewSettings, interpolation: str):
         self.views, self.interpolation = views, interpolation
 
     def __getitem__(self, item: tuple) -> tuple:
-        path, crop_x, crop_y, gray, resolution, label = item
+        path, crop_x, crop_y, gray, resolution, flip, label = item
         teacher, student = make_views(
             path, crop_x, crop_y, gray, resolution, self.views, self.interpolation
         )
+        if flip:
+            teacher, student = teacher.flip(2), student.flip(2)
         return teacher, student, label, resolution
 
 
@@ -89,6 +93,7 @@ def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
                 float(plan.crop_y[i]),
                 bool(plan.gray[i]),
                 float(plan.resolution[i]),
+                bool(plan.flip[i]),
                 int(plan.labels[i]),
             )
             for i in range(len(plan))

@@ -26,9 +26,9 @@ TINY = REPO / "tests" / "tiny.yaml"
 
 sys.path.insert(0, str(REPO))
 
-from crossres_dist.model import SEResNet, SEResNetSpec  # noqa: E402
+from crossres_dist.models import ModelSpec, build_model  # noqa: E402
 
-TINY_SPEC = SEResNetSpec(layers=(1, 1), width=4, num_classes=40, se_reduction=4, bn_momentum=0.0)
+TINY_SPEC = ModelSpec(layers=(1, 1), width=4, num_classes=40, se_reduction=4, bn_momentum=0.0)
 
 
 def free_port() -> int:
@@ -112,7 +112,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     """A tiny SE-ResNet with random weights, as a plain state_dict (40 ORL identities)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    torch.save(SEResNet(TINY_SPEC).state_dict(), path)
+    torch.save(build_model(TINY_SPEC).state_dict(), path)
     return path
 
 

@@ -86,11 +86,10 @@ def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_pat
     two = sorted((tmp_path / "two" / "cache").glob("*.pt"))
     assert len(one) == len(two) == 2
     for a, b in zip(one, two):
-        fa, fb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-        assert (
-            fa.shape == fb.shape and fa.shape[0] == 80
-        )  # the 80 validation images, padding removed
-        assert torch.allclose(fa, fb, atol=1e-5)
+        (fa, la), (fb, lb) = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+        # The 80 validation images, padding removed; features and logits alike.
+        assert fa.shape == fb.shape == (80, 32) and la.shape == lb.shape == (80, 40)
+        assert torch.allclose(fa, fb, atol=1e-5) and torch.allclose(la, lb, atol=1e-5)
     report = json.loads((tmp_path / "two" / "results.json").read_text())
     rows = report["models"]["tiny"]["probe_vs_full_gallery"]
     assert set(rows) == {"8", "full"} and 0 <= rows["8"]["identification"]["rank1"] <= 1

@@ -1,13 +1,19 @@
 import torch
 import torch.nn.functional as F
 
-from crossres_dist.method import CrossResolutionLoss, Curriculum, freeze
-from crossres_dist.model import SEResNet, SEResNetSpec
+from crossres_dist.method import (
+    CrossResolutionLoss,
+    CrossResolutionObjective,
+    Curriculum,
+    feature_distance,
+    freeze,
+)
+from crossres_dist.models import ModelSpec, build_model
 from tests.conftest import TINY_SPEC
 
 
 def test_senet50_shapes_and_parameter_count():
-    model = SEResNet(SEResNetSpec(num_classes=8631)).eval()
+    model = build_model(ModelSpec(num_classes=8631)).eval()
     # SE-ResNet-50 (VGGFace2) has about 26.1M parameters without the classifier.
     backbone = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fc."))
     assert 25.5e6 < backbone < 26.5e6
@@ -17,7 +23,7 @@ def test_senet50_shapes_and_parameter_count():
 
 
 def test_tiny_variant_other_sizes():
-    model = SEResNet(TINY_SPEC).eval()
+    model = build_model(TINY_SPEC).eval()
     for size in (28, 56, 97):
         feature, logits = model(torch.randn(3, 3, size, size))
         assert feature.shape == (3, TINY_SPEC.feature_dim) and logits.shape == (3, 40)
@@ -25,7 +31,7 @@ def test_tiny_variant_other_sizes():
 
 
 def test_bn_momentum_zero_keeps_running_statistics():
-    model = SEResNet(TINY_SPEC).train()
+    model = build_model(TINY_SPEC).train()
     before = model.bn1.running_mean.clone()
     model(torch.randn(4, 3, 28, 28) * 5 + 3)
     assert torch.equal(model.bn1.running_mean, before)
@@ -33,17 +39,17 @@ def test_bn_momentum_zero_keeps_running_statistics():
 
 def test_loss_matches_hand_computation():
     torch.manual_seed(0)
-    student, teacher = SEResNet(TINY_SPEC), freeze(SEResNet(TINY_SPEC))
+    student, teacher = build_model(TINY_SPEC), freeze(build_model(TINY_SPEC))
     x, x_low = torch.randn(4, 3, 28, 28), torch.randn(4, 3, 28, 28)
     y = torch.tensor([0, 1, 2, 3])
-    losses = CrossResolutionLoss(student, teacher, lambda_feat=0.3)(x, x_low, y)
+    losses = CrossResolutionLoss(student, teacher, CrossResolutionObjective(0.3))(x, x_low, y)
     s_feat, s_logits = student(x_low)
     with torch.no_grad():
         t_feat, _ = teacher.eval()(x)
     ce = -torch.log_softmax(s_logits, 1)[torch.arange(4), y].mean()
     mse = ((s_feat - t_feat) ** 2).sum() / s_feat.numel()
     assert torch.allclose(losses["ce"], ce, atol=1e-6)
-    assert torch.allclose(losses["mse"], mse, atol=1e-6)
+    assert torch.allclose(losses["feat"], mse, atol=1e-6)
     assert torch.allclose(losses["loss"], ce + 0.3 * mse, atol=1e-6)
     # Gradients reach the student only; the teacher stays frozen and in eval mode.
     losses["loss"].backward()
@@ -52,10 +58,39 @@ def test_loss_matches_hand_computation():
 
 
 def test_lambda_zero_is_plain_cross_entropy():
-    student = SEResNet(TINY_SPEC)
+    student = build_model(TINY_SPEC)
     x, y = torch.randn(2, 3, 28, 28), torch.tensor([5, 6])
-    losses = CrossResolutionLoss(student, None, 0.0)(x, x, y)
+    losses = CrossResolutionLoss(student, None, CrossResolutionObjective(0.0))(x, x, y)
     assert torch.allclose(losses["loss"], F.cross_entropy(student(x)[1], y))
+
+
+def test_cosine_feature_loss_is_scale_free_and_matches_hand_computation():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 16), torch.randn(5, 16)
+    hand = 1 - (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    assert torch.allclose(feature_distance(a, b, "cosine"), hand, atol=1e-6)
+    # Scaling both feature vectors (a wider or deeper network) leaves it unchanged; MSE is not.
+    assert torch.allclose(feature_distance(10 * a, 10 * b, "cosine"), hand, atol=1e-5)
+    assert torch.allclose(
+        feature_distance(10 * a, 10 * b, "mse"), 100 * feature_distance(a, b, "mse")
+    )
+
+
+def test_paired_student_sees_both_views_with_every_term_on_each():
+    torch.manual_seed(0)
+    student, teacher = build_model(TINY_SPEC).eval(), freeze(build_model(TINY_SPEC))
+    x, x_low = torch.randn(4, 3, 28, 28), torch.randn(4, 3, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    objective = CrossResolutionObjective(0.5, "cosine")
+    paired = CrossResolutionLoss(student, teacher, objective, paired=True)(x, x_low, y)
+    with torch.no_grad():
+        t_feat, _ = teacher(x)
+    low = objective(*student(x_low), y, t_feat)
+    full = objective(*student(x), y, t_feat)
+    # Means over 2 x 4 samples: the average of the two halves' means.
+    for key in ("ce", "feat", "loss"):
+        assert torch.allclose(paired[key], (low[key] + full[key]) / 2, atol=1e-5), key
+    assert paired["logits"].shape == (4, TINY_SPEC.num_classes)
 
 
 def test_curriculum_schedule_values():

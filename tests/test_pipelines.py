@@ -1,5 +1,7 @@
 """The data path on real faces: DALI (CPU operators, device_id=None), the torchvision twin, plans."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from PIL import Image
 
 from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
 from pipelines.dali_pipeline import MEAN_BGR, DaliViews
-from pipelines.sources import load_source, load_splits
+from pipelines.sources import SplitSpec, load_source, load_splits
 from tests.conftest import LFW, needs_lfw
 
 BACKENDS = ["dali", "torchvision"]
@@ -47,6 +49,23 @@ def test_p_zero_gives_identical_views(lfw, backend):
     batch = _first(backend, [planner.plan(0)], views, 8)
     assert torch.equal(batch["teacher_view"], batch["student_view"])
     assert (batch["resolution"] == 0).all()
+
+
+@needs_lfw
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_flip_mirrors_both_views_of_the_drawn_images(lfw, backend):
+    views = ViewSettings(64, 56, 0.0, [8], hflip_p=0.5)
+    planner = TrainPlanner(lfw.samples, views, 8, 0, 1, seed=5, p_of_images=lambda n: 0.5)
+    plan = planner.plan(0)
+    assert 0 < plan.flip.sum() < 8  # some drawn, some not, from the plan's own stream
+    unflipped = dataclasses.replace(plan, flip=np.zeros(8, bool))
+    got = _first(backend, [plan], views, 8)
+    plain = _first(backend, [unflipped], views, 8)
+    for key in ("teacher_view", "student_view"):
+        mirrored = torch.where(
+            torch.from_numpy(plan.flip)[:, None, None, None], plain[key].flip(3), plain[key]
+        )
+        assert torch.allclose(got[key], mirrored, atol=1e-4), key
 
 
 def _high_frequency_energy(images: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -187,8 +206,9 @@ def test_eval_plans_count_every_image_once():
 
 
 def test_splits_and_list_files(tmp_path):
-    train, val = load_splits("embedded:orl", "split:3", "", seed=0)
-    assert len(train.samples) == 280 and len(val.samples) == 120
+    splits = load_splits(SplitSpec("embedded:orl", "split:3"))
+    train, val = splits.train, splits.val
+    assert len(train.samples) == 280 and len(val.samples) == 120 and splits.test is None
     assert not {s.path for s in train.samples} & {s.path for s in val.samples}
     listing = tmp_path / "train.txt"
     root = train.samples[0].path.rsplit("/", 2)[0]

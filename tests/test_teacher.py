@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from crossres_dist.model import SEResNet
+from crossres_dist.models import build_model
 from tests.conftest import REPO, TINY_SPEC, child_env, results, run_cmd, tiny_args, train_cmd
 
 VENV_TORCHRUN = str(__import__("pathlib").Path(sys.executable).parent / "torchrun")
@@ -72,7 +72,7 @@ def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
     # Another teacher file, or another validation set: computed anew.
     other_teacher = tmp_path / "other.pt"
     torch.manual_seed(5)
-    torch.save(SEResNet(TINY_SPEC).state_dict(), other_teacher)
+    torch.save(build_model(TINY_SPEC).state_dict(), other_teacher)
     changed = run_cmd(
         train_cmd(1, *tiny_args(tmp_path / "other-run", other_teacher, "train.max_steps=1"))
     )
@@ -85,13 +85,13 @@ def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
 
 
 def test_deeper_teacher_with_matching_feature_size_is_accepted(tmp_path):
-    from crossres_dist.model import SEResNetSpec
+    from crossres_dist.models import ModelSpec
 
     deeper = tmp_path / "deeper.pt"
     torch.save(
         {
-            "student": SEResNet(
-                SEResNetSpec(layers=(2, 2), width=4, num_classes=40, se_reduction=4)
+            "student": build_model(
+                ModelSpec(layers=(2, 2), width=4, num_classes=40, se_reduction=4)
             ).state_dict(),
             "model_spec": {
                 "layers": [2, 2],
@@ -117,3 +117,36 @@ def test_deeper_teacher_with_matching_feature_size_is_accepted(tmp_path):
     assert results(run_dir)["ranks_agree"]
     assert "student (1, 1)" in (run_dir / "train.log").read_text()
     assert REPO.is_dir()
+
+
+def test_compiled_student_and_sharded_teacher_train_like_eager(tmp_path, tiny_teacher):
+    """The compile path the GPU config uses (student and FSDP2 teacher compiled, DDP on two
+    ranks) runs on the CPU with a tiny network: the same losses as eager, clean checkpoint keys."""
+    from crossres_dist.checkpoint import load_checkpoint
+
+    common = ("train.max_steps=3", "train.log_every=1", "teacher.sharding=full")
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    run_cmd(train_cmd(2, *tiny_args(eager, tiny_teacher, *common)), timeout=300)
+    run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(
+                compiled, tiny_teacher, *common, "model.compile=true", "teacher.compile=true"
+            ),
+        ),
+        timeout=400,
+    )
+
+    def losses(run_dir):
+        text = (run_dir / "train.log").read_text()
+        return [
+            float(line.split(" loss ")[1].split()[0])
+            for line in text.splitlines()
+            if "/3 loss" in line
+        ]
+
+    assert len(losses(eager)) == 3
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
+    state = load_checkpoint(compiled / "checkpoints" / "step_00000003.pt")["student"]
+    assert not any("_orig_mod" in key or key.startswith("module.") for key in state)
+    assert results(compiled)["ranks_agree"]

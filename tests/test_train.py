@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from crossres_dist.checkpoint import load_checkpoint
-from crossres_dist.model import SEResNet, SEResNetSpec
+from crossres_dist.models import ModelSpec, build_model
 from tests.conftest import TINY_SPEC, results, run_cmd, tiny_args, train_cmd
 
 
@@ -21,7 +21,7 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
         train_cmd(
             2,
             *tiny_args(
-                run_dir, tiny_teacher, "train.max_steps=9", "train.log_every=3", "optim.lr=0.1"
+                run_dir, tiny_teacher, "train.max_steps=12", "train.log_every=4", "optim.lr=0.1"
             ),
         )
     )
@@ -29,11 +29,11 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
     assert len(losses) == 3 and losses[-1] < losses[0]
     res = results(run_dir)
     assert res["ranks_agree"] and len(res["param_checksum_per_rank"]) == 2
-    assert res["step"] == 9 and res["images_seen"] == 9 * 32
+    assert res["step"] == 12 and res["images_seen"] == 12 * 32
     # Checkpoints: the last K=2 and the best; they load in a fresh process into a fresh network.
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert names == ["best.pt", "step_00000006.pt", "step_00000009.pt"]
-    state = load_checkpoint(run_dir / "checkpoints" / "step_00000009.pt")
+    assert names == ["best.pt", "step_00000009.pt", "step_00000012.pt"]
+    state = load_checkpoint(run_dir / "checkpoints" / "step_00000012.pt")
     for key in (
         "student",
         "optimizer",
@@ -45,10 +45,12 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
         "random",
         "config",
         "identities",
+        "splits",
+        "best_metric",
     ):
         assert key in state, key
-    spec = SEResNetSpec(**{**state["model_spec"], "layers": tuple(state["model_spec"]["layers"])})
-    model = SEResNet(spec)
+    spec = ModelSpec(**{**state["model_spec"], "layers": tuple(state["model_spec"]["layers"])})
+    model = build_model(spec)
     model.load_state_dict(state["student"])
     assert spec == TINY_SPEC
     assert not any(k.startswith("module.") for k in state["student"])
@@ -76,7 +78,7 @@ def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teach
     run_cmd(train_cmd(2, *tiny_args(two, tiny_teacher, *common, "data.micro_batch=4")))
     a = load_checkpoint(one / "checkpoints" / "step_00000002.pt")["student"]
     b = load_checkpoint(two / "checkpoints" / "step_00000002.pt")["student"]
-    initial = SEResNet(TINY_SPEC)
+    initial = build_model(TINY_SPEC)
     initial.load_state_dict(torch.load(tiny_teacher, weights_only=True))
     moved = max(
         (a[k] - initial.state_dict()[k]).abs().max().item() for k in a if a[k].is_floating_point()
@@ -136,16 +138,16 @@ def test_bad_input_stops_before_training_with_one_line(tmp_path, tiny_teacher, o
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and message in error[0], result.stderr[-2000:]
-    assert not (run_dir / "checkpoints").exists() or not list(
-        (run_dir / "checkpoints").glob("step_*")
-    )
+    # Nothing half-made is left behind: no checkpoint directory, no lock held.
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "run.lock").exists() or (run_dir / "run.lock").read_text() == ""
 
 
 def test_mismatched_identities_need_explicit_classifier_replacement(tmp_path):
     torch.manual_seed(0)
     other = tmp_path / "teacher_10ids.pt"
     torch.save(
-        SEResNet(SEResNetSpec(layers=(1, 1), width=4, num_classes=10, se_reduction=4)).state_dict(),
+        build_model(ModelSpec(layers=(1, 1), width=4, num_classes=10, se_reduction=4)).state_dict(),
         other,
     )
     refused = run_cmd(train_cmd(1, *tiny_args(tmp_path / "r1", other)), check=False)
@@ -167,3 +169,31 @@ def test_pretraining_from_scratch_is_reproducible(tmp_path):
         run_cmd(train_cmd(1, *tiny_args(tmp_path / name, None, "train.max_steps=3")))
         sums.append(results(tmp_path / name)["param_checksum_per_rank"])
     assert sums[0] == sums[1]
+
+
+def test_bn_recalibration_sets_statistics_not_the_trajectory_and_resumes_exactly(
+    tmp_path, tiny_teacher
+):
+    common = ("train.max_steps=6", "train.val_every=3", "model.bn_recalibrate_images=64")
+    plain, recal, resumed = tmp_path / "plain", tmp_path / "recal", tmp_path / "resumed"
+    run_cmd(train_cmd(2, *tiny_args(plain, tiny_teacher, *common)))
+    run_cmd(train_cmd(2, *tiny_args(recal, tiny_teacher, *common, "model.bn_recalibrate=mixed")))
+    a = load_checkpoint(plain / "checkpoints" / "step_00000006.pt")["student"]
+    b = load_checkpoint(recal / "checkpoints" / "step_00000006.pt")["student"]
+    teacher = torch.load(tiny_teacher, weights_only=True)
+    stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    # Training never read the statistics: every parameter is the same, bit for bit ...
+    for key in a:
+        if key not in stats and not key.endswith("num_batches_tracked"):
+            assert torch.equal(a[key], b[key]), key
+    # ... while the statistics were re-estimated (momentum 0 kept the teacher's in `plain`).
+    assert all(torch.equal(a[k], teacher[k]) for k in stats)
+    assert all(not torch.equal(b[k], teacher[k]) and torch.isfinite(b[k]).all() for k in stats)
+    assert all((b[k] > 0).all() for k in stats if k.endswith("running_var"))
+    # The re-estimation views are a function of the step: a resumed run saves the same ones.
+    args = tiny_args(resumed, tiny_teacher, *common, "model.bn_recalibrate=mixed")
+    run_cmd(train_cmd(2, *args, "train.stop_after_step=3"))
+    run_cmd(train_cmd(2, *args))
+    c = load_checkpoint(resumed / "checkpoints" / "step_00000006.pt")["student"]
+    for key in b:
+        assert torch.equal(b[key], c[key]), key

@@ -1,6 +1,7 @@
 """Importers for the released VGGFace2 SE-ResNet-50 weight forms, safe loading, export."""
 
 import dataclasses
+import os
 import pickle
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch.nn as nn
 
 from crossres_dist.convert import convert
 from crossres_dist.formats import attribute_name, layer_names, to_caffe_dict
-from crossres_dist.model import SEResNet
+from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, assign, load_into, read_state
 from tests.conftest import REPO, TINY_SPEC
 
@@ -21,7 +22,7 @@ from tests.conftest import REPO, TINY_SPEC
 @pytest.fixture(scope="module")
 def reference():
     torch.manual_seed(1)
-    model = SEResNet(TINY_SPEC).eval()
+    model = build_model(TINY_SPEC).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics, so that a mix-up would show
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -100,7 +101,7 @@ def test_every_form_gives_the_same_features_and_logits(tmp_path, reference, name
         TINY_SPEC.num_classes,
         TINY_SPEC.se_reduction,
     )
-    model = SEResNet(TINY_SPEC).eval()
+    model = build_model(TINY_SPEC).eval()
     assign(model, state, str(path))
     x = torch.randn(3, 3, 40, 40)
     with torch.no_grad():
@@ -114,7 +115,7 @@ def test_convert_writes_a_plain_state_dict(tmp_path, reference):
     write_form_b(reference, source)
     info = convert(source, target)
     assert info["num_classes"] == 40
-    model = SEResNet(TINY_SPEC)
+    model = build_model(TINY_SPEC)
     load_into(model, target)
     loaded = torch.load(target, weights_only=True)["student"]
     assert torch.equal(loaded["fc.weight"], reference.state_dict()["fc.weight"])
@@ -129,7 +130,7 @@ def test_convert_writes_a_plain_state_dict(tmp_path, reference):
 
 def test_errors_name_the_offending_key(tmp_path, reference):
     state = {k: v.clone() for k, v in reference.state_dict().items()}
-    model = SEResNet(TINY_SPEC)
+    model = build_model(TINY_SPEC)
     missing = dict(state)
     del missing["layer1.0.conv2.weight"]
     with pytest.raises(WeightsError, match="missing key 'layer1.0.conv2.weight'"):
@@ -151,7 +152,7 @@ def test_errors_name_the_offending_key(tmp_path, reference):
 
 
 def test_classifier_replaced_only_when_asked(reference):
-    other = SEResNet(dataclasses.replace(TINY_SPEC, num_classes=7))
+    other = build_model(dataclasses.replace(TINY_SPEC, num_classes=7))
     with pytest.raises(WeightsError, match="student.replace_classifier=true"):
         assign(other, reference.state_dict(), "r.pt")
     fresh_fc = other.fc.weight.clone()
@@ -229,3 +230,80 @@ def test_training_takes_a_released_form_directly_as_teacher(tmp_path, reference)
     run_dir = tmp_path / "from-form-a"
     run_cmd(train_cmd(1, *tiny_args(run_dir, teacher, "train.max_steps=2")))
     assert results(run_dir)["step"] == 2
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/crossres-should-not-exist",))
+
+
+def _bad_weights(tmp_path, good):
+    data = good.read_bytes()
+    files = {
+        "truncated": (tmp_path / "truncated.pt", data[: len(data) // 3]),
+        "random": (tmp_path / "random.pth", np.random.default_rng(0).bytes(4000)),
+        "empty": (tmp_path / "empty.pkl", b""),
+    }
+    for path, content in files.values():
+        path.write_bytes(content)
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"student": _RunsCode()}, malicious)  # a zip checkpoint naming os.system
+    return {**{k: v[0] for k, v in files.items()}, "malicious": malicious}
+
+
+def test_bad_weights_files_get_one_line_that_says_what_they_are_not(tmp_path, tiny_teacher):
+    bad = _bad_weights(tmp_path, tiny_teacher)
+    expected = {
+        "truncated": "a damaged or truncated PyTorch checkpoint",
+        "random": "not a PyTorch checkpoint, a numpy .npy file or a pickle of arrays",
+        "empty": "an empty file, not a PyTorch checkpoint",
+        "malicious": "refused global 'posix.system'",
+    }
+
+    def assert_refused(result, path, text):
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"{path}: " in errors[0] and text in errors[0], errors
+        assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
+
+    for kind, path in bad.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "crossres_dist.convert", str(path), str(tmp_path / "o.pt")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert_refused(result, path, expected[kind])
+    assert not os.path.exists("/tmp/crossres-should-not-exist")
+    # The other tools say the same about the same file.
+    truncated = bad["truncated"]
+    tools = {
+        "export": [
+            "-m",
+            "crossres_dist.export",
+            str(truncated),
+            "--onnx",
+            str(tmp_path / "m.onnx"),
+        ],
+        "train": [
+            "-m",
+            "crossres_dist.train",
+            "--config",
+            str(REPO / "tests" / "tiny.yaml"),
+            f"teacher.checkpoint={truncated}",
+            f"run.output_dir={tmp_path}",
+        ],
+        "evaluate": [
+            "-m",
+            "crossres_dist.evaluate",
+            "--config",
+            str(REPO / "tests" / "tiny.yaml"),
+            "--checkpoint",
+            str(truncated),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    }
+    for args in tools.values():
+        result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+        assert_refused(result, truncated, expected["truncated"])

@@ -8,28 +8,14 @@ so a state_dict of this module and a form C file share their keys. No distributi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import ModelSpec
+
 # BatchNorm eps as stored in the Caffe model (float32 of 1e-5).
 BN_EPS = 9.99999974738e-06
-
-
-@dataclass(frozen=True)
-class SEResNetSpec:
-    layers: tuple[int, ...] = (3, 4, 6, 3)
-    width: int = 64
-    num_classes: int = 8631
-    se_reduction: int = 16
-    bn_momentum: float = 0.0
-    expansion: int = field(default=4)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.width * 2 ** (len(self.layers) - 1) * self.expansion
 
 
 def _bn(channels: int, momentum: float) -> nn.BatchNorm2d:
@@ -75,7 +61,9 @@ class SEBottleneck(nn.Module):
 class SEResNet(nn.Module):
     """Returns ``(feature, logits)``: the global-average-pooled feature and the classifier."""
 
-    def __init__(self, spec: SEResNetSpec = SEResNetSpec()) -> None:
+    classifier_keys = ("fc.weight", "fc.bias")
+
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
         w, m = spec.width, spec.bn_momentum
@@ -116,20 +104,3 @@ class SEResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.features(x)
         return feature, self.fc(feature)
-
-
-def spec_from_config(model_cfg, num_classes: int, layers=None, width: int = 0) -> SEResNetSpec:
-    return SEResNetSpec(
-        layers=tuple(layers or model_cfg.layers),
-        width=width or model_cfg.width,
-        num_classes=num_classes,
-        se_reduction=model_cfg.se_reduction,
-        bn_momentum=model_cfg.bn_momentum,
-    )
-
-
-def set_bn_frozen(model: nn.Module) -> None:
-    """BatchNorm layers use running statistics even in train mode (``model.bn_mode=frozen``)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()

@@ -1,0 +1,130 @@
+"""The trainer end to end: images/s of the real training step path on real faces, with the input
+pipeline, the sync points and everything else the trainer does, for N steps after a warm-up.
+
+    torchrun --nproc_per_node=1 bench/e2e.py --config configs/vggface2_senet50.yaml \\
+        --data ../shared/data/lfw_deepfunneled_10to19 [--steps 40 --warmup 10] [section.key=value]
+
+The teacher is a random network of the config's architecture unless teacher.checkpoint is
+given (throughput does not depend on the weights). Validation and checkpoints are pushed out of
+the timed window. Prints (and with --json writes) images/s, the median step time, MFU against the
+chip's dense bf16 peak, and peak device memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.step import PEAKS, forward_flops  # noqa: E402
+from crossres_dist import distributed  # noqa: E402
+from crossres_dist.config import load_config  # noqa: E402
+from crossres_dist.models import build_model, spec_from_config  # noqa: E402
+from crossres_dist.trainer import Trainer  # noqa: E402
+from pipelines.sources import load_source  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--data", required=True, help="an ImageFolder of faces")
+    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("runs/e2e"), help="a scratch run dir")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    total = args.warmup + args.steps
+    bench_settings = [
+        f"data.train={args.data}",
+        "data.val=split:1",
+        "data.test=",
+        "data.val_every_nth=1",
+        "data.min_val_images=1",
+        "data.check=header",
+        "model.num_classes=0",
+        f"run.output_dir={out}",
+        "run.name=e2e",
+        "run.resume=never",
+        f"train.max_steps={total}",
+        f"train.val_every={total}",
+        f"train.checkpoint_every={total}",
+        "train.progress_bar=false",
+    ]
+    cfg_probe = load_config(args.config, [*bench_settings, "teacher.checkpoint=x", *args.overrides])
+    user_teacher = any(o.startswith("teacher.checkpoint=") for o in args.overrides)
+    info = distributed.detect()
+    overrides = [*bench_settings, *args.overrides]
+    if not user_teacher and cfg_probe.run.stage == "crossres":
+        # A random teacher of the config's architecture for the data's identities, the same
+        # (seeded) on every rank, each in its own file: no rank waits for another's.
+        teacher = out / f"random_teacher-rank{info.rank}.pt"
+        classes = load_source(args.data).num_classes
+        torch.manual_seed(0)
+        torch.save(build_model(spec_from_config(cfg_probe.model, classes)).state_dict(), teacher)
+        overrides.append(f"teacher.checkpoint={teacher}")
+    cfg = load_config(args.config, overrides)
+
+    marks: dict[int, float] = {}
+    trainer = Trainer(cfg)
+
+    def on_step(step: int) -> None:
+        if step in (args.warmup, total):
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            marks[step] = time.perf_counter()
+
+    trainer.on_step = on_step
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    elapsed = marks[total] - marks[args.warmup]
+    images_per_s = args.steps * cfg.optim.global_batch / elapsed
+    device = trainer.device
+    spec = trainer.student.spec
+    # Student forward + backward (about 3x a forward) and one teacher forward per image.
+    flops = 4 * forward_flops(build_model(spec).to(device), cfg.data.crop, device)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": trainer.world,
+        "config": args.config,
+        "overrides": args.overrides,
+        "backend": cfg.data.backend,
+        "precision": trainer.precision,
+        "micro_batch": cfg.data.micro_batch,
+        "global_batch": cfg.optim.global_batch,
+        "teacher_sharding": cfg.teacher.sharding,
+        "compile": cfg.model.compile,
+        "compile_mode": cfg.model.compile_mode,
+        "steps_timed": args.steps,
+        "images_per_s": images_per_s,
+        "mean_step_s": elapsed / args.steps,
+        "gflops_per_image": flops / 1e9,
+    }
+    if device.type == "cuda":
+        peak = next((v for k, v in PEAKS.items() if k in result["device"]), None)
+        result["mfu"] = images_per_s * flops / peak if peak else None
+        result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if info.rank == 0:
+        print(json.dumps(result, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()

@@ -1,0 +1,343 @@
+"""The recipe study: which settings of the student stage keep full resolution while gaining at
+low resolution, over seeds, on any face set.
+
+    python bench/recipe_study.py --data DIR [--variants recipe recipe-l0 ...] [--seeds 0 1 2]
+
+1. The teacher: the demo's first stage (configs/demo_teacher.yaml) on DIR, once (or --teacher).
+2. Every variant (a named list of overrides of configs/demo.yaml) x seed trains a student on DIR.
+   The split is drawn with data.split_seed, never with run.seed: every run of the study trains on
+   the same images and none of them ever sees the test images.
+3. Every student and the teacher are evaluated by crossres_dist.evaluate on the test split:
+   classifier top-1 at 8 px, 16 px and full resolution, and cross-resolution matching (an 8 px
+   probe against a full-resolution gallery of one image per identity, rank-1).
+4. A table of mean (standard deviation) over seeds, with the targets checked, in OUT/study.md
+   and OUT/study.json.
+
+Runs are single-process (``--parallel`` of them at a time) and are reused when their settings
+have not changed, so the grid can grow without retraining what is done. Each variant's overrides
+are in VARIANTS below; ``--variant NAME=key=value,key=value`` adds one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Overrides of configs/demo.yaml. "demo-0" is the demo as it was before the study.
+BEFORE = [
+    "method.lambda_feat=0.1",
+    "method.feature_loss=mse",
+    "method.p=0.5",
+    "method.paired=false",
+    "model.bn_mode=batch",
+    "model.bn_momentum=0.0",
+    "model.bn_recalibrate=off",
+    "data.hflip_p=0.0",
+    "optim.lr=0.01",
+    "train.epochs=40",
+]
+VARIANTS: dict[str, list[str]] = {
+    "demo-0": BEFORE,
+    # BatchNorm: statistics frozen in training; running statistics that follow the batches;
+    # statistics re-estimated after training.
+    "bn-frozen": [*BEFORE, "model.bn_mode=frozen"],
+    "bn-momentum": [*BEFORE, "model.bn_momentum=0.1"],
+    "bn-recal-mixed": [*BEFORE, "model.bn_recalibrate=mixed"],
+    "bn-recal-clean": [*BEFORE, "model.bn_recalibrate=clean"],
+    # Degradation probability and the paper's curriculum (0.1, +0.1 every 2 epochs here).
+    "p-0.25": [*BEFORE, "method.p=0.25"],
+    "p-1.0": [*BEFORE, "method.p=1.0"],
+    "curriculum": [*BEFORE, "method.curriculum=true", "method.curriculum_step=500"],
+    # The feature term: stronger, scale-free (cosine), and the student paired with clean views.
+    "lambda-10": [*BEFORE, "method.lambda_feat=10"],
+    "cosine-1": [*BEFORE, "method.feature_loss=cosine", "method.lambda_feat=1"],
+    "cosine-10": [*BEFORE, "method.feature_loss=cosine", "method.lambda_feat=10"],
+    "paired": [*BEFORE, "method.paired=true"],
+    # Fine-tuning: learning rate and length.
+    "lr-0.001": [*BEFORE, "optim.lr=0.001"],
+    "epochs-10": [*BEFORE, "train.epochs=10"],
+    "flip": [*BEFORE, "data.hflip_p=0.5"],
+}
+# The same knobs again, on BatchNorm statistics re-estimated at every validation.
+RECAL = [*BEFORE, "model.bn_recalibrate=mixed"]
+VARIANTS.update(
+    {
+        "recal": RECAL,
+        "recal-l0": [*RECAL, "method.lambda_feat=0"],
+        "recal-momentum": [*RECAL, "model.bn_momentum=0.1"],
+        "recal-p-1.0": [*RECAL, "method.p=1.0"],
+        "recal-cosine-1": [*RECAL, "method.feature_loss=cosine", "method.lambda_feat=1"],
+        "recal-cosine-10": [*RECAL, "method.feature_loss=cosine", "method.lambda_feat=10"],
+        "recal-paired": [*RECAL, "method.paired=true"],
+        "recal-lr-0.001": [*RECAL, "optim.lr=0.001"],
+        "recal-epochs-10": [*RECAL, "train.epochs=10"],
+        "recal-flip": [*RECAL, "data.hflip_p=0.5"],
+    }
+)
+
+
+def variant_overrides(spec: str) -> tuple[str, list[str]]:
+    name, _, rest = spec.partition("=")
+    if not rest:
+        raise argparse.ArgumentTypeError(f"--variant {spec!r}: expected NAME=key=value,...")
+    return name, rest.split(",")
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": str(REPO),
+    }
+    with open(log, "w") as out:
+        code = subprocess.run(
+            cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {code}; see {log}")
+
+
+def train(config: str, run_dir: Path, overrides: list[str], nproc: int) -> None:
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+        ]
+    )
+    run(
+        [
+            *launcher,
+            "-m",
+            "crossres_dist.train",
+            "--config",
+            config,
+            f"run.output_dir={run_dir.parent}",
+            f"run.name={run_dir.name}",
+            "train.progress_bar=false",
+            *overrides,
+        ],
+        run_dir.parent / f"{run_dir.name}.log",
+        1,
+    )
+
+
+def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
+    run(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.evaluate",
+            "--config",
+            "configs/demo.yaml",
+            *overrides,
+            "--checkpoint",
+            str(checkpoint),
+            "--name",
+            "m",
+            "--split",
+            "test",
+            "--resolutions",
+            "8",
+            "16",
+            "full",
+            "--tsne-identities",
+            "0",
+            "--out",
+            str(out),
+        ],
+        out.with_suffix(".log"),
+        1,
+    )
+    model = json.loads((out / "results.json").read_text())["models"]["m"]
+    rows = model["probe_vs_full_gallery"]
+    top1 = model["classifier_top1"]
+    return {
+        "top1 8": top1["8"],
+        "top1 16": top1["16"],
+        "top1 full": top1["full"],
+        "rank1 8>full": rows["8"]["identification"]["rank1"],
+    }
+
+
+def done(run_dir: Path, overrides: list[str]) -> dict | None:
+    """The stored result of a run whose overrides are the same as now; None otherwise."""
+    record = run_dir / "study-run.json"
+    if record.is_file():
+        stored = json.loads(record.read_text())
+        if stored["overrides"] == overrides:
+            return stored["metrics"]
+    return None
+
+
+def student_point(out: Path, name: str, seed: int, overrides: list[str], data_args: list[str]):
+    run_dir = out / name / f"seed{seed}"
+    full = [*data_args, *overrides, f"run.seed={seed}"]
+    cached = done(run_dir, full)
+    if cached is not None:
+        return cached
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an older or unfinished definition: train it again
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    train("configs/demo.yaml", run_dir, full, 1)
+    metrics = evaluate(run_dir / "checkpoints" / "best.pt", run_dir / "eval", data_args)
+    results = json.loads((run_dir / "results.json").read_text())
+    metrics["val top1 8 (last)"] = results["final"]["val/8px/top1"]
+    metrics["val top1 full (last)"] = results["final"]["val/full/top1"]
+    metrics["seconds"] = time.perf_counter() - start
+    (run_dir / "study-run.json").write_text(
+        json.dumps({"overrides": full, "metrics": metrics}, indent=1)
+    )
+    print(f"{name} seed {seed}: " + json.dumps({k: round(v, 3) for k, v in metrics.items()}))
+    return metrics
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+KEYS = ["top1 8", "top1 16", "top1 full", "rank1 8>full"]
+
+
+def table(teacher: dict, rows: dict[str, list[dict]], title: str) -> str:
+    lines = [
+        title,
+        "",
+        "| model | " + " | ".join(KEYS) + " | vs teacher: 8 / 16 / full |",
+        "|---|" + "---|" * (len(KEYS) + 1),
+        "| teacher | " + " | ".join(f"{teacher[k]:.3f}" for k in KEYS) + " | |",
+    ]
+    for name, runs in rows.items():
+        cells = []
+        for k in KEYS:
+            m, sd = mean_sd([r[k] for r in runs])
+            cells.append(f"{m:.3f} ({sd:.3f})")
+        deltas = [mean_sd([r[k] for r in runs])[0] - teacher[k] for k in KEYS[:3]]
+        cells.append(" / ".join(f"{d:+.3f}" for d in deltas))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(teacher: dict, rows: dict[str, list[dict]], chosen: str, without: str | None) -> str:
+    """The issue's targets for the chosen variant: +20 points at 8 and 16 px, at most 2 points
+    lost at full resolution, and the feature term's effect on cross-resolution matching larger
+    than the spread over seeds."""
+    runs = rows[chosen]
+    means = {k: mean_sd([r[k] for r in runs])[0] for k in KEYS}
+    lines = [f"Targets for `{chosen}` (means over {len(runs)} seeds, test split):"]
+    for k, need in (("top1 8", 0.20), ("top1 16", 0.20)):
+        gain = means[k] - teacher[k]
+        lines.append(
+            f"- {k}: {gain:+.3f} vs the teacher (need >= +{need:.2f}): {_ok(gain >= need)}"
+        )
+    drop = means["top1 full"] - teacher["top1 full"]
+    lines.append(f"- top1 full: {drop:+.3f} vs the teacher (need >= -0.02): {_ok(drop >= -0.02)}")
+    if without and without in rows:
+        a = [r["rank1 8>full"] for r in runs]
+        b = [r["rank1 8>full"] for r in rows[without]]
+        gap = statistics.mean(a) - statistics.mean(b)
+        spread = max(mean_sd(a)[1], mean_sd(b)[1])
+        lines.append(
+            f"- rank1 8>full against `{without}` (lambda = 0): {gap:+.3f}, spread over seeds "
+            f"{spread:.3f}: {_ok(gap > spread)}"
+        )
+    return "\n".join(lines)
+
+
+def _ok(flag: bool) -> str:
+    return "met" if flag else "**not met**"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="an ImageFolder of faces, or embedded:orl")
+    parser.add_argument("--name", help="a name for the data set (default: the folder's name)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["demo-0", "recipe", "recipe-l0"])
+    parser.add_argument("--variant", action="append", type=variant_overrides, default=[])
+    parser.add_argument("--teacher", help="a teacher checkpoint (default: train one)")
+    parser.add_argument("--teacher-overrides", nargs="*", default=[])
+    parser.add_argument("--chosen", default="recipe", help="the variant the targets are checked on")
+    parser.add_argument("--without", default="recipe-l0", help="its lambda = 0 counterpart")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
+    parser.add_argument("--out", help="default: runs/study/NAME")
+    args = parser.parse_args()
+
+    variants = {**VARIANTS, "recipe": [], "recipe-l0": ["method.lambda_feat=0"]}
+    variants.update(dict(args.variant))
+    unknown = [v for v in args.variants if v not in variants]
+    if unknown:
+        sys.exit(f"error: unknown variant {unknown[0]!r} (known: {', '.join(variants)})")
+    name = args.name or Path(args.data).name.replace("embedded:", "")
+    out = Path(args.out or REPO / "runs" / "study" / name).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_args = [f"data.train={args.data}"]
+
+    teacher = Path(args.teacher) if args.teacher else out / "teacher" / "checkpoints" / "best.pt"
+    teacher_overrides = [*data_args, *args.teacher_overrides]
+    record = out / "teacher" / "study-run.json"
+    if not args.teacher and done(out / "teacher", teacher_overrides) is None:
+        if (out / "teacher").exists():
+            shutil.rmtree(out / "teacher")
+        start = time.perf_counter()
+        train("configs/demo_teacher.yaml", out / "teacher", teacher_overrides, 2)
+        (out / "teacher").mkdir(exist_ok=True)
+        record.write_text(
+            json.dumps(
+                {
+                    "overrides": teacher_overrides,
+                    "metrics": {"seconds": time.perf_counter() - start},
+                }
+            )
+        )
+        print(f"teacher trained in {time.perf_counter() - start:.0f} s")
+    teacher_metrics = evaluate(teacher, out / "teacher-eval", data_args)
+    data_args.append(f"teacher.checkpoint={teacher}")
+
+    jobs = [(v, seed) for v in args.variants for seed in args.seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(
+            pool.map(
+                lambda job: student_point(out, job[0], job[1], variants[job[0]], data_args), jobs
+            )
+        )
+    rows: dict[str, list[dict]] = {}
+    for (variant, _), metrics in zip(jobs, results):
+        rows.setdefault(variant, []).append(metrics)
+
+    title = (
+        f"{name}: test split (3 images per identity, never trained on or used for selection), "
+        f"best.pt of each run, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
+        "mean (standard deviation)"
+    )
+    text = table(teacher_metrics, rows, title)
+    if args.chosen in rows:
+        text += "\n\n" + targets(teacher_metrics, rows, args.chosen, args.without)
+    text += "\n\nVariants (overrides of configs/demo.yaml):\n\n" + "\n".join(
+        f"- `{v}`: {' '.join(variants[v]) or '(the demo as it is)'}" for v in rows
+    )
+    (out / "study.md").write_text(text + "\n")
+    (out / "study.json").write_text(
+        json.dumps({"teacher": teacher_metrics, "runs": rows, "variants": variants}, indent=1)
+    )
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""A heartbeat watchdog: a frozen rank ends the job in seconds, not after the collective timeout.
+
+Every rank runs a thread that publishes a heartbeat (a counter) to the rendezvous store every
+``interval`` seconds and reads everyone else's. A rank whose counter has not moved for
+``timeout_s`` seconds is frozen (SIGSTOP, a hung node, a process stuck holding the GIL), and a
+store that does not answer for that long means rank 0 (its host) is. The watcher then logs which
+rank, host and pid, and ends its own process with EXIT_HUNG: torchrun (``--max-restarts``) or
+srun (``--kill-on-bad-exit``) then tears the job down and the launcher restarts it from its last
+checkpoint. Without it, the others would wait in the next collective for ``dist.timeout_s``.
+
+This watches liveness, not progress: a rank that waits in a collective for a slow peer is alive
+and beats. A job-wide stall of live ranks is left to ``dist.timeout_s``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+EXIT_HUNG = 5
+
+
+class Watchdog:
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        master_addr: str,
+        master_port: int,
+        timeout_s: float,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        self.rank, self.world = rank, world
+        self.timeout_s = timeout_s
+        self.interval = max(0.5, min(5.0, timeout_s / 10))
+        self.exit_process = exit_process
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        # A client connection of its own: the main thread's collectives never wait on it.
+        client = dist.TCPStore(
+            master_addr,
+            master_port,
+            is_master=False,
+            timeout=datetime.timedelta(seconds=self.interval * 2),
+            wait_for_workers=False,
+        )
+        self.store = dist.PrefixStore(f"crossres/restart{restart}/watchdog/", client)
+        self.store.set(f"who/{rank}", f"host {socket.gethostname()}, pid {os.getpid()}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crossres-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        log.info(
+            "watchdog: a rank without a heartbeat for %.0f s ends the job (dist.watchdog_s)",
+            self.timeout_s,
+        )
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval * 2)
+
+    def _run(self) -> None:
+        beats = 0
+        now = time.monotonic()
+        last_seen = {r: (None, now) for r in range(self.world) if r != self.rank}
+        store_ok = now
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            beats += 1
+            try:
+                self.store.set(f"beat/{self.rank}", str(beats))
+                for r, (value, since) in list(last_seen.items()):
+                    current = self._read(f"beat/{r}")
+                    if current != value:
+                        last_seen[r] = (current, now)
+                    elif now - since > self.timeout_s:
+                        self._fire(f"rank {r} ({self._read(f'who/{r}')})", now - since)
+                        return
+                store_ok = now
+            except Exception:  # the store does not answer: its host (rank 0) may be frozen
+                if now - store_ok > self.timeout_s:
+                    self._fire(
+                        "rank 0 (it serves the rendezvous store, which does not answer)",
+                        now - store_ok,
+                    )
+                    return
+
+    def _read(self, key: str) -> str | None:
+        if not self.store.check([key]):
+            return None
+        return self.store.get(key).decode()
+
+    def _fire(self, who: str, silent_s: float) -> None:
+        log.error(
+            "watchdog: %s has had no heartbeat for %.0f s (frozen or hung); ending this rank "
+            "so that the launcher restarts the job from its last checkpoint",
+            who,
+            silent_s,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        self.exit_process(EXIT_HUNG)

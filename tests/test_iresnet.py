@@ -1,0 +1,197 @@
+"""ArcFace iResNet students and teachers: arcface_torch's backbone.pth layout read safely and
+checked against a forward written here from scratch; training with a sharded, compiled iResNet;
+export."""
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossres_dist.models import build_model
+from crossres_dist.weights import WeightsError, assign, read_state
+from tests.conftest import REPO, results, run_cmd, tiny_args, train_cmd
+
+
+def _arcface_state(layers, width, embedding, side, seed=0):
+    """Random weights in arcface_torch's key layout (what its backbone.pth holds), made without
+    the project's modules."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def bn(name, c):
+        state[f"{name}.weight"] = 1 + 0.1 * torch.randn(c, generator=g)
+        state[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
+        state[f"{name}.running_mean"] = 0.1 * torch.randn(c, generator=g)
+        state[f"{name}.running_var"] = 1 + 0.1 * torch.rand(c, generator=g)
+        state[f"{name}.num_batches_tracked"] = torch.tensor(0)
+
+    def conv(name, cout, cin, k):
+        state[f"{name}.weight"] = (
+            torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
+        )
+
+    conv("conv1", width, 3, 3)
+    bn("bn1", width)
+    state["prelu.weight"] = 0.25 * torch.ones(width)
+    inplanes = width
+    for s, blocks in enumerate(layers):
+        planes = width * 2**s
+        for b in range(blocks):
+            p = f"layer{s + 1}.{b}"
+            cin = inplanes if b == 0 else planes
+            bn(f"{p}.bn1", cin)
+            conv(f"{p}.conv1", planes, cin, 3)
+            bn(f"{p}.bn2", planes)
+            state[f"{p}.prelu.weight"] = 0.25 * torch.ones(planes)
+            conv(f"{p}.conv2", planes, planes, 3)
+            bn(f"{p}.bn3", planes)
+            if b == 0:
+                conv(f"{p}.downsample.0", planes, cin, 1)
+                bn(f"{p}.downsample.1", planes)
+        inplanes = planes
+    bn("bn2", inplanes)
+    state["fc.weight"] = torch.randn(embedding, inplanes * side * side, generator=g) * 0.01
+    state["fc.bias"] = torch.zeros(embedding)
+    bn("features", embedding)
+    state["features.weight"] = torch.ones(embedding)
+    return state
+
+
+def _reference_embedding(state, layers, x):
+    """arcface_torch's iResNet forward, in plain functional calls on the state_dict."""
+
+    def bn(t, name):
+        return F.batch_norm(
+            t,
+            state[f"{name}.running_mean"],
+            state[f"{name}.running_var"],
+            state[f"{name}.weight"],
+            state[f"{name}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
+
+    x = F.conv2d(x, state["conv1.weight"], padding=1)
+    x = F.prelu(bn(x, "bn1"), state["prelu.weight"])
+    for s, blocks in enumerate(layers):
+        for b in range(blocks):
+            p = f"layer{s + 1}.{b}"
+            stride = 2 if b == 0 else 1
+            out = F.conv2d(bn(x, f"{p}.bn1"), state[f"{p}.conv1.weight"], padding=1)
+            out = F.prelu(bn(out, f"{p}.bn2"), state[f"{p}.prelu.weight"])
+            out = bn(
+                F.conv2d(out, state[f"{p}.conv2.weight"], stride=stride, padding=1), f"{p}.bn3"
+            )
+            if b == 0:
+                x = bn(
+                    F.conv2d(x, state[f"{p}.downsample.0.weight"], stride=stride),
+                    f"{p}.downsample.1",
+                )
+            x = out + x
+    x = torch.flatten(bn(x, "bn2"), 1)
+    x = F.linear(x, state["fc.weight"], state["fc.bias"])
+    return bn(x, "features")
+
+
+def test_arcface_r18_backbone_loads_and_matches_an_independent_forward(tmp_path):
+    layers = (2, 2, 2, 2)
+    state = _arcface_state(layers, 64, 512, 7)
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    loaded, spec = read_state(path)
+    assert spec.arch == "iresnet" and spec.layers == layers and spec.width == 64
+    assert spec.embedding == 512 and spec.input_size == 112 and spec.channels == "RGB"
+    model = build_model(dataclasses.replace(spec, num_classes=10)).eval()
+    assign(model, loaded, str(path))  # no classifier in the file: the network keeps its own
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        embedding, logits = model(x)
+        expected = _reference_embedding(state, layers, x)
+    assert embedding.shape == (2, 512) and logits.shape == (2, 10)
+    assert torch.allclose(embedding, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_arcface_backbone_with_a_wrong_key_or_shape_is_refused_by_name(tmp_path):
+    state = _arcface_state((1, 1), 8, 16, 2)
+    loaded_spec = read_state(_save(tmp_path / "ok.pth", state))[1]
+    model = build_model(loaded_spec)
+    bad = dict(state)
+    bad["layer1.0.conv1.weight"] = torch.zeros(8, 8, 5, 5)
+    with pytest.raises(WeightsError, match=r"key 'layer1.0.conv1.weight' has shape \(8, 8, 5, 5\)"):
+        assign(model, bad, "bad.pth")
+    del bad["layer1.0.conv1.weight"]
+    with pytest.raises(WeightsError, match="missing key 'layer1.0.conv1.weight'"):
+        assign(model, bad, "bad.pth")
+
+
+def _save(path, state):
+    torch.save(state, path)
+    return path
+
+
+def test_iresnet_trains_sharded_and_compiled_on_two_ranks_and_exports(tmp_path):
+    """An iResNet teacher from a backbone.pth (no classifier), an iResNet student started from
+    it with a classifier of its own, the teacher sharded with FSDP2, the student compiled."""
+    teacher = _save(tmp_path / "backbone.pth", _arcface_state((1, 1), 8, 16, 2))
+    run_dir = tmp_path / "run"
+    run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(
+                run_dir,
+                teacher,
+                "model.arch=iresnet",
+                "model.layers=[1,1]",
+                "model.width=8",
+                "model.embedding=16",
+                # Two stages halve 8 px twice: the 2 x 2 grid the backbone's fc was made for.
+                "data.resize_shorter=9",
+                "data.crop=8",
+                "method.resolutions=[4]",
+                "method.val_resolution=4",
+                "method.report_resolutions=[4]",
+                "teacher.sharding=full",
+                "model.compile=true",
+                "train.max_steps=3",
+            ),
+        ),
+        timeout=400,
+    )
+    res = results(run_dir)
+    assert res["step"] == 3 and res["ranks_agree"]
+    checkpoint = run_dir / "checkpoints" / "step_00000003.pt"
+    state, spec = read_state(checkpoint)
+    assert spec.arch == "iresnet" and spec.embedding == 16 and spec.num_classes == 40
+    assert "classifier.weight" in state and not any("_orig_mod" in k for k in state)
+    # Export rebuilds it from the checkpoint alone; ONNX Runtime agrees with PyTorch.
+    onnx_file = tmp_path / "student.onnx"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.export",
+            str(checkpoint),
+            "--onnx",
+            str(onnx_file),
+            "--size",
+            "8",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    import onnxruntime
+
+    model = build_model(spec).eval()
+    model.load_state_dict(state)
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    feature, logits = onnxruntime.InferenceSession(str(onnx_file)).run(None, {"image": x})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x))
+    assert np.allclose(feature, expected[0].numpy(), atol=1e-4)
+    assert np.allclose(logits, expected[1].numpy(), atol=1e-4)

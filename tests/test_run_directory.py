@@ -1,0 +1,226 @@
+"""Run directories that cannot be wedged (2 ranks each): damaged side files are rebuilt,
+unreadable checkpoints are set aside, a deleted best.pt comes back, one job per directory, a
+frozen rank ends the job in seconds, a full disk is one line. Each ends in a resumable run
+directory or in a one-line error that says what to do."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crossres_dist.checkpoint import load_checkpoint
+from tests.conftest import REPO, child_env, results, run_cmd, tiny_args, train_cmd
+
+UNTIL_STOPPED = (
+    "train.max_steps=5000",
+    "train.val_every=5000",
+    "train.checkpoint_every=5000",
+    "train.log_every=5",
+)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+
+
+def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text()[-3000:]}")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, tiny_teacher, "train.max_steps=6")
+    run_cmd(train_cmd(2, *args, "train.stop_after_step=3"))
+    (cache,) = (run_dir / "cache").glob("val_teacher_features-*.pt")
+    _truncate(cache)  # a node lost power during the write
+    (run_dir / "checkpoints" / "best.pt").unlink()
+    resumed = run_cmd(train_cmd(2, *args))
+    assert "teacher-feature cache" in resumed.stdout and "is unreadable" in resumed.stdout
+    assert "best.pt is missing" in resumed.stdout
+    assert results(run_dir)["step"] == 6
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best["best_metric"] == results(run_dir)["best_metric"]
+    assert load_checkpoint(cache).shape[0] == 80  # rebuilt whole
+    # A start before any checkpoint exists reads the label map: an empty one is rebuilt too.
+    (run_dir / "identities.json").write_text("")
+    fresh = run_cmd(train_cmd(2, *args, "run.resume=never", "train.max_steps=1"))
+    assert "label map" in fresh.stdout and "is unreadable" in fresh.stdout
+    assert len(json.loads((run_dir / "identities.json").read_text())) == 40
+    assert list((run_dir / "checkpoints").glob("superseded-*/step_00000006.pt"))
+
+
+def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "run"
+    ckpts = run_dir / "checkpoints"
+    args = tiny_args(run_dir, tiny_teacher, "train.max_steps=9")
+    run_cmd(train_cmd(2, *args, "train.stop_after_step=6"))
+    for step in (3, 6):
+        _truncate(ckpts / f"step_{step:08d}.pt")
+    best_step = load_checkpoint(ckpts / "best.pt")["step"]
+    resumed = run_cmd(train_cmd(2, *args))
+    assert "resuming from best.pt" in resumed.stdout.replace(str(ckpts) + "/", "")
+    assert sorted(p.name for p in (ckpts / "corrupt").iterdir()) == [
+        "step_00000003.pt",
+        "step_00000006.pt",
+    ]
+    assert results(run_dir)["step"] == 9
+    # keep-last counted only readable checkpoints: the newest ones are here, whole.
+    kept = sorted(p.name for p in ckpts.glob("step_*.pt"))
+    assert kept == [f"step_{s:08d}.pt" for s in range(best_step + 3, 10, 3)][-2:]
+    for path in ckpts.glob("step_*.pt"):
+        load_checkpoint(path)
+
+    # Nothing readable at all: a refusal that says what to do, not a silent start from 0.
+    for path in [*ckpts.glob("step_*.pt"), ckpts / "best.pt"]:
+        _truncate(path)
+    refused = run_cmd(train_cmd(2, *args), check=False)
+    assert refused.returncode != 0
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert error and "every checkpoint in" in error[0] and "run.resume=never" in error[0]
+    # The refusal set every unreadable file aside (none deleted), so nothing can be pruned over.
+    assert len(list((ckpts / "corrupt").iterdir())) == 2 + len(kept) + 1
+    again = run_cmd(train_cmd(2, *args, "run.resume=never", "train.max_steps=3"))
+    assert "resuming from" not in again.stdout and results(run_dir)["step"] == 3
+
+
+def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over(
+    tmp_path, tiny_teacher
+):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen(
+            train_cmd(2, *tiny_args(run_dir, tiny_teacher, *UNTIL_STOPPED)),
+            cwd=REPO,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for(log, "step 5/5000")
+            holder = json.loads((run_dir / "run.lock").read_text())
+            second = run_cmd(
+                train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=2")), check=False
+            )
+            assert second.returncode != 0 and first.poll() is None
+            error = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+            assert error, second.stderr[-2000:]
+            assert f"is in use by job {holder['job']}" in error[0]
+            assert f"host {socket.gethostname()}, pid {holder['pid']}" in error[0]
+        finally:
+            os.killpg(first.pid, signal.SIGTERM)  # preempt the first job: it checkpoints
+            first.wait(timeout=120)
+    assert "preempted: checkpoint at step" in log.read_text()
+    assert (run_dir / "run.lock").read_text() == ""  # released on the way out
+
+    # A lock left by a process that is gone (a node rebooted): taken over, with a log line.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run_dir / "run.lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": dead.pid, "job": "old", "started": "x"})
+    )
+    taken = run_cmd(train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=1")))
+    assert "taking over a stale run lock: job old" in taken.stdout
+    assert "resuming from" in taken.stdout  # and it resumed the preempted run
+
+
+def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "out.log"
+    args = tiny_args(
+        run_dir,
+        tiny_teacher,
+        "train.max_steps=400",
+        "train.checkpoint_every=10",
+        "train.val_every=1000",
+        "train.log_every=10",
+        "dist.watchdog_s=5",
+        "dist.timeout_s=300",  # without the watchdog the job would wait this long
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        "-m",
+        "crossres_dist.train",
+        *args,
+    ]
+    with open(log, "w") as out:
+        agent = subprocess.Popen(
+            cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_for(log, "step 20/400")
+            frozen = _children(agent.pid)[1]
+            os.kill(frozen, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            _wait_for(log, f"pid {frozen}) has had no heartbeat", timeout=60)
+            detected = time.monotonic() - stopped_at
+            assert agent.wait(timeout=240) == 0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            try:
+                os.kill(frozen, signal.SIGKILL)
+            except (ProcessLookupError, UnboundLocalError):
+                pass
+    text = log.read_text()
+    assert detected < 30, detected
+    assert "watchdog: rank 1 (host" in text and "resuming from" in text
+    assert results(run_dir)["step"] == 400 and results(run_dir)["ranks_agree"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a small tmpfs needs root; runs as root (make test in CI)"
+)
+def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_teacher):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        run_dir = disk / "run"
+        log = tmp_path / "out.log"
+        args = tiny_args(run_dir, tiny_teacher, *UNTIL_STOPPED, "train.checkpoint_every=5")
+        with open(log, "w") as out:
+            job = subprocess.Popen(
+                train_cmd(2, *args), cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+            _wait_for(log, "step_00000010.pt")
+            filler = disk / "filler"
+            with open(filler, "wb", buffering=0) as f:  # another job fills the disk
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+            code = job.wait(timeout=120)
+        text = log.read_text()
+        assert code != 0
+        lines = [line for line in text.splitlines() if "disk full: cannot write step_" in line]
+        assert lines, text[-3000:]
+        assert f"in {run_dir / 'checkpoints'}: a checkpoint needs about" in lines[0]
+        assert "Traceback" not in text.split("disk full")[0][-2000:]
+        assert not list((run_dir / "checkpoints").glob("*.tmp"))
+        filler.unlink()
+        resumed = run_cmd(train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=12")))
+        assert "resuming from" in resumed.stdout and results(run_dir)["step"] == 12
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

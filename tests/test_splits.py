@@ -1,0 +1,201 @@
+"""Clean splits: train / validation (selection) / test (reporting), drawn with data.split_seed
+only, recorded in every checkpoint, and an evaluator that refuses a checkpoint which trained on the
+images it is asked to report."""
+
+import json
+import sys
+
+import pytest
+
+from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
+from pipelines.sources import DataError, SplitSpec, load_splits, sample_key
+from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd, tiny_args, train_cmd
+
+
+def _paths(dataset):
+    return {s.path for s in dataset.samples}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_three_parts_are_disjoint_and_cover_the_data(seed):
+    splits = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=seed))
+    train, val, test = _paths(splits.train), _paths(splits.val), _paths(splits.test)
+    assert (len(train), len(val), len(test)) == (200, 80, 120)
+    assert not train & test and not train & val and not val & test
+    assert len(train | val | test) == 400
+
+
+def test_the_split_depends_on_split_seed_only_and_test_is_stable():
+    base = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=0))
+    other_seed = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=1))
+    assert _paths(base.test) != _paths(other_seed.test)
+    # A larger validation part leaves the test images where they were.
+    more_val = load_splits(SplitSpec("embedded:orl", "split:4", "split:3", seed=0))
+    assert _paths(more_val.test) == _paths(base.test)
+    assert _paths(more_val.val) > _paths(base.val)
+    assert base.describe()["fingerprints"] == load_splits(base.spec).describe()["fingerprints"]
+
+
+def test_too_few_images_names_the_identity_folder():
+    with pytest.raises(DataError) as err:
+        load_splits(SplitSpec("embedded:orl", "split:5", "split:5"))
+    message = str(err.value)
+    assert "identity 's1' (" in message and "orl_att_faces/s1)" in message
+    assert "has 10 image(s), too few to hold out 5 for test + 5 for val" in message
+    assert "\n" not in message
+
+
+def test_run_seed_changes_the_order_but_not_the_split(tmp_path, tiny_teacher):
+    """Two students with other run.seed train on the same images: the recorded split and its
+    fingerprints are equal, the weights are not."""
+    records, sums = [], []
+    for seed in (1, 2):
+        run_dir = tmp_path / f"seed{seed}"
+        run_cmd(
+            train_cmd(
+                1,
+                *tiny_args(
+                    run_dir,
+                    tiny_teacher,
+                    f"run.seed={seed}",
+                    "data.test=split:2",
+                    "train.max_steps=2",
+                ),
+            )
+        )
+        state = load_checkpoint(run_dir / "checkpoints" / "step_00000002.pt")
+        records.append(state["splits"])
+        sums.append(json.loads((run_dir / "results.json").read_text())["param_checksum_per_rank"])
+        assert json.loads((run_dir / "splits.json").read_text()) == state["splits"]
+    assert records[0] == records[1] and records[0]["split_seed"] == 0
+    assert records[0]["counts"] == {"train": 240, "val": 80, "test": 80}
+    assert sums[0] != sums[1]
+
+
+def test_resume_refuses_another_split(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, tiny_teacher, "train.max_steps=3")
+    run_cmd(train_cmd(1, *args, "train.stop_after_step=2"))
+    refused = run_cmd(train_cmd(1, *args, "data.split_seed=5"), check=False)
+    assert refused.returncode == 2
+    assert "data.split_seed: the checkpoint in" in refused.stderr
+    assert "was trained with split_seed=0, this run asks for 5" in refused.stderr
+
+
+def _evaluate(out, checkpoint, *extra, check=True):
+    return run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.evaluate",
+            "--config",
+            str(TINY),
+            "teacher.checkpoint=unused",
+            "--checkpoint",
+            str(checkpoint),
+            "--resolutions",
+            "8",
+            "full",
+            "--tsne-identities",
+            "0",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=child_env(PYTHONWARNINGS="ignore"),
+        check=check,
+    )
+
+
+def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_path, tiny_teacher):
+    run_dir = tmp_path / "student"
+    run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "train.max_steps=1")))
+    best = run_dir / "checkpoints" / "best.pt"
+    # The config's validation split of another split_seed holds images this student trained on.
+    refused = _evaluate(tmp_path / "e1", best, "data.split_seed=3", check=False)
+    assert refused.returncode == 2
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "are training images of this checkpoint" in error[0]
+    assert "--allow-overlap" in error[0] and not (tmp_path / "e1" / "results.json").exists()
+    _evaluate(tmp_path / "e2", best, "data.split_seed=3", "--allow-overlap")
+    report = json.loads((tmp_path / "e2" / "results.json").read_text())
+    leaked = report["models"]["student"]["provenance"]["overlap_with_training"]
+    assert leaked > 0
+    assert f"trained on {leaked} of these images" in (tmp_path / "e2" / "results.md").read_text()
+    # Its own validation split: no training image, but it chose best.pt (reported).
+    _evaluate(tmp_path / "e3", best, "--split", "val")
+    own = json.loads((tmp_path / "e3" / "results.json").read_text())["models"]["student"]
+    assert own["provenance"]["overlap_with_training"] == 0
+    assert own["provenance"]["overlap_with_selection"] == 80
+
+
+def test_evaluator_checks_the_teacher_a_student_started_from(tmp_path):
+    """The teacher trained on split_seed 0, the student on split_seed 4: the student's own test
+    split holds images its teacher trained on, so its numbers would leak."""
+    teacher_dir = tmp_path / "teacher"
+    run_cmd(train_cmd(1, *tiny_args(teacher_dir, None, "train.max_steps=1", "data.test=split:2")))
+    teacher = teacher_dir / "checkpoints" / "best.pt"
+    student_dir = tmp_path / "student"
+    out = run_cmd(
+        train_cmd(
+            1,
+            *tiny_args(
+                student_dir, teacher, "train.max_steps=1", "data.test=split:2", "data.split_seed=4"
+            ),
+        )
+    )
+    assert "were training images of the checkpoint it starts from" in out.stdout
+    refused = _evaluate(
+        tmp_path / "e",
+        student_dir / "checkpoints" / "best.pt",
+        "data.test=split:2",
+        "data.split_seed=4",
+        check=False,
+    )
+    assert refused.returncode == 2 and "or the one it started from" in refused.stderr
+    # Trained on the same split as its teacher, the student's test split is clean.
+    clean_dir = tmp_path / "clean"
+    run_cmd(train_cmd(1, *tiny_args(clean_dir, teacher, "train.max_steps=1", "data.test=split:2")))
+    _evaluate(tmp_path / "ok", clean_dir / "checkpoints" / "best.pt", "data.test=split:2")
+    provenance = json.loads((tmp_path / "ok" / "results.json").read_text())["models"]["clean"][
+        "provenance"
+    ]
+    assert provenance["overlap_with_training"] == 0 and len(provenance["training_data"]) == 2
+
+
+def test_checkpoint_records_the_best_metric_it_set(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    manager.save({"step": 1}, 1, 0.5)
+    manager.save({"step": 2}, 2, 0.9)
+    assert load_checkpoint(manager.step_path(2))["best_metric"] == 0.9
+    # A resumed run restores 0.9 from the step-2 checkpoint: a worse step 3 leaves best.pt alone.
+    resumed = CheckpointManager(tmp_path, keep_last=3)
+    _, state = resumed.find_latest()
+    resumed.restore_best(state["best_metric"])
+    resumed.save({"step": 3}, 3, 0.7)
+    assert load_checkpoint(resumed.best_path)["step"] == 2
+    assert load_checkpoint(resumed.step_path(3))["best_metric"] == 0.9
+
+
+def test_resumed_trainer_keeps_best_from_a_new_best_checkpoint(tmp_path, tiny_teacher):
+    """End to end: the step-3 checkpoint was a new best and records it; after the resume, the
+    later checkpoints may only replace best.pt if they beat it."""
+    run_dir = tmp_path / "run"
+    common = ("train.max_steps=9", "train.val_every=3", "optim.lr=0.3")
+    run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, *common, "train.stop_after_step=3")))
+    at_three = load_checkpoint(run_dir / "checkpoints" / "step_00000003.pt")
+    best_three = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert at_three["best_metric"] == best_three["best_metric"]
+    run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, *common)))
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best["best_metric"] >= at_three["best_metric"]
+    assert json.loads((run_dir / "results.json").read_text())["best_metric"] == best["best_metric"]
+
+
+@needs_lfw
+def test_lfw_test_split_never_meets_training_for_any_seed():
+    for seed in range(3):
+        splits = load_splits(SplitSpec(str(LFW), "split:2", "split:3", seed=seed))
+        train = {sample_key(s.path) for s in splits.train.samples}
+        assert not train & {sample_key(s.path) for s in splits.test.samples}
+        assert splits.describe()["counts"]["test"] == 3 * splits.train.num_classes
