@@ -68,6 +68,28 @@ VARIANTS: dict[str, list[str]] = {
     "epochs-10": [*BEFORE, "train.epochs=10"],
     "flip": [*BEFORE, "data.hflip_p=0.5"],
 }
+# Twelve epochs: validation at 8 px plateaus after 6 to 12 on both sets (40 only memorise).
+E12 = [*BEFORE, "train.epochs=12"]
+VARIANTS.update(
+    {
+        "e12": E12,
+        "e12-recal-mixed": [*E12, "model.bn_recalibrate=mixed"],
+        "e12-recal-clean": [*E12, "model.bn_recalibrate=clean"],
+        "e12-recal-l0": [*E12, "model.bn_recalibrate=mixed", "method.lambda_feat=0"],
+        "e12-recal-cos10": [
+            *E12,
+            "model.bn_recalibrate=mixed",
+            "method.feature_loss=cosine",
+            "method.lambda_feat=10",
+        ],
+        "e12-recal-paired-p1": [
+            *E12,
+            "model.bn_recalibrate=mixed",
+            "method.paired=true",
+            "method.p=1.0",
+        ],
+    }
+)
 # The same knobs again, on BatchNorm statistics re-estimated at every validation.
 RECAL = [*BEFORE, "model.bn_recalibrate=mixed"]
 VARIANTS.update(
