@@ -32,6 +32,30 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# This tree's package, also when the script runs from a snapshot (a worktree) of the repository.
+sys.path.insert(0, str(REPO))
+
+from crossres_dist.provenance import fingerprint, marker, replace_block  # noqa: E402
+from pipelines.degradations import condition_label, parse_condition  # noqa: E402
+
+# What the study's figures depend on besides the package (provenance.CODE) and the data.
+STUDY_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml", "bench/recipe_study.py")
+
+
+def data_reference(data: str) -> str:
+    """The data set as the README names it: embedded:orl, or a path relative to the repo."""
+    if data.startswith("embedded:"):
+        return data
+    try:
+        return os.path.relpath(Path(data).resolve(), REPO)
+    except ValueError:
+        return str(Path(data).resolve())
+
+
+def study_fingerprint(data: str) -> str:
+    folder = REPO / "data" / "orl_att_faces" if data == "embedded:orl" else REPO / data
+    return fingerprint(STUDY_INPUTS, (str(folder),))
+
 
 # Overrides of configs/demo.yaml. "demo-0" is the demo as it was before the study.
 BEFORE = [
@@ -88,6 +112,18 @@ VARIANTS.update(
             "method.paired=true",
             "method.p=1.0",
         ],
+    }
+)
+# On the round-3 winner (re-estimated statistics, cosine lambda 10): what keeps full resolution.
+C10 = [*E12, "model.bn_recalibrate=mixed", "method.feature_loss=cosine", "method.lambda_feat=10"]
+VARIANTS.update(
+    {
+        "c10": C10,
+        "c10-lr0.003": [*C10, "optim.lr=0.003"],
+        "c10-lr0.001": [*C10, "optim.lr=0.001"],
+        "c10-e6": [*C10, "train.epochs=6"],
+        "c10-cos30": [*C10, "method.lambda_feat=30"],
+        "c10-paired": [*C10, "method.paired=true"],
     }
 )
 # The same knobs again, on BatchNorm statistics re-estimated at every validation.
@@ -159,7 +195,12 @@ def train(config: str, run_dir: Path, overrides: list[str], nproc: int) -> None:
     )
 
 
+# Extra probe conditions (--probe-degrade), e.g. jpeg:15: a column "top1 jpeg15" each.
+PROBE_DEGRADE: list[str] = []
+
+
 def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
+    extra = [arg for text in PROBE_DEGRADE for arg in ("--degrade", text)]
     run(
         [
             sys.executable,
@@ -180,6 +221,7 @@ def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
             "full",
             "--tsne-identities",
             "0",
+            *extra,
             "--out",
             str(out),
         ],
@@ -189,12 +231,16 @@ def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
     model = json.loads((out / "results.json").read_text())["models"]["m"]
     rows = model["probe_vs_full_gallery"]
     top1 = model["classifier_top1"]
-    return {
+    metrics = {
         "top1 8": top1["8"],
         "top1 16": top1["16"],
         "top1 full": top1["full"],
         "rank1 8>full": rows["8"]["identification"]["rank1"],
     }
+    for text in PROBE_DEGRADE:
+        label = condition_label(parse_condition(text))
+        metrics[f"top1 {label}"] = top1[label]
+    return metrics
 
 
 def done(run_dir: Path, overrides: list[str]) -> dict | None:
@@ -211,7 +257,15 @@ def student_point(out: Path, name: str, seed: int, overrides: list[str], data_ar
     run_dir = out / name / f"seed{seed}"
     full = [*data_args, *overrides, f"run.seed={seed}"]
     cached = done(run_dir, full)
-    if cached is not None:
+    wanted = [f"top1 {condition_label(parse_condition(t))}" for t in PROBE_DEGRADE]
+    if cached is not None and all(k in cached for k in wanted):
+        return cached
+    best = run_dir / "checkpoints" / "best.pt"
+    if cached is not None and best.is_file():  # trained already: only the new probes
+        cached.update(evaluate(best, run_dir / "eval", data_args))
+        (run_dir / "study-run.json").write_text(
+            json.dumps({"overrides": full, "metrics": cached}, indent=1)
+        )
         return cached
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an older or unfinished definition: train it again
@@ -238,16 +292,17 @@ KEYS = ["top1 8", "top1 16", "top1 full", "rank1 8>full"]
 
 
 def table(teacher: dict, rows: dict[str, list[dict]], title: str) -> str:
+    keys = [k for k in teacher if k.startswith(("top1", "rank1"))]
     lines = [
         title,
         "",
-        "| model | " + " | ".join(KEYS) + " | vs teacher: 8 / 16 / full |",
-        "|---|" + "---|" * (len(KEYS) + 1),
-        "| teacher | " + " | ".join(f"{teacher[k]:.3f}" for k in KEYS) + " | |",
+        "| model | " + " | ".join(keys) + " | vs teacher: 8 / 16 / full |",
+        "|---|" + "---|" * (len(keys) + 1),
+        "| teacher | " + " | ".join(f"{teacher[k]:.3f}" for k in keys) + " | |",
     ]
     for name, runs in rows.items():
         cells = []
-        for k in KEYS:
+        for k in keys:
             m, sd = mean_sd([r[k] for r in runs])
             cells.append(f"{m:.3f} ({sd:.3f})")
         deltas = [mean_sd([r[k] for r in runs])[0] - teacher[k] for k in KEYS[:3]]
@@ -299,8 +354,19 @@ def main() -> None:
     parser.add_argument("--without", default="recipe-l0", help="its lambda = 0 counterpart")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--out", help="default: runs/study/NAME")
+    parser.add_argument(
+        "--readme", action="store_true", help="write the table into README.md's study-NAME block"
+    )
+    parser.add_argument(
+        "--probe-degrade",
+        nargs="*",
+        default=[],
+        metavar="STEP:VALUE",
+        help="also evaluate probes degraded so (jpeg:15, gaussian_blur:1.5): a column each",
+    )
     args = parser.parse_args()
 
+    PROBE_DEGRADE.extend(args.probe_degrade)
     variants = {**VARIANTS, "recipe": [], "recipe-l0": ["method.lambda_feat=0"]}
     variants.update(dict(args.variant))
     unknown = [v for v in args.variants if v not in variants]
@@ -343,18 +409,27 @@ def main() -> None:
     for (variant, _), metrics in zip(jobs, results):
         rows.setdefault(variant, []).append(metrics)
 
+    reference = data_reference(args.data)
     title = (
-        f"{name}: test split (3 images per identity, never trained on or used for selection), "
-        f"best.pt of each run, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
-        "mean (standard deviation)"
+        f"data: {reference}; test split (3 images per identity, never trained on or used for "
+        f"selection), best.pt of each run, {len(args.seeds)} seeds "
+        f"({', '.join(map(str, args.seeds))}); mean (standard deviation)"
     )
-    text = table(teacher_metrics, rows, title)
+    text = (
+        marker(f"study-{name}", study_fingerprint(reference))
+        + "\n"
+        + table(teacher_metrics, rows, title)
+    )
     if args.chosen in rows:
         text += "\n\n" + targets(teacher_metrics, rows, args.chosen, args.without)
     text += "\n\nVariants (overrides of configs/demo.yaml):\n\n" + "\n".join(
         f"- `{v}`: {' '.join(variants[v]) or '(the demo as it is)'}" for v in rows
     )
     (out / "study.md").write_text(text + "\n")
+    if args.readme:
+        readme = REPO / "README.md"
+        readme.write_text(replace_block(readme.read_text(), f"study-{name}", text))
+        print(f"updated the study-{name} block of {readme}")
     (out / "study.json").write_text(
         json.dumps({"teacher": teacher_metrics, "runs": rows, "variants": variants}, indent=1)
     )

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipelines.degradations import parse_steps
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message says what to change."""
@@ -116,8 +118,9 @@ class ModelConfig:
     # "batch": BatchNorm uses batch statistics in training; "frozen": running statistics always.
     bn_mode: Literal["batch", "frozen"] = "batch"
     # Before every validation (and so in every best.pt and final checkpoint), re-estimate the
-    # student's BatchNorm statistics on training views: "clean" (undegraded), "mixed" (the
-    # student views, degraded with probability p), or "off" (keep the running statistics).
+    # student's BatchNorm statistics on training views: "clean" (undegraded), "mixed" (what the
+    # student trains on: its views, degraded with probability p, and with method.paired the
+    # undegraded ones too), or "off" (keep the running statistics).
     bn_recalibrate: Literal["off", "clean", "mixed"] = "off"
     # Training views (over all ranks) for model.bn_recalibrate.
     bn_recalibrate_images: int = 1024
@@ -165,6 +168,14 @@ class MethodConfig:
     p: float = 0.1
     # Degraded views go down to one of these shorter sides (pixels), drawn uniformly.
     resolutions: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    # The steps a degraded view goes through, each "name" or "name:probability", applied in the
+    # order downsample, gaussian_blur, jpeg, noise (pipelines/degradations.py).
+    degradations: list[str] = field(default_factory=lambda: ["downsample"])
+    # Ranges the steps draw from, uniformly: blur sigma (pixels at data.resize_shorter), JPEG
+    # quality (1-100), noise sigma (levels of 0..255).
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    jpeg_quality: list[int] = field(default_factory=lambda: [20, 80])
+    noise_sigma: list[float] = field(default_factory=lambda: [2.0, 10.0])
     # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"
     # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
@@ -305,6 +316,18 @@ class Config:
                 raise bad(key, f"{value} is not a probability in [0, 1]")
         if not self.method.resolutions or any(r < 1 for r in self.method.resolutions):
             raise bad("method.resolutions", "needs at least one resolution, each >= 1 pixel")
+        try:
+            parse_steps(self.method.degradations)
+        except ValueError as err:
+            raise ConfigError(f"{self.source}: {err}") from None
+        for key, low, high in (
+            ("blur_sigma", 0.0, 50.0),
+            ("jpeg_quality", 1, 100),
+            ("noise_sigma", 0.0, 255.0),
+        ):
+            bounds = getattr(self.method, key)
+            if len(bounds) != 2 or not low <= bounds[0] <= bounds[1] <= high:
+                raise bad(f"method.{key}", f"{bounds}: needs [low, high] within [{low}, {high}]")
         if self.method.lambda_feat < 0:
             raise bad("method.lambda_feat", "must be >= 0")
         if self.method.curriculum and self.method.curriculum_step <= 0:

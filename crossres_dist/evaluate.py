@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from pipelines import ViewSettings, build_views, eval_plans
+from pipelines import Loader, ViewSettings, eval_plans
+from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import (
     DataError,
     Dataset,
@@ -48,8 +50,9 @@ log = logging.getLogger(__name__)
 FARS = (1e-1, 1e-2, 1e-3)
 
 
-def res_label(resolution: int | None) -> str:
-    return "full" if resolution is None else str(resolution)
+def res_label(condition: int | dict | None) -> str:
+    """A condition's name: 'full', a resolution ('8'), or degradation steps ('jpeg20')."""
+    return condition_label(condition)
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,13 +194,25 @@ def load_model(path: str, device: torch.device) -> torch.nn.Module:
 
 @torch.no_grad()
 def extract(
-    model, samples, views, resolution, batch, backend, device, threads, autocast, label=""
+    model,
+    samples,
+    views,
+    resolution,
+    batch,
+    backend,
+    device,
+    threads,
+    autocast,
+    label="",
+    interpolation="linear",
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Features and logits of every sample at `resolution` (None = full), in sample order, on
     rank 0 (None elsewhere). Rank 0 shows the progress (images/s, time left)."""
     rank, world = distributed.rank(), distributed.world_size()
     plans = eval_plans(samples, views, batch, [resolution], rank, world)
-    stream = build_views(backend, iter([p for _, p in plans]), views, batch, device, threads, 0)
+    stream = Loader(backend, views, batch, device, threads, 0, interpolation)(
+        iter(p for _, p in plans)
+    )
     bar = None
     if rank == 0:
         from tqdm import tqdm
@@ -259,7 +274,7 @@ def cache_key(checkpoint: str, samples: list[Sample], views: ViewSettings, resol
             stat.st_size,
             stat.st_mtime_ns,
             [s.path for s in samples],
-            vars(views),
+            asdict(views),
             resolution,
         ]
     )
@@ -498,7 +513,9 @@ def evaluate(args) -> dict | None:
     device = distributed.pick_device(args.device, info.local_rank)
     distributed.init(info, device, "auto", 1800)
     autocast = autocast_for(resolve_precision("auto", device), device)
+    # Conditions: resolutions in pixels, then other degradations (--degrade jpeg:20).
     resolutions = list(dict.fromkeys(args.resolutions))
+    resolutions += [parse_condition(text) for text in args.degrade]
     labels = np.array([s.label for s in samples])
     out = Path(args.out)
     cache = out / "cache"
@@ -547,11 +564,12 @@ def evaluate(args) -> dict | None:
                     cfg.data.num_threads,
                     autocast,
                     name,
+                    cfg.method.interpolation,
                 )
                 if info.rank == 0:
                     rundir.atomic_write(path, lambda f, x=extracted: torch.save(x, f))
             if info.rank == 0:
-                features[r], logits[r] = extracted
+                features[res_label(r)], logits[res_label(r)] = extracted
         if info.rank != 0:
             continue
         result = {
@@ -563,23 +581,24 @@ def evaluate(args) -> dict | None:
         if classes is not None:
             # The classifier's own answer (closed set: the identities it was trained on).
             result["classifier_top1"] = {
-                res_label(r): float((logits[r].argmax(1).numpy() == classes).mean())
+                res_label(r): float((logits[res_label(r)].argmax(1).numpy() == classes).mean())
                 for r in resolutions
             }
         gallery_idx, probe_idx = gallery_split(samples, args.gallery_per_identity)
-        full = features[None] if None in features else None
+        full = features.get("full")
         for r in resolutions:
             row = {}
-            gallery = full if full is not None else features[r]
+            probes = features[res_label(r)]
+            gallery = full if full is not None else probes
             if pairs is None:
                 row["identification"] = identification(
-                    features[r][probe_idx],
+                    probes[probe_idx],
                     labels[probe_idx],
                     gallery[gallery_idx],
                     labels[gallery_idx],
                 )
                 scores, genuine = all_pair_scores(
-                    features[r][probe_idx],
+                    probes[probe_idx],
                     labels[probe_idx],
                     gallery[gallery_idx],
                     labels[gallery_idx],
@@ -588,10 +607,10 @@ def evaluate(args) -> dict | None:
             else:
                 a = torch.tensor([p[0] for p in pairs])
                 b = torch.tensor([p[1] for p in pairs])
-                scores = F.cosine_similarity(features[r][a], gallery[b]).numpy()
+                scores = F.cosine_similarity(probes[a], gallery[b]).numpy()
                 genuine = np.array([p[2] for p in pairs])
                 row["identification"] = identification(
-                    features[r][probe_idx],
+                    probes[probe_idx],
                     labels[probe_idx],
                     gallery[gallery_idx],
                     labels[gallery_idx],
@@ -602,9 +621,9 @@ def evaluate(args) -> dict | None:
             result["cross_matrix_rank1"] = {
                 res_label(r1): {
                     res_label(r2): identification(
-                        features[r1][probe_idx],
+                        features[res_label(r1)][probe_idx],
                         labels[probe_idx],
-                        features[r2][gallery_idx],
+                        features[res_label(r2)][gallery_idx],
                         labels[gallery_idx],
                     )["rank1"]
                     for r2 in resolutions
@@ -615,7 +634,7 @@ def evaluate(args) -> dict | None:
         if args.tsne_identities > 0:
             keep = np.isin(labels, np.unique(labels)[: args.tsne_identities])
             tsne_inputs[name] = (
-                features[args.tsne_resolution][torch.from_numpy(keep)],
+                features[res_label(args.tsne_resolution)][torch.from_numpy(keep)],
                 labels[keep],
             )
 
@@ -668,6 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resolutions", nargs="+", type=parse_resolution, default=[8, 12, 16, 24, 32, None]
     )
+    parser.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="STEP:VALUE",
+        help="also probes degraded by one training step, e.g. jpeg:20, gaussian_blur:2, "
+        "noise:8 (repeat for several); the gallery stays at full resolution",
+    )
     parser.add_argument("--gallery-per-identity", type=int, default=1)
     parser.add_argument(
         "--cross", action="store_true", help="also the probe x gallery resolution matrix"
@@ -682,8 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tsne_identities and args.tsne_resolution not in args.resolutions:
         args.resolutions.append(args.tsne_resolution)
     try:
+        for text in args.degrade:
+            parse_condition(text)  # a bad --degrade is refused before any work
         evaluate(args)
-    except (ConfigError, DataError, WeightsError) as err:
+    except (ConfigError, DataError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

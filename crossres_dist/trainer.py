@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines import ResilientViews, TrainPlanner, ViewSettings, build_views, choose_backend
+from pipelines import Loader, ResilientViews, TrainPlanner, ViewSettings, choose_backend
 from pipelines.dali_pipeline import dali_decode_error
+from pipelines.degradations import Degradations, parse_steps
 from pipelines.sources import DataError, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, logs, rundir
@@ -305,6 +306,23 @@ class Trainer:
             spec.channels,
             spec.mean,
             spec.scale,
+            Degradations(
+                steps=parse_steps(cfg.method.degradations),
+                resolutions=tuple(cfg.method.resolutions),
+                blur_sigma=tuple(cfg.method.blur_sigma),
+                jpeg_quality=tuple(cfg.method.jpeg_quality),
+                noise_sigma=tuple(cfg.method.noise_sigma),
+            ),
+        )
+        # One loader settings object for every stream of batches this run makes.
+        self.loader = Loader(
+            cfg.data.backend,
+            self.views,
+            cfg.data.micro_batch,
+            self.device,
+            cfg.data.num_threads,
+            cfg.run.seed,
+            cfg.method.interpolation,
         )
         self.curriculum = Curriculum(
             cfg.method.curriculum,
@@ -342,17 +360,7 @@ class Trainer:
         self.nonfinite = torch.tensor([0.0, float(self.nonfinite_total), 0.0], device=self.device)
 
         # Validation targets (all ranks take part: the teacher may be sharded).
-        self.val_data = ValidationData(
-            val_samples,
-            self.views,
-            cfg.data.micro_batch,
-            cfg.data.backend,
-            self.device,
-            cfg.data.num_threads,
-            cfg.run.seed,
-            cfg.method.interpolation,
-            cfg.data.val_cache_mb,
-        )
+        self.val_data = ValidationData(val_samples, self.loader, cfg.data.val_cache_mb)
         self.val_resolutions = list(
             dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
         )
@@ -609,16 +617,7 @@ class Trainer:
         batches = ResilientViews(
             self.planner,
             self.step * self.accumulation,
-            lambda plans: build_views(
-                cfg.data.backend,
-                plans,
-                self.views,
-                cfg.data.micro_batch,
-                self.device,
-                cfg.data.num_threads,
-                cfg.run.seed,
-                cfg.method.interpolation,
-            ),
+            self.loader,
             self._undecodable,
             self._excluded_during_run,
         )
@@ -828,16 +827,7 @@ class Trainer:
             lambda images: p_now,
         )
         planner.excluded = self.planner.excluded
-        batches = build_views(
-            cfg.data.backend,
-            planner.stream(self.step),
-            self.views,
-            cfg.data.micro_batch,
-            self.device,
-            cfg.data.num_threads,
-            cfg.run.seed + 7919,
-            cfg.method.interpolation,
-        )
+        batches = self.loader.reseeded(cfg.run.seed + 7919)(planner.stream(self.step))
         student = unwrap(self.student)
         was_training = student.training
         norms = [
@@ -849,11 +839,15 @@ class Trainer:
             m.momentum = None  # cumulative average
         student.train()
         images = 0
+        # "mixed": what the student trains on (both views of each face when paired).
+        paired = use_view == "student_view" and self.task.paired
         while images < cfg.model.bn_recalibrate_images:
             batch = next(batches)
-            view = batch[use_view].contiguous(memory_format=self.memory_format)
+            view = batch[use_view]
+            if paired:
+                view = torch.cat([view, batch["teacher_view"]])
             with self.autocast:
-                student(view)
+                student(view.contiguous(memory_format=self.memory_format))
             images += len(view) * self.world
         del batches
         for m, momentum in zip(norms, momenta):

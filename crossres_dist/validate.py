@@ -13,12 +13,13 @@ import itertools
 import json
 import logging
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from pipelines import Sample, ViewSettings, build_views, eval_plans
+from pipelines import Loader, Sample, eval_plans
 
 from . import distributed, rundir
 from .method import CrossResolutionObjective
@@ -31,21 +32,9 @@ def resolution_name(resolution: int | None) -> str:
 
 
 class ValidationData:
-    def __init__(
-        self,
-        samples: list[Sample],
-        views: ViewSettings,
-        batch: int,
-        backend: str,
-        device: torch.device,
-        num_threads: int,
-        seed: int,
-        interpolation: str,
-        cache_mb: int = 0,
-    ):
-        self.samples, self.views, self.batch = samples, views, batch
-        self.backend, self.device, self.num_threads = backend, device, num_threads
-        self.seed, self.interpolation = seed, interpolation
+    def __init__(self, samples: list[Sample], loader: Loader, cache_mb: int = 0):
+        self.samples, self.loader = samples, loader
+        self.views, self.batch, self.device = loader.views, loader.batch_size, loader.device
         self.cache_bytes = cache_mb * 2**20
         self._memo: dict[tuple, list] = {}
 
@@ -68,16 +57,7 @@ class ValidationData:
 
     def _make(self, resolutions: list[int | None], rank: int, world: int):
         plans = eval_plans(self.samples, self.views, self.batch, resolutions, rank, world)
-        stream = build_views(
-            self.backend,
-            itertools.cycle([p for _, p in plans]),
-            self.views,
-            self.batch,
-            self.device,
-            self.num_threads,
-            self.seed,
-            self.interpolation,
-        )
+        stream = self.loader(itertools.cycle([p for _, p in plans]))
         for resolution, plan in plans:
             batch = next(stream)
             batch["valid"] = torch.from_numpy(plan.valid).to(self.device)
@@ -85,7 +65,7 @@ class ValidationData:
         del stream
 
     def fingerprint(self) -> str:
-        text = json.dumps([[s.path, s.label] for s in self.samples] + [vars(self.views)])
+        text = json.dumps([[s.path, s.label] for s in self.samples] + [asdict(self.views)])
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

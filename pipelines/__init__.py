@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import torch
 
 from .dali_pipeline import DALI_AVAILABLE, DaliViews
+from .degradations import add_noise
 from .plans import BatchPlan, TrainPlanner, ViewSettings, eval_plans
 from .sources import DataError, Dataset, Sample, load_splits
 from .twin import TwinViews
@@ -21,6 +23,7 @@ __all__ = [
     "TrainPlanner",
     "ViewSettings",
     "build_views",
+    "Loader",
     "choose_backend",
     "eval_plans",
     "load_splits",
@@ -28,6 +31,36 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How batches are made, decided once from the config: the backend, the views, the batch
+    size, the device, the input threads, the seed and the interpolation. Calling it on plans
+    gives their batches (build_views)."""
+
+    backend: str
+    views: ViewSettings
+    batch_size: int
+    device: torch.device
+    num_threads: int
+    seed: int
+    interpolation: str = "linear"
+
+    def __call__(self, plans: Iterable[BatchPlan]) -> Iterator[dict[str, torch.Tensor]]:
+        return build_views(
+            self.backend,
+            plans,
+            self.views,
+            self.batch_size,
+            self.device,
+            self.num_threads,
+            self.seed,
+            self.interpolation,
+        )
+
+    def reseeded(self, seed: int) -> Loader:
+        return replace(self, seed=seed)
 
 
 def choose_backend(requested: str) -> str:
@@ -53,10 +86,29 @@ def build_views(
     seed: int,
     interpolation: str = "linear",
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of {teacher_view, student_view, labels, resolution} for the given plans."""
+    """Batches of {teacher_view, student_view, labels, resolution, ...} for the given plans.
+    The image steps run in the backend's graph; noise, on the finished student view, here: the
+    same code (and numbers) for both backends."""
     if choose_backend(backend) == "dali":
-        return DaliViews(plans, views, batch_size, device, num_threads, seed, interpolation)
-    return TwinViews(plans, views, device, num_workers=num_threads, interpolation=interpolation)
+        batches = DaliViews(plans, views, batch_size, device, num_threads, seed, interpolation)
+    else:
+        batches = TwinViews(
+            plans, views, device, num_workers=num_threads, interpolation=interpolation
+        )
+    return _with_noise(batches, views)
+
+
+def _with_noise(batches, views: ViewSettings):
+    for batch in batches:
+        if not (batch["noise_sigma"] > 0).any():  # the plans' fields decide (host tensors)
+            yield batch
+            continue
+        sigma = batch["noise_sigma"].to(batch["student_view"].device)
+        seeds = batch["noise_seed"].to(batch["student_view"].device)
+        batch["student_view"] = add_noise(
+            batch["student_view"], sigma, seeds, views.mean, views.scale
+        )
+        yield batch
 
 
 class ResilientViews:

@@ -50,6 +50,10 @@ def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
             plan.degrade,
             plan.resolution,
             plan.flip.astype(np.int32),
+            plan.blur_sigma,
+            plan.jpeg_quality.astype(np.int32),
+            plan.noise_sigma,
+            plan.noise_seed,
         )
 
 
@@ -72,9 +76,22 @@ def build_pipeline(
 
     @pipeline_def(enable_conditionals=True)
     def views_graph():
-        encoded, labels, crop_x, crop_y, gray, degrade, resolution, flip = fn.external_source(
+        (
+            encoded,
+            labels,
+            crop_x,
+            crop_y,
+            gray,
+            degrade,
+            resolution,
+            flip,
+            blur_sigma,
+            jpeg_quality,
+            noise_sigma,
+            noise_seed,
+        ) = fn.external_source(
             source=_plan_to_arrays(plans),
-            num_outputs=8,
+            num_outputs=12,
             batch=True,
             dtype=[
                 types.UINT8,
@@ -85,6 +102,10 @@ def build_pipeline(
                 types.BOOL,
                 types.FLOAT,
                 types.INT32,
+                types.FLOAT,
+                types.INT32,
+                types.FLOAT,
+                types.INT64,
             ],
         )
         order = types.RGB if views.channels == "RGB" else types.BGR
@@ -112,26 +133,47 @@ def build_pipeline(
             roi_end=fn.stack((top + crop) * scale_y, (left + crop) * scale_x),
         )
         if degrade:
-            # method.md: the whole shorter-side-`size` image goes down to shorter side r and
-            # back up; only then is the crop taken (here: the up-sampling writes the crop only).
+            # method.md: the whole shorter-side-`size` image is degraded, and only then is the
+            # crop taken (pipelines/degradations.py gives the steps' order).
             full = fn.resize(
                 image, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
             )
             small_h = dmath.max(_round(full_h * resolution / size), 1.0)
             small_w = dmath.max(_round(full_w * resolution / size), 1.0)
-            small = fn.resize(
-                full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
-            )
             up_y, up_x = small_h / full_h, small_w / full_w
-            student = fn.resize(
-                small,
-                size=[crop, crop],
-                interp_type=interp,
-                antialias=True,
-                roi_relative=False,
-                roi_start=fn.stack(top * up_y, left * up_x),
-                roi_end=fn.stack((top + crop) * up_y, (left + crop) * up_x),
-            )
+            if (blur_sigma > 0) | (jpeg_quality > 0):
+                # Later steps need the whole image back up before the crop.
+                if resolution > 0:
+                    small = fn.resize(
+                        full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
+                    )
+                    full = fn.resize(
+                        small, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
+                    )
+                if blur_sigma > 0:
+                    full = fn.gaussian_blur(full, sigma=blur_sigma)
+                if jpeg_quality > 0:
+                    full = fn.jpeg_compression_distortion(full, quality=jpeg_quality)
+                student = fn.slice(
+                    full,
+                    start=fn.cast(fn.stack(top, left), dtype=types.INT32),
+                    shape=[crop, crop],
+                    axes=[0, 1],
+                )
+            else:
+                # Down-sampling alone: the up-sampling writes the crop window only.
+                small = fn.resize(
+                    full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
+                )
+                student = fn.resize(
+                    small,
+                    size=[crop, crop],
+                    interp_type=interp,
+                    antialias=True,
+                    roi_relative=False,
+                    roi_start=fn.stack(top * up_y, left * up_x),
+                    roi_end=fn.stack((top + crop) * up_y, (left + crop) * up_x),
+                )
         else:
             student = teacher
         normalize = dict(
@@ -146,6 +188,8 @@ def build_pipeline(
             fn.crop_mirror_normalize(student, **normalize),
             labels,
             resolution,
+            noise_sigma,
+            noise_seed,
         )
 
     pipe = views_graph(
@@ -224,13 +268,16 @@ class DaliViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         pipe = self.pipes[self.served % len(self.pipes)]
-        teacher, student, labels, resolution = pipe.run()
+        teacher, student, labels, resolution, noise_sigma, noise_seed = pipe.run()
         self.served += 1
+        cpu = torch.device("cpu")
         return {
             "teacher_view": self._to_torch(teacher, torch.float32, self.device),
             "student_view": self._to_torch(student, torch.float32, self.device),
-            "labels": self._to_torch(labels, torch.int64, torch.device("cpu")).to(self.device),
-            "resolution": self._to_torch(resolution, torch.float32, torch.device("cpu")),
+            "labels": self._to_torch(labels, torch.int64, cpu).to(self.device),
+            "resolution": self._to_torch(resolution, torch.float32, cpu),
+            "noise_sigma": self._to_torch(noise_sigma, torch.float32, cpu),
+            "noise_seed": self._to_torch(noise_seed, torch.int64, cpu),
         }
 
 

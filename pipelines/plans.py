@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .degradations import Degradations, in_graph
+from .degradations import draw as draw_steps
 from .sources import Sample
 
 
@@ -25,14 +27,25 @@ class BatchPlan:
     crop_x: np.ndarray  # float32 in [0, 1]: left edge of the crop window, relative
     crop_y: np.ndarray
     gray: np.ndarray  # bool
-    degrade: np.ndarray  # bool
-    resolution: np.ndarray  # float32, the shorter side in pixels; 0 where not degraded
+    degrade: np.ndarray  # bool: the image graph degrades the student view (any of its steps)
+    resolution: np.ndarray  # float32, the shorter side in pixels; 0 where not down-sampled
     valid: np.ndarray  # bool; False for padding that repeats an earlier sample
     flip: np.ndarray | None = None  # bool; both views mirrored left-right (None: none are)
+    # The other degradation steps' fields (pipelines/degradations.py); 0 = not applied.
+    blur_sigma: np.ndarray | None = None  # float32, pixels at the resized scale
+    jpeg_quality: np.ndarray | None = None  # float32 (whole numbers), 1..100
+    noise_sigma: np.ndarray | None = None  # float32, levels of 0..255
+    noise_seed: np.ndarray | None = None  # int64
 
     def __post_init__(self) -> None:
+        n = len(self.paths)
         if self.flip is None:
-            self.flip = np.zeros(len(self.paths), bool)
+            self.flip = np.zeros(n, bool)
+        for name in ("blur_sigma", "jpeg_quality", "noise_sigma"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(n, np.float32))
+        if self.noise_seed is None:
+            self.noise_seed = np.zeros(n, np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,6 +68,13 @@ class ViewSettings:
     channels: str = "BGR"
     mean: tuple[float, ...] = MEAN_BGR
     scale: float = 1.0
+    # The steps a degraded view goes through (their probabilities and ranges); None: downsample
+    # alone, to `resolutions`.
+    degradations: Degradations | None = None
+
+    def __post_init__(self) -> None:
+        if self.degradations is None:
+            self.degradations = Degradations(resolutions=tuple(self.resolutions))
 
 
 def uniform(seed: int, epoch: int, positions: np.ndarray, stream: int) -> np.ndarray:
@@ -128,25 +148,26 @@ class TrainPlanner:
         chosen, where = indices[mine], positions[mine]
         if self.excluded:
             chosen = np.array([self._readable(perm, int(p)) for p in where])
+
         # Each image's draws depend on (seed, epoch, its position in the epoch) only: the same
         # whatever the number of ranks or the micro-batch size.
-        draw = [uniform(self.seed, epoch, where, stream) for stream in range(6)]
-        gray = draw[2] < self.views.grayscale_p
-        degrade = draw[3] < self.p_at(batch_index)
-        choices = np.asarray(self.views.resolutions, np.float32)
-        resolution = choices[np.minimum((draw[4] * len(choices)).astype(int), len(choices) - 1)]
-        # A resolution not below the shorter side leaves the image unchanged (method.md).
-        degrade &= resolution < self.views.resize_shorter
+        def stream(k: int) -> np.ndarray:
+            return uniform(self.seed, epoch, where, k)
+
+        degraded = stream(3) < self.p_at(batch_index)
+        # Each step's own fields; a resolution not below the shorter side leaves the image
+        # unchanged (method.md).
+        fields = draw_steps(self.views.degradations, degraded, stream, self.views.resize_shorter)
         return BatchPlan(
             paths=[self.samples[i].path for i in chosen],
             labels=np.array([self.samples[i].label for i in chosen], np.int64),
-            crop_x=draw[0].astype(np.float32),
-            crop_y=draw[1].astype(np.float32),
-            gray=gray,
-            degrade=degrade,
-            resolution=np.where(degrade, resolution, 0).astype(np.float32),
+            crop_x=stream(0).astype(np.float32),
+            crop_y=stream(1).astype(np.float32),
+            gray=stream(2) < self.views.grayscale_p,
+            degrade=in_graph(fields),
             valid=where < n,
-            flip=draw[5] < self.views.hflip_p,
+            flip=stream(5) < self.views.hflip_p,
+            **fields,
         )
 
     def _readable(self, perm: np.ndarray, position: int) -> int:
@@ -168,36 +189,54 @@ def eval_plans(
     samples: list[Sample],
     views: ViewSettings,
     batch: int,
-    resolutions: list[int | None],
+    conditions: list[int | dict | None],
     rank: int = 0,
     world: int = 1,
-) -> list[tuple[int | None, BatchPlan]]:
-    """Centre crops in a fixed order, for each resolution (None = full resolution). With several
-    ranks each takes a strided shard padded to equal length; padding is marked invalid so that
-    every image is counted exactly once."""
+) -> list[tuple[int | dict | None, BatchPlan]]:
+    """Centre crops in a fixed order, for each condition: None (undegraded), a resolution in
+    pixels, or a dict of step fields (``{"jpeg_quality": 20}``, pipelines/degradations.py).
+    With several ranks each takes a strided shard padded to equal length; padding is marked
+    invalid so that every image is counted exactly once."""
     n = len(samples)
     per_rank = math.ceil(n / world)
     positions = np.arange(rank, per_rank * world, world)
     valid = positions < n
     positions = np.where(valid, positions, positions % max(n, 1))
     plans = []
-    for resolution in resolutions:
-        degrade = resolution is not None and resolution < views.resize_shorter
+    for condition in conditions:
+        fields = condition if isinstance(condition, dict) else {}
+        if isinstance(condition, int) and condition < views.resize_shorter:
+            fields = {"resolution": condition}
         for start in range(0, len(positions), batch):
             chosen = positions[start : start + batch]
             m = len(chosen)
+            step_fields = {
+                name: np.full(
+                    m, fields.get(name, 0), np.int64 if name == "noise_seed" else np.float32
+                )
+                for name in (
+                    "resolution",
+                    "blur_sigma",
+                    "jpeg_quality",
+                    "noise_sigma",
+                    "noise_seed",
+                )
+            }
+            if step_fields["noise_sigma"].any():
+                # Each probe its own noise, the same at every evaluation.
+                step_fields["noise_seed"] = step_fields["noise_seed"] + chosen
             plans.append(
                 (
-                    resolution,
+                    condition,
                     BatchPlan(
                         paths=[samples[i].path for i in chosen],
                         labels=np.array([samples[i].label for i in chosen], np.int64),
                         crop_x=np.full(m, 0.5, np.float32),
                         crop_y=np.full(m, 0.5, np.float32),
                         gray=np.zeros(m, bool),
-                        degrade=np.full(m, degrade),
-                        resolution=np.full(m, resolution if degrade else 0, np.float32),
+                        degrade=in_graph(step_fields),
                         valid=valid[start : start + batch],
+                        **step_fields,
                     ),
                 )
             )

@@ -7,11 +7,14 @@ the golden test compares with DALI's region-of-interest shortcuts.
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .plans import BatchPlan, ViewSettings
@@ -38,6 +41,21 @@ def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str)
     return F.interpolate(image[None], size=(height, width), mode=mode, **kwargs)[0]
 
 
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian of `sigma` pixels, window 2*ceil(3 sigma)+1, mirrored borders (as DALI)."""
+    radius = max(1, math.ceil(3 * sigma))
+    return TF.gaussian_blur(image, [2 * radius + 1] * 2, [sigma, sigma])
+
+
+def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """Through PIL's JPEG encoder and decoder at `quality` (the image as 8-bit)."""
+    array = image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=int(quality))
+    decoded = np.asarray(Image.open(buffer), dtype=np.float32)
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1)
+
+
 def make_views(
     path: str,
     crop_x: float,
@@ -46,6 +64,8 @@ def make_views(
     resolution: float,
     views: ViewSettings,
     interpolation: str = "linear",
+    blur_sigma: float = 0.0,
+    jpeg_quality: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     image = decode(path, gray, views.channels).permute(2, 0, 1)
     h, w = image.shape[1:]
@@ -59,12 +79,19 @@ def make_views(
     left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
     mean = torch.tensor(views.mean, dtype=torch.float32).view(3, 1, 1)
     teacher = (full[:, top : top + crop, left : left + crop] - mean) * views.scale
-    if resolution <= 0:
+    if resolution <= 0 and blur_sigma <= 0 and jpeg_quality <= 0:
         return teacher, teacher.clone()
-    small_h = max(int(np.floor(full_h * resolution / size + 0.5)), 1)
-    small_w = max(int(np.floor(full_w * resolution / size + 0.5)), 1)
-    small = resize_chw(full, small_h, small_w, interpolation)
-    degraded = resize_chw(small, full_h, full_w, interpolation)
+    # The steps in their fixed order on the whole resized image, then the crop (method.md).
+    degraded = full
+    if resolution > 0:
+        small_h = max(int(np.floor(full_h * resolution / size + 0.5)), 1)
+        small_w = max(int(np.floor(full_w * resolution / size + 0.5)), 1)
+        small = resize_chw(full, small_h, small_w, interpolation)
+        degraded = resize_chw(small, full_h, full_w, interpolation)
+    if blur_sigma > 0:
+        degraded = gaussian_blur(degraded, blur_sigma)
+    if jpeg_quality > 0:
+        degraded = jpeg(degraded, int(jpeg_quality))
     return teacher, (degraded[:, top : top + crop, left : left + crop] - mean) * views.scale
 
 
@@ -75,13 +102,13 @@ class _SampleViews(torch.utils.data.Dataset):
         self.views, self.interpolation = views, interpolation
 
     def __getitem__(self, item: tuple) -> tuple:
-        path, crop_x, crop_y, gray, resolution, flip, label = item
+        path, crop_x, crop_y, gray, resolution, flip, label, blur, quality, sigma, seed = item
         teacher, student = make_views(
-            path, crop_x, crop_y, gray, resolution, self.views, self.interpolation
+            path, crop_x, crop_y, gray, resolution, self.views, self.interpolation, blur, quality
         )
         if flip:
             teacher, student = teacher.flip(2), student.flip(2)
-        return teacher, student, label, resolution
+        return teacher, student, label, resolution, sigma, seed
 
 
 def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
@@ -95,18 +122,24 @@ def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
                 float(plan.resolution[i]),
                 bool(plan.flip[i]),
                 int(plan.labels[i]),
+                float(plan.blur_sigma[i]),
+                float(plan.jpeg_quality[i]),
+                float(plan.noise_sigma[i]),
+                int(plan.noise_seed[i]),
             )
             for i in range(len(plan))
         ]
 
 
 def _collate(items: list[tuple]) -> dict[str, torch.Tensor]:
-    teacher, student, labels, resolution = zip(*items)
+    teacher, student, labels, resolution, noise_sigma, noise_seed = zip(*items)
     return {
         "teacher_view": torch.stack(teacher),
         "student_view": torch.stack(student),
         "labels": torch.tensor(labels, dtype=torch.int64),
         "resolution": torch.tensor(resolution, dtype=torch.float32),
+        "noise_sigma": torch.tensor(noise_sigma, dtype=torch.float32),
+        "noise_seed": torch.tensor(noise_seed, dtype=torch.int64),
     }
 
 
@@ -138,7 +171,7 @@ class TwinViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         batch = next(self._it)
+        on_host = ("resolution", "noise_sigma", "noise_seed")
         return {
-            k: v.to(self.device, non_blocking=True) if k != "resolution" else v
-            for k, v in batch.items()
+            k: v if k in on_host else v.to(self.device, non_blocking=True) for k, v in batch.items()
         }

@@ -127,3 +127,18 @@ def test_lfw_pairs_verification_runs(tmp_path, tiny_teacher):
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     v = report["models"]["tiny"]["probe_vs_full_gallery"]["8"]["verification"]
     assert v["genuine_pairs"] == 6 and v["impostor_pairs"] == 5
+
+
+def test_probes_degraded_by_any_training_step(tmp_path, tiny_teacher):
+    _evaluate(tmp_path / "out", tiny_teacher, 1, "--degrade", "jpeg:10", "--degrade", "noise:20")
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = report["models"]["tiny"]["probe_vs_full_gallery"]
+    assert set(rows) == {"8", "full", "jpeg10", "noise20"}
+    cache = sorted((tmp_path / "out" / "cache").glob("*.pt"))
+    features = [torch.load(p, weights_only=True)[0] for p in cache]
+    # Four conditions, four different feature sets (the probes really were degraded).
+    assert len(features) == 4
+    assert all(not torch.allclose(a, b) for i, a in enumerate(features) for b in features[i + 1 :])
+    assert "jpeg10" in (tmp_path / "out" / "results.md").read_text()
+    refused = _evaluate(tmp_path / "bad", tiny_teacher, 1, "--degrade", "motion:3", check=False)
+    assert refused.returncode == 2 and "expected STEP:VALUE" in refused.stderr

@@ -79,6 +79,8 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, tiny_teacher):
         "method.curriculum_step=64",
         "optim.scheduler=plateau",
         "optim.plateau_patience=0",
+        # Every degradation step's plan fields, noise's counter-based values included.
+        "method.degradations=[downsample, gaussian_blur:0.5, jpeg:0.5, noise:0.5]",
     )
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     run_cmd(train_cmd(2, *tiny_args(straight, tiny_teacher, *common)))

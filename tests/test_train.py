@@ -49,7 +49,7 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
         "best_metric",
     ):
         assert key in state, key
-    spec = ModelSpec(**{**state["model_spec"], "layers": tuple(state["model_spec"]["layers"])})
+    spec = ModelSpec.from_dict(state["model_spec"])
     model = build_model(spec)
     model.load_state_dict(state["student"])
     assert spec == TINY_SPEC
