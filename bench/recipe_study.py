@@ -124,6 +124,21 @@ VARIANTS.update(
         "c10-e6": [*C10, "train.epochs=6"],
         "c10-cos30": [*C10, "method.lambda_feat=30"],
         "c10-paired": [*C10, "method.paired=true"],
+        "c10-frozen-lr0.001": [
+            *C10,
+            "model.bn_mode=frozen",
+            "model.bn_recalibrate=off",
+            "optim.lr=0.001",
+        ],
+        "c10-frozen-lr0.003": [
+            *C10,
+            "model.bn_mode=frozen",
+            "model.bn_recalibrate=off",
+            "optim.lr=0.003",
+        ],
+        "c10-paired-cos30": [*C10, "method.paired=true", "method.lambda_feat=30"],
+        "c10-paired-clean": [*C10, "method.paired=true", "model.bn_recalibrate=clean"],
+        "c10-p0.25": [*C10, "method.p=0.25"],
     }
 )
 # The same knobs again, on BatchNorm statistics re-estimated at every validation.
