@@ -5,12 +5,17 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint deps venv bench clean
+.PHONY: demo demo-readme test lint deps venv bench clean
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
 demo: $(VENV)/.installed
 	$(PY) -m crossres_dist.demo
+
+# The demo, then its table and plot written into README.md (with the fingerprint of the code that
+# made them; tests/test_readme.py fails when the code changes and this is not rerun).
+demo-readme: $(VENV)/.installed
+	$(PY) -m crossres_dist.demo --readme
 
 # The whole suite: lint, then pytest (starts its own SLURM cluster, uses MPI and torchrun).
 test: deps $(VENV)/.installed-dev

@@ -57,7 +57,8 @@ def study_fingerprint(data: str) -> str:
     return fingerprint(STUDY_INPUTS, (str(folder),))
 
 
-# Overrides of configs/demo.yaml. "demo-0" is the demo as it was before the study.
+# Overrides of configs/demo.yaml (whose settings are the recipe). "demo-0" is the demo as it
+# was before the study; every "recipe-*" changes one thing of the recipe.
 BEFORE = [
     "method.lambda_feat=0.1",
     "method.feature_loss=mse",
@@ -66,97 +67,33 @@ BEFORE = [
     "model.bn_mode=batch",
     "model.bn_momentum=0.0",
     "model.bn_recalibrate=off",
-    "data.hflip_p=0.0",
     "optim.lr=0.01",
     "train.epochs=40",
 ]
 VARIANTS: dict[str, list[str]] = {
     "demo-0": BEFORE,
-    # BatchNorm: statistics frozen in training; running statistics that follow the batches;
-    # statistics re-estimated after training.
-    "bn-frozen": [*BEFORE, "model.bn_mode=frozen"],
-    "bn-momentum": [*BEFORE, "model.bn_momentum=0.1"],
-    "bn-recal-mixed": [*BEFORE, "model.bn_recalibrate=mixed"],
-    "bn-recal-clean": [*BEFORE, "model.bn_recalibrate=clean"],
-    # Degradation probability and the paper's curriculum (0.1, +0.1 every 2 epochs here).
-    "p-0.25": [*BEFORE, "method.p=0.25"],
-    "p-1.0": [*BEFORE, "method.p=1.0"],
-    "curriculum": [*BEFORE, "method.curriculum=true", "method.curriculum_step=500"],
-    # The feature term: stronger, scale-free (cosine), and the student paired with clean views.
-    "lambda-10": [*BEFORE, "method.lambda_feat=10"],
-    "cosine-1": [*BEFORE, "method.feature_loss=cosine", "method.lambda_feat=1"],
-    "cosine-10": [*BEFORE, "method.feature_loss=cosine", "method.lambda_feat=10"],
-    "paired": [*BEFORE, "method.paired=true"],
-    # Fine-tuning: learning rate and length.
-    "lr-0.001": [*BEFORE, "optim.lr=0.001"],
-    "epochs-10": [*BEFORE, "train.epochs=10"],
-    "flip": [*BEFORE, "data.hflip_p=0.5"],
+    "recipe": [],
+    # The feature term: off (lambda = 0), the paper's MSE at its lambda, stronger.
+    "recipe-l0": ["method.lambda_feat=0"],
+    "recipe-mse": ["method.feature_loss=mse", "method.lambda_feat=0.1"],
+    "recipe-cos30": ["method.lambda_feat=30"],
+    # Each face once per batch, degraded with probability p (the paper), not both views.
+    "recipe-unpaired": ["method.paired=false"],
+    # BatchNorm: stale running statistics (the teacher's), running statistics that follow the
+    # batches, statistics of the training mixture, frozen to the teacher's in training too.
+    "recipe-stale-bn": ["model.bn_recalibrate=off"],
+    "recipe-bn-momentum": ["model.bn_recalibrate=off", "model.bn_momentum=0.1"],
+    "recipe-bn-mixed": ["model.bn_recalibrate=mixed"],
+    "recipe-bn-frozen": ["model.bn_recalibrate=off", "model.bn_mode=frozen", "optim.lr=0.003"],
+    # Degradation probability: the paper's curriculum (0.1, +0.1 every 500 images), p = 1.
+    "recipe-curriculum": ["method.curriculum=true", "method.curriculum_step=500"],
+    "recipe-p1": ["method.p=1.0"],
+    # Fine-tuning: the paper's learning rate; 40 epochs.
+    "recipe-lr0.001": ["optim.lr=0.001"],
+    "recipe-e40": ["train.epochs=40"],
+    # Realistic low quality: blur and JPEG besides down-sampling (issue 16's comparison).
+    "recipe-realistic": ["method.degradations=[downsample, gaussian_blur:0.5, jpeg:0.5]"],
 }
-# Twelve epochs: validation at 8 px plateaus after 6 to 12 on both sets (40 only memorise).
-E12 = [*BEFORE, "train.epochs=12"]
-VARIANTS.update(
-    {
-        "e12": E12,
-        "e12-recal-mixed": [*E12, "model.bn_recalibrate=mixed"],
-        "e12-recal-clean": [*E12, "model.bn_recalibrate=clean"],
-        "e12-recal-l0": [*E12, "model.bn_recalibrate=mixed", "method.lambda_feat=0"],
-        "e12-recal-cos10": [
-            *E12,
-            "model.bn_recalibrate=mixed",
-            "method.feature_loss=cosine",
-            "method.lambda_feat=10",
-        ],
-        "e12-recal-paired-p1": [
-            *E12,
-            "model.bn_recalibrate=mixed",
-            "method.paired=true",
-            "method.p=1.0",
-        ],
-    }
-)
-# On the round-3 winner (re-estimated statistics, cosine lambda 10): what keeps full resolution.
-C10 = [*E12, "model.bn_recalibrate=mixed", "method.feature_loss=cosine", "method.lambda_feat=10"]
-VARIANTS.update(
-    {
-        "c10": C10,
-        "c10-lr0.003": [*C10, "optim.lr=0.003"],
-        "c10-lr0.001": [*C10, "optim.lr=0.001"],
-        "c10-e6": [*C10, "train.epochs=6"],
-        "c10-cos30": [*C10, "method.lambda_feat=30"],
-        "c10-paired": [*C10, "method.paired=true"],
-        "c10-frozen-lr0.001": [
-            *C10,
-            "model.bn_mode=frozen",
-            "model.bn_recalibrate=off",
-            "optim.lr=0.001",
-        ],
-        "c10-frozen-lr0.003": [
-            *C10,
-            "model.bn_mode=frozen",
-            "model.bn_recalibrate=off",
-            "optim.lr=0.003",
-        ],
-        "c10-paired-cos30": [*C10, "method.paired=true", "method.lambda_feat=30"],
-        "c10-paired-clean": [*C10, "method.paired=true", "model.bn_recalibrate=clean"],
-        "c10-p0.25": [*C10, "method.p=0.25"],
-    }
-)
-# The same knobs again, on BatchNorm statistics re-estimated at every validation.
-RECAL = [*BEFORE, "model.bn_recalibrate=mixed"]
-VARIANTS.update(
-    {
-        "recal": RECAL,
-        "recal-l0": [*RECAL, "method.lambda_feat=0"],
-        "recal-momentum": [*RECAL, "model.bn_momentum=0.1"],
-        "recal-p-1.0": [*RECAL, "method.p=1.0"],
-        "recal-cosine-1": [*RECAL, "method.feature_loss=cosine", "method.lambda_feat=1"],
-        "recal-cosine-10": [*RECAL, "method.feature_loss=cosine", "method.lambda_feat=10"],
-        "recal-paired": [*RECAL, "method.paired=true"],
-        "recal-lr-0.001": [*RECAL, "optim.lr=0.001"],
-        "recal-epochs-10": [*RECAL, "train.epochs=10"],
-        "recal-flip": [*RECAL, "data.hflip_p=0.5"],
-    }
-)
 
 
 def variant_overrides(spec: str) -> tuple[str, list[str]]:
@@ -382,7 +319,7 @@ def main() -> None:
     args = parser.parse_args()
 
     PROBE_DEGRADE.extend(args.probe_degrade)
-    variants = {**VARIANTS, "recipe": [], "recipe-l0": ["method.lambda_feat=0"]}
+    variants = dict(VARIANTS)
     variants.update(dict(args.variant))
     unknown = [v for v in args.variants if v not in variants]
     if unknown:

@@ -171,10 +171,11 @@ class MethodConfig:
     # The steps a degraded view goes through, each "name" or "name:probability", applied in the
     # order downsample, gaussian_blur, jpeg, noise (pipelines/degradations.py).
     degradations: list[str] = field(default_factory=lambda: ["downsample"])
-    # Ranges the steps draw from, uniformly: blur sigma (pixels at data.resize_shorter), JPEG
-    # quality (1-100), noise sigma (levels of 0..255).
+    # gaussian_blur draws its sigma uniformly from [low, high] (pixels at data.resize_shorter).
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    # jpeg draws its quality uniformly from [low, high] (1-100).
     jpeg_quality: list[int] = field(default_factory=lambda: [20, 80])
+    # noise draws its sigma uniformly from [low, high] (levels of 0..255).
     noise_sigma: list[float] = field(default_factory=lambda: [2.0, 10.0])
     # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"

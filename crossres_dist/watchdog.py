@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -53,7 +54,8 @@ class Watchdog:
             wait_for_workers=False,
         )
         self.store = dist.PrefixStore(f"crossres/restart{restart}/watchdog/", client)
-        self.store.set(f"who/{rank}", f"host {socket.gethostname()}, pid {os.getpid()}")
+        self.host = socket.gethostname()
+        self.store.set(f"who/{rank}", f"host {self.host}, pid {os.getpid()}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossres-watchdog", daemon=True)
 
@@ -84,7 +86,8 @@ class Watchdog:
                     if current != value:
                         last_seen[r] = (current, now)
                     elif now - since > self.timeout_s:
-                        self._fire(f"rank {r} ({self._read(f'who/{r}')})", now - since)
+                        who = self._read(f"who/{r}") or ""
+                        self._fire(f"rank {r} ({who})", now - since, who)
                         return
                 store_ok = now
             except Exception:  # the store does not answer: its host (rank 0) may be frozen
@@ -100,13 +103,22 @@ class Watchdog:
             return None
         return self.store.get(key).decode()
 
-    def _fire(self, who: str, silent_s: float) -> None:
+    def _fire(self, who: str, silent_s: float, record: str = "") -> None:
         log.error(
             "watchdog: %s has had no heartbeat for %.0f s (frozen or hung); ending this rank "
             "so that the launcher restarts the job from its last checkpoint",
             who,
             silent_s,
         )
+        # A frozen process on this host is killed too: a stopped process ignores the launcher's
+        # SIGTERM, and torchrun would wait out its grace period (30 s) before the restart.
+        if record.startswith(f"host {self.host}, pid "):
+            pid = int(record.rsplit(" ", 1)[1])
+            try:
+                os.kill(pid, signal.SIGKILL)
+                log.error("watchdog: killed the frozen process %d on this host", pid)
+            except (ProcessLookupError, PermissionError):
+                pass
         for handler in logging.getLogger().handlers:
             handler.flush()
         self.exit_process(EXIT_HUNG)

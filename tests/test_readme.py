@@ -22,7 +22,7 @@ def test_demo_tables_are_from_this_code():
     )
 
 
-@pytest.mark.parametrize("name", ["study-lfw", "study-orl"])
+@pytest.mark.parametrize("name", ["study-lfw", "study-orl", "study-orl-degradations"])
 def test_study_tables_are_from_this_code(name):
     from bench.recipe_study import STUDY_INPUTS, study_fingerprint
 
