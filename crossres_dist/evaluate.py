@@ -645,9 +645,9 @@ def evaluate(args) -> dict | None:
     table = markdown(report, resolutions)
     rundir.write_json(out / "results.json", report)
     rundir.write_text(out / "results.md", table)
-    plots = plot_all(out, report, resolutions, tsne_inputs)
+    plots = plot_all(out, report, resolutions, tsne_inputs) if args.plots else []
     print("\n" + table)
-    log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots))
+    log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots) or "no plots")
     distributed.shutdown()
     return report
 
@@ -700,6 +700,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cross", action="store_true", help="also the probe x gallery resolution matrix"
     )
     parser.add_argument("--tsne-identities", type=int, default=8)
+    parser.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the PNG plots (--no-plots: tables and JSON only, faster)",
+    )
     parser.add_argument("--tsne-resolution", type=parse_resolution, default=16)
     parser.add_argument("--backend", default="auto", choices=["auto", "dali", "torchvision"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

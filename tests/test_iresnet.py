@@ -134,34 +134,36 @@ def _save(path, state):
     return path
 
 
-def test_iresnet_trains_sharded_and_compiled_on_two_ranks_and_exports(tmp_path):
+def test_iresnet_trains_sharded_and_compiled_on_two_ranks_like_eager_and_exports(tmp_path):
     """An iResNet teacher from a backbone.pth (no classifier), an iResNet student started from
-    it with a classifier of its own, the teacher sharded with FSDP2, the student compiled."""
+    it with a classifier of its own, the teacher sharded with FSDP2; compiled (student and
+    teacher, the GPU configs' path) it trains with the same losses as eager."""
     teacher = _save(tmp_path / "backbone.pth", _arcface_state((1, 1), 8, 16, 2))
-    run_dir = tmp_path / "run"
-    run_cmd(
-        train_cmd(
-            2,
-            *tiny_args(
-                run_dir,
-                teacher,
-                "model.arch=iresnet",
-                "model.layers=[1,1]",
-                "model.width=8",
-                "model.embedding=16",
-                # Two stages halve 8 px twice: the 2 x 2 grid the backbone's fc was made for.
-                "data.resize_shorter=9",
-                "data.crop=8",
-                "method.resolutions=[4]",
-                "method.val_resolution=4",
-                "method.report_resolutions=[4]",
-                "teacher.sharding=full",
-                "model.compile=true",
-                "train.max_steps=3",
-            ),
-        ),
-        timeout=400,
+    common = (
+        "model.arch=iresnet",
+        "model.layers=[1,1]",
+        "model.width=8",
+        "model.embedding=16",
+        # Two stages halve 8 px twice: the 2 x 2 grid the backbone's fc was made for.
+        "data.resize_shorter=9",
+        "data.crop=8",
+        "method.resolutions=[4]",
+        "method.val_resolution=4",
+        "method.report_resolutions=[4]",
+        "teacher.sharding=full",
+        "train.max_steps=3",
+        "train.log_every=1",
     )
+    eager, run_dir = tmp_path / "eager", tmp_path / "run"
+    run_cmd(train_cmd(2, *tiny_args(eager, teacher, *common)))
+    compiled = ("model.compile=true", "teacher.compile=true")
+    run_cmd(train_cmd(2, *tiny_args(run_dir, teacher, *common, *compiled)), timeout=400)
+
+    def losses(path):
+        lines = (path / "train.log").read_text().splitlines()
+        return [float(line.split(" loss ")[1].split()[0]) for line in lines if "/3 loss" in line]
+
+    assert len(losses(eager)) == 3 and losses(run_dir) == pytest.approx(losses(eager), rel=1e-3)
     res = results(run_dir)
     assert res["step"] == 3 and res["ranks_agree"]
     checkpoint = run_dir / "checkpoints" / "step_00000003.pt"

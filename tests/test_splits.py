@@ -45,24 +45,25 @@ def test_too_few_images_names_the_identity_folder():
     assert "\n" not in message
 
 
-def test_run_seed_changes_the_order_but_not_the_split(tmp_path, tiny_teacher):
+@pytest.fixture(scope="module")
+def students(tmp_path_factory, tiny_teacher):
+    """Two students with a test split, run.seed 1 and 2: shared by the tests below."""
+    root = tmp_path_factory.mktemp("students")
+    dirs = {}
+    for seed in (1, 2):
+        dirs[seed] = root / f"seed{seed}"
+        args = tiny_args(
+            dirs[seed], tiny_teacher, f"run.seed={seed}", "data.test=split:2", "train.max_steps=2"
+        )
+        run_cmd(train_cmd(1, *args))
+    return dirs
+
+
+def test_run_seed_changes_the_order_but_not_the_split(students):
     """Two students with other run.seed train on the same images: the recorded split and its
     fingerprints are equal, the weights are not."""
     records, sums = [], []
-    for seed in (1, 2):
-        run_dir = tmp_path / f"seed{seed}"
-        run_cmd(
-            train_cmd(
-                1,
-                *tiny_args(
-                    run_dir,
-                    tiny_teacher,
-                    f"run.seed={seed}",
-                    "data.test=split:2",
-                    "train.max_steps=2",
-                ),
-            )
-        )
+    for run_dir in students.values():
         state = load_checkpoint(run_dir / "checkpoints" / "step_00000002.pt")
         records.append(state["splits"])
         sums.append(json.loads((run_dir / "results.json").read_text())["param_checksum_per_rank"])
@@ -72,10 +73,9 @@ def test_run_seed_changes_the_order_but_not_the_split(tmp_path, tiny_teacher):
     assert sums[0] != sums[1]
 
 
-def test_resume_refuses_another_split(tmp_path, tiny_teacher):
-    run_dir = tmp_path / "run"
-    args = tiny_args(run_dir, tiny_teacher, "train.max_steps=3")
-    run_cmd(train_cmd(1, *args, "train.stop_after_step=2"))
+def test_resume_refuses_another_split(students, tiny_teacher):
+    run_dir = students[1]
+    args = tiny_args(run_dir, tiny_teacher, "run.seed=1", "data.test=split:2", "train.max_steps=2")
     refused = run_cmd(train_cmd(1, *args, "data.split_seed=5"), check=False)
     assert refused.returncode == 2
     assert "data.split_seed: the checkpoint in" in refused.stderr
@@ -91,8 +91,11 @@ def _evaluate(out, checkpoint, *extra, check=True):
             "--config",
             str(TINY),
             "teacher.checkpoint=unused",
+            "data.test=split:2",
             "--checkpoint",
             str(checkpoint),
+            "--name",
+            "student",
             "--resolutions",
             "8",
             "full",
@@ -107,11 +110,9 @@ def _evaluate(out, checkpoint, *extra, check=True):
     )
 
 
-def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_path, tiny_teacher):
-    run_dir = tmp_path / "student"
-    run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "train.max_steps=1")))
-    best = run_dir / "checkpoints" / "best.pt"
-    # The config's validation split of another split_seed holds images this student trained on.
+def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_path, students):
+    best = students[1] / "checkpoints" / "best.pt"
+    # The test split of another split_seed holds images this student trained on.
     refused = _evaluate(tmp_path / "e1", best, "data.split_seed=3", check=False)
     assert refused.returncode == 2
     error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
@@ -122,45 +123,37 @@ def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_pat
     leaked = report["models"]["student"]["provenance"]["overlap_with_training"]
     assert leaked > 0
     assert f"trained on {leaked} of these images" in (tmp_path / "e2" / "results.md").read_text()
-    # Its own validation split: no training image, but it chose best.pt (reported).
-    _evaluate(tmp_path / "e3", best, "--split", "val")
+    # Its own test split is clean; its validation split chose best.pt (reported, not refused).
+    _evaluate(tmp_path / "e3", best)
     own = json.loads((tmp_path / "e3" / "results.json").read_text())["models"]["student"]
     assert own["provenance"]["overlap_with_training"] == 0
-    assert own["provenance"]["overlap_with_selection"] == 80
+    assert own["provenance"]["overlap_with_selection"] == 0
+    _evaluate(tmp_path / "e4", best, "--split", "val")
+    val = json.loads((tmp_path / "e4" / "results.json").read_text())["models"]["student"]
+    assert val["provenance"]["overlap_with_selection"] == 80
 
 
-def test_evaluator_checks_the_teacher_a_student_started_from(tmp_path):
-    """The teacher trained on split_seed 0, the student on split_seed 4: the student's own test
-    split holds images its teacher trained on, so its numbers would leak."""
-    teacher_dir = tmp_path / "teacher"
-    run_cmd(train_cmd(1, *tiny_args(teacher_dir, None, "train.max_steps=1", "data.test=split:2")))
-    teacher = teacher_dir / "checkpoints" / "best.pt"
+def test_evaluator_checks_the_checkpoint_a_student_started_from(tmp_path, students):
+    """A student started from another one (trained on split_seed 0) but split with
+    split_seed 4: its own test split holds images its starting point trained on."""
+    start = students[1] / "checkpoints" / "best.pt"
     student_dir = tmp_path / "student"
     out = run_cmd(
         train_cmd(
             1,
             *tiny_args(
-                student_dir, teacher, "train.max_steps=1", "data.test=split:2", "data.split_seed=4"
+                student_dir, start, "train.max_steps=1", "data.test=split:2", "data.split_seed=4"
             ),
         )
     )
     assert "were training images of the checkpoint it starts from" in out.stdout
-    refused = _evaluate(
-        tmp_path / "e",
-        student_dir / "checkpoints" / "best.pt",
-        "data.test=split:2",
-        "data.split_seed=4",
-        check=False,
-    )
+    checkpoint = student_dir / "checkpoints" / "best.pt"
+    refused = _evaluate(tmp_path / "e", checkpoint, "data.split_seed=4", check=False)
     assert refused.returncode == 2 and "or the one it started from" in refused.stderr
-    # Trained on the same split as its teacher, the student's test split is clean.
-    clean_dir = tmp_path / "clean"
-    run_cmd(train_cmd(1, *tiny_args(clean_dir, teacher, "train.max_steps=1", "data.test=split:2")))
-    _evaluate(tmp_path / "ok", clean_dir / "checkpoints" / "best.pt", "data.test=split:2")
-    provenance = json.loads((tmp_path / "ok" / "results.json").read_text())["models"]["clean"][
-        "provenance"
-    ]
-    assert provenance["overlap_with_training"] == 0 and len(provenance["training_data"]) == 2
+    # Both records travel with the checkpoint: its own split and its starting point's.
+    lineage = load_checkpoint(checkpoint)["lineage"]
+    assert [r["split_seed"] for r in lineage] == [0]
+    assert load_checkpoint(checkpoint)["splits"]["split_seed"] == 4
 
 
 def test_checkpoint_records_the_best_metric_it_set(tmp_path):
