@@ -13,7 +13,6 @@ chip's dense bf16 peak, and peak device memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.step import PEAKS, forward_flops  # noqa: E402
+from bench.step import forward_flops, report  # noqa: E402
 from crossres_dist import distributed  # noqa: E402
 from crossres_dist.config import load_config  # noqa: E402
 from crossres_dist.models import build_model, spec_from_config  # noqa: E402
@@ -114,14 +113,7 @@ def main() -> None:
         "mean_step_s": elapsed / args.steps,
         "gflops_per_image": flops / 1e9,
     }
-    if device.type == "cuda":
-        peak = next((v for k, v in PEAKS.items() if k in result["device"]), None)
-        result["mfu"] = images_per_s * flops / peak if peak else None
-        result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    if info.rank == 0:
-        print(json.dumps(result, indent=1))
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
+    report(result, device, images_per_s, flops, info.rank, args.json)
     distributed.shutdown()
 
 

@@ -140,15 +140,23 @@ def main() -> None:
         "gflops_per_image": flops_per_image / 1e9,
         "achieved_tflops": images_per_s * flops_per_image / 1e12,
     }
+    report(result, device, images_per_s, flops_per_image, info.rank, args.json)
+    distributed.shutdown()
+
+
+def report(
+    result: dict, device: torch.device, images_per_s: float, flops: float, rank: int, out
+) -> None:
+    """Add MFU (against the chip's dense bf16 peak) and peak memory on a GPU; rank 0 prints the
+    result and writes it to `out` (a path or None)."""
     if device.type == "cuda":
         peak = next((v for k, v in PEAKS.items() if k in result["device"]), None)
-        result["mfu"] = images_per_s * flops_per_image / peak if peak else None
+        result["mfu"] = images_per_s * flops / peak if peak else None
         result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    if info.rank == 0:
+    if rank == 0:
         print(json.dumps(result, indent=1))
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
-    distributed.shutdown()
+        if out:
+            out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

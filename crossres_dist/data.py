@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipelines.sources import DataError, Sample
@@ -128,4 +129,44 @@ def check_sizes(train: list[Sample], data_cfg, world: int) -> None:
         raise DataError(
             f"data.micro_batch: {data_cfg.micro_batch} x {world} rank(s) = {per_step} images per "
             f"micro-step, more than the {len(train)} training images; lower data.micro_batch"
+        )
+
+
+def validation_samples(held_out: list[Sample], data_cfg) -> list[Sample]:
+    """The validation images kept (every `val_every_nth` from `val_offset`); refused when too
+    few remain to choose a checkpoint, said when some held-out images are left unused."""
+    kept = held_out[data_cfg.val_offset :: data_cfg.val_every_nth]
+    if len(kept) < data_cfg.min_val_images:
+        thinned = (
+            f", every {data_cfg.val_every_nth}th kept by data.val_every_nth"
+            if data_cfg.val_every_nth > 1
+            else ""
+        )
+        raise DataError(
+            f"data.val: {len(kept)} validation image(s) ({len(held_out)} held out by "
+            f"data.val={data_cfg.val}{thinned}) are too few to choose a checkpoint "
+            f"(data.min_val_images={data_cfg.min_val_images}); hold out more, lower "
+            "data.val_every_nth, or lower data.min_val_images"
+        )
+    if len(kept) < len(held_out):
+        log.info(
+            "validation uses %d of the %d held-out images (data.val_every_nth=%d); the other %d "
+            "are neither trained on nor validated",
+            len(kept),
+            len(held_out),
+            data_cfg.val_every_nth,
+            len(held_out) - len(kept),
+        )
+    return kept
+
+
+def check_identities(train: list[Sample], identities: dict[str, int], data_cfg) -> None:
+    """Every identity keeps data.min_images_per_identity training images."""
+    counts = np.bincount([s.label for s in train], minlength=len(identities))
+    if counts.min() < data_cfg.min_images_per_identity:
+        names = {label: name for name, label in identities.items()}
+        label = int(counts.argmin())
+        raise DataError(
+            f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
+            f"training image(s), fewer than {data_cfg.min_images_per_identity}"
         )

@@ -29,9 +29,15 @@ from . import distributed, logs, rundir
 from .check_data import check_file, is_fatal
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
 from .config import Config
-from .data import check_run_files, check_sizes, report_files
+from .data import (
+    check_identities,
+    check_run_files,
+    check_sizes,
+    report_files,
+    validation_samples,
+)
 from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
-from .models import build_model, set_bn_frozen, spec_from_config
+from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
 from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .validate import ValidationData, cached_teacher_features, evaluate_student
@@ -133,13 +139,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
-        cfg, run_dir = self.cfg, self.run_dir
-        # One job per run directory: rank 0 locks it before writing anything in it.
+        """Every check before the first step, in phases: the run directory, the data, the
+        networks, the optimisation, the validation targets."""
+        self._lock_run_dir()
+        self.checkpoints = CheckpointManager(
+            self.run_dir,
+            self.cfg.train.keep_last,
+            is_writer=self.is_main,
+            kill_during_save_step=self.cfg.train.inject_kill_during_save,
+        )
+        self.resume_state = self._find_resume_point()
+        train_samples, val_samples, num_classes = self._setup_data()
+        spec = self._setup_networks(num_classes)
+        self._setup_optimisation(spec, train_samples)
+        self._setup_validation(val_samples)
+        if self.is_main:
+            rundir.write_text(self.run_dir / "config.yaml", self.cfg.dumps())
+            self.scalars = logs.Scalars(self.run_dir / "tensorboard")
+        cfg = self.cfg
+        log.info(
+            "student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
+            "x accumulation %d = %d images per step; %d steps",
+            spec.layers,
+            sum(p.numel() for p in self.student.parameters()),
+            "none" if self.teacher is None else f"sharding={cfg.teacher.sharding}",
+            self.precision,
+            self.world,
+            cfg.data.micro_batch,
+            self.accumulation,
+            cfg.optim.global_batch,
+            self.total_steps,
+        )
+
+    def _lock_run_dir(self) -> None:
+        """One job per run directory: rank 0 locks it before writing anything in it."""
         locked = None
         if self.is_main:
-            preflight(cfg, run_dir, needed_bytes=0)
+            preflight(self.cfg, self.run_dir, needed_bytes=0)
             try:
-                self.run_lock = rundir.RunLock(run_dir, cfg.run.lock_stale_s)
+                self.run_lock = rundir.RunLock(self.run_dir, self.cfg.run.lock_stale_s)
                 self.run_lock.acquire()
             except rundir.RunLockedError as err:
                 self.run_lock, locked = None, str(err)
@@ -147,47 +185,21 @@ class Trainer:
         if locked:
             raise SetupError(locked)
         if self.is_main:
-            logs.add_file(run_dir / "train.log")
-        self.checkpoints = CheckpointManager(
-            run_dir,
-            cfg.train.keep_last,
-            is_writer=self.is_main,
-            kill_during_save_step=cfg.train.inject_kill_during_save,
-        )
-        self.resume_state = self._find_resume_point()
+            logs.add_file(self.run_dir / "train.log")
 
-        # Data: one split for every rank, run, seed and evaluation (drawn with data.split_seed,
-        # recorded in every checkpoint), one label map (from the checkpoint on resume).
+    def _setup_data(self) -> tuple[list, list, int]:
+        """One split for every rank, run, seed and evaluation (drawn with data.split_seed,
+        recorded in every checkpoint), one label map (the checkpoint's on resume); the files
+        checked. Returns the training and validation samples and the number of identities."""
+        cfg, run_dir = self.cfg, self.run_dir
         split_spec = SplitSpec.from_config(cfg.data)
         if self.resume_state is not None:
             self._check_same_split(split_spec)
         label_file = run_dir / "identities.json"
         splits = load_splits(split_spec, self._label_map(label_file))
-        held_out = splits.val.samples
-        val_samples = held_out[cfg.data.val_offset :: cfg.data.val_every_nth]
         if not splits.train.samples:
             raise SetupError(f"data.train: {cfg.data.train} has no training images")
-        if len(val_samples) < cfg.data.min_val_images:
-            thinned = (
-                f", every {cfg.data.val_every_nth}th kept by data.val_every_nth"
-                if cfg.data.val_every_nth > 1
-                else ""
-            )
-            raise SetupError(
-                f"data.val: {len(val_samples)} validation image(s) ({len(held_out)} held out by "
-                f"data.val={cfg.data.val}{thinned}) are too few to choose a checkpoint "
-                f"(data.min_val_images={cfg.data.min_val_images}); hold out more, lower "
-                "data.val_every_nth, or lower data.min_val_images"
-            )
-        if len(val_samples) < len(held_out):
-            log.info(
-                "validation uses %d of the %d held-out images (data.val_every_nth=%d); the "
-                "other %d are neither trained on nor validated",
-                len(val_samples),
-                len(held_out),
-                cfg.data.val_every_nth,
-                len(held_out) - len(val_samples),
-            )
+        val_samples = validation_samples(splits.val.samples, cfg.data)
         train_set = splits.train
         files = check_run_files(
             train_set.samples, val_samples, cfg.data, self.info.rank, self.world
@@ -204,14 +216,7 @@ class Trainer:
             "val": splits.val.samples,
             "test": splits.test.samples if splits.test else [],
         }
-        counts = np.bincount([s.label for s in train_samples], minlength=train_set.num_classes)
-        if counts.min() < cfg.data.min_images_per_identity:
-            names = {label: name for name, label in self.identities.items()}
-            label = int(counts.argmin())
-            raise SetupError(
-                f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
-                f"training image(s), fewer than {cfg.data.min_images_per_identity}"
-            )
+        check_identities(train_samples, self.identities, cfg.data)
         if self.is_main:
             rundir.write_json(label_file, self.identities)
             rundir.write_json(run_dir / "splits.json", self.splits)
@@ -231,7 +236,6 @@ class Trainer:
             cfg.data.split_seed,
             choose_backend(cfg.data.backend),
         )
-
         # Global batch = micro batch x ranks x accumulation, whatever the world size.
         per_step = cfg.data.micro_batch * self.world
         if cfg.optim.global_batch % per_step:
@@ -241,8 +245,12 @@ class Trainer:
                 "change one of them"
             )
         self.accumulation = cfg.optim.global_batch // per_step
+        return train_samples, val_samples, num_classes
 
-        # Networks.
+    def _setup_networks(self, num_classes: int) -> ModelSpec:
+        """The student (from the teacher, a checkpoint, or the resumed state), the frozen
+        teacher, their parallelism, and the objective."""
+        cfg = self.cfg
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
@@ -270,7 +278,7 @@ class Trainer:
             checkpoint_bytes = 3 * sum(
                 t.numel() * t.element_size() for t in self.student.state_dict().values()
             )
-            preflight(cfg, run_dir, checkpoint_bytes)
+            preflight(cfg, self.run_dir, checkpoint_bytes)
 
         self.memory_format = memory_format_for(self.device, cfg.model.channels_last)
         if self.teacher is not None:
@@ -294,8 +302,12 @@ class Trainer:
         self.task = CrossResolutionLoss(
             self.model, self.teacher, self.objective, cfg.method.paired and self.teacher is not None
         )
+        return spec
 
-        # Optimisation.
+    def _setup_optimisation(self, spec: ModelSpec, train_samples: list) -> None:
+        """The views and their loader, the curriculum, the batch plans, the optimizer and its
+        schedule; the resumed state restored."""
+        cfg = self.cfg
         self.views = ViewSettings(
             cfg.data.resize_shorter,
             cfg.data.crop,
@@ -359,7 +371,10 @@ class Trainer:
         # Non-finite steps in a row, in all, and the last one's number, kept on the device.
         self.nonfinite = torch.tensor([0.0, float(self.nonfinite_total), 0.0], device=self.device)
 
-        # Validation targets (all ranks take part: the teacher may be sharded).
+    def _setup_validation(self, val_samples: list) -> None:
+        """The validation views, and the teacher's features of them (all ranks take part: the
+        teacher may be sharded), from the cache when it is valid."""
+        cfg = self.cfg
         self.val_data = ValidationData(val_samples, self.loader, cfg.data.val_cache_mb)
         self.val_resolutions = list(
             dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
@@ -370,25 +385,9 @@ class Trainer:
                 self.teacher,
                 cfg.teacher.checkpoint,
                 self.val_data,
-                run_dir / "cache",
+                self.run_dir / "cache",
                 self.autocast,
             )
-        if self.is_main:
-            rundir.write_text(run_dir / "config.yaml", cfg.dumps())
-            self.scalars = logs.Scalars(run_dir / "tensorboard")
-        log.info(
-            "student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
-            "x accumulation %d = %d images per step; %d steps",
-            spec.layers,
-            sum(p.numel() for p in self.student.parameters()),
-            "none" if self.teacher is None else f"sharding={cfg.teacher.sharding}",
-            self.precision,
-            self.world,
-            cfg.data.micro_batch,
-            self.accumulation,
-            cfg.optim.global_batch,
-            self.total_steps,
-        )
 
     def _find_resume_point(self) -> dict | None:
         """Rank 0 chooses the checkpoint (setting aside what it cannot read); every rank loads

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,9 @@ needs_lfw = pytest.mark.skipif(
     reason=f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)",
 )
 ORL = REPO / "data" / "orl_att_faces"
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a small tmpfs needs root; runs as root (make test in CI)"
+)
 TINY = REPO / "tests" / "tiny.yaml"
 
 sys.path.insert(0, str(REPO))
@@ -79,19 +84,39 @@ def run_cmd(
     return result
 
 
-def train_cmd(nproc: int, *args: str) -> list[str]:
-    """A training command: plain python for 1 process, torchrun for more."""
+def train_cmd(nproc: int, *args: str, max_restarts: int | None = None) -> list[str]:
+    """A training command: plain python for 1 process, torchrun for more (restarting a failed
+    group up to `max_restarts` times)."""
     bin_dir = Path(sys.executable).parent
-    if nproc == 1:
+    if nproc == 1 and max_restarts is None:
         return [sys.executable, "-m", "crossres_dist.train", *args]
+    restarts = [] if max_restarts is None else [f"--max-restarts={max_restarts}"]
     return [
         str(bin_dir / "torchrun"),
         "--standalone",
         f"--nproc_per_node={nproc}",
+        *restarts,
         "-m",
         "crossres_dist.train",
         *args,
     ]
+
+
+def wait_for(path: Path, text: str, timeout: float = 120) -> None:
+    """Until `text` appears in the file at `path` (a log a background process writes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    tail = path.read_text(errors="replace")[-3000:] if path.is_file() else "(no file)"
+    raise AssertionError(f"{text!r} never appeared in {path}:\n{tail}")
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of `pid`'s children (a launcher's workers), in order."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
 
 
 def tiny_args(run_dir: Path, teacher: Path | None, *overrides: str) -> list[str]:
@@ -130,3 +155,14 @@ def slurm_cluster(tmp_path_factory):
     subprocess.run(["bash", str(script), "start", str(state)], check=True, timeout=120)
     yield {"SLURM_CONF": str(state / "slurm.conf")}
     subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A small file system of `size` (mount's syntax, e.g. 64k) mounted at `path` (root only)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

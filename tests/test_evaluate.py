@@ -47,7 +47,7 @@ def test_tar_at_unmeasurable_far_is_not_available():
     assert v["tar@far=0.1"] is None and v["tar@far=0.001"] is None  # only 2 impostor pairs
 
 
-def _evaluate(out, checkpoint, nproc, *extra, check=True):
+def _evaluate(out, checkpoint, nproc, *extra, check=True, plots=False):
     args = [
         "-m",
         "crossres_dist.evaluate",
@@ -67,6 +67,7 @@ def _evaluate(out, checkpoint, nproc, *extra, check=True):
         "8",
         "--out",
         str(out),
+        *([] if plots else ["--no-plots"]),
         *extra,
     ]
     launcher = (
@@ -81,7 +82,7 @@ def _evaluate(out, checkpoint, nproc, *extra, check=True):
 
 def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_path, tiny_teacher):
     _evaluate(tmp_path / "one", tiny_teacher, 1, "--cross")
-    _evaluate(tmp_path / "two", tiny_teacher, 2, "--cross")
+    _evaluate(tmp_path / "two", tiny_teacher, 2, "--cross", plots=True)
     one = sorted((tmp_path / "one" / "cache").glob("*.pt"))
     two = sorted((tmp_path / "two" / "cache").glob("*.pt"))
     assert len(one) == len(two) == 2

@@ -5,15 +5,25 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 import torch
 
 from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
-from tests.conftest import ORL, REPO, child_env, free_port, results, run_cmd, tiny_args, train_cmd
+from tests.conftest import (
+    ORL,
+    REPO,
+    child_env,
+    children,
+    free_port,
+    needs_root,
+    results,
+    run_cmd,
+    tiny_args,
+    tmpfs,
+    train_cmd,
+    wait_for,
+)
 
-VENV_BIN = Path(sys.executable).parent
 # A run long enough that only a signal or an injected fault ends it.
 UNTIL_STOPPED = (
     "train.max_steps=5000",
@@ -21,20 +31,6 @@ UNTIL_STOPPED = (
     "train.checkpoint_every=5000",
     "train.log_every=5",
 )
-
-
-def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} never appeared in {path}")
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_kill_during_save_leaves_a_partial_file_that_is_ignored(tmp_path, tiny_teacher):
@@ -113,8 +109,8 @@ def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher)
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_for(log, "step 10/5000")
-        workers = sorted(_children(agent.pid))
+        wait_for(log, "step 10/5000")
+        workers = children(agent.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGTERM)  # the rank that does not log or checkpoint
         agent.wait(timeout=120)
@@ -137,21 +133,13 @@ def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teac
         "train.val_every=1000",
         "train.log_every=10",
     )
-    cmd = [
-        str(VENV_BIN / "torchrun"),
-        "--standalone",
-        "--nproc_per_node=2",
-        "--max-restarts=2",
-        "-m",
-        "crossres_dist.train",
-        *args,
-    ]
+    cmd = train_cmd(2, *args, max_restarts=2)
     with open(log, "w") as out:
         agent = subprocess.Popen(
             cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
         )
-        _wait_for(log, "step 30/120")
-        os.kill(sorted(_children(agent.pid))[1], signal.SIGKILL)
+        wait_for(log, "step 30/120")
+        os.kill(children(agent.pid)[1], signal.SIGKILL)
         assert agent.wait(timeout=240) == 0
     text = log.read_text()
     assert "resuming from" in text
@@ -189,7 +177,7 @@ def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
                 stderr=subprocess.STDOUT,
             )
         )
-    _wait_for(log, "step 10/5000")
+    wait_for(log, "step 10/5000")
     procs[1].kill()
     start = time.monotonic()
     code = procs[0].wait(timeout=120)
@@ -230,17 +218,10 @@ def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_te
     assert not (run_dir / "checkpoints" / "step_00000005.pt").exists()
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="mounting a small tmpfs needs root; runs as root (make test in CI)"
-)
+@needs_root
 def test_preflight_refuses_too_little_disk(tmp_path, tiny_teacher):
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "64k") as small:
         result = run_cmd(train_cmd(1, *tiny_args(small / "run", tiny_teacher)), check=False)
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
     assert result.returncode == 2
     assert "KiB free" in result.stderr or "MiB free" in result.stderr, result.stderr[-1000:]
 

@@ -30,6 +30,8 @@ def test_study_tables_are_from_this_code(name):
     assert found is not None, f"README.md has no <!-- {name}:start --> block"
     text, stamp = found
     data = text.split("data: ", 1)[1].split(";", 1)[0] if "data: " in text else ""
+    if not data.startswith("embedded:") and not (REPO / data).is_dir():
+        pytest.skip(f"{REPO / data} is absent; runs wherever ../shared holds the data (CI does)")
     current = study_fingerprint(data)
     assert stamp == current, (
         f"the README's {name} table was made from other inputs ({stamp}, now {current}); "

@@ -8,14 +8,22 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from crossres_dist.checkpoint import load_checkpoint
-from tests.conftest import REPO, child_env, results, run_cmd, tiny_args, train_cmd
+from tests.conftest import (
+    REPO,
+    child_env,
+    children,
+    needs_root,
+    results,
+    run_cmd,
+    tiny_args,
+    tmpfs,
+    train_cmd,
+    wait_for,
+)
 
 UNTIL_STOPPED = (
     "train.max_steps=5000",
@@ -27,20 +35,6 @@ UNTIL_STOPPED = (
 
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
-
-
-def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text()[-3000:]}")
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
 
 
 def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teacher):
@@ -114,7 +108,7 @@ def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over
             start_new_session=True,
         )
         try:
-            _wait_for(log, "step 5/5000")
+            wait_for(log, "step 5/5000")
             holder = json.loads((run_dir / "run.lock").read_text())
             second = run_cmd(
                 train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=2")), check=False
@@ -154,25 +148,17 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
         "dist.watchdog_s=5",
         "dist.timeout_s=300",  # without the watchdog the job would wait this long
     )
-    cmd = [
-        str(Path(sys.executable).parent / "torchrun"),
-        "--standalone",
-        "--nproc_per_node=2",
-        "--max-restarts=1",
-        "-m",
-        "crossres_dist.train",
-        *args,
-    ]
+    cmd = train_cmd(2, *args, max_restarts=1)
     with open(log, "w") as out:
         agent = subprocess.Popen(
             cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
         )
         try:
-            _wait_for(log, "step 20/400")
-            frozen = _children(agent.pid)[1]
+            wait_for(log, "step 20/400")
+            frozen = children(agent.pid)[1]
             os.kill(frozen, signal.SIGSTOP)
             stopped_at = time.monotonic()
-            _wait_for(log, f"pid {frozen}) has had no heartbeat", timeout=60)
+            wait_for(log, f"pid {frozen}) has had no heartbeat", timeout=60)
             detected = time.monotonic() - stopped_at
             assert agent.wait(timeout=240) == 0
         finally:
@@ -188,14 +174,9 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
     assert results(run_dir)["step"] == 400 and results(run_dir)["ranks_agree"]
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="mounting a small tmpfs needs root; runs as root (make test in CI)"
-)
+@needs_root
 def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_teacher):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
         run_dir = disk / "run"
         log = tmp_path / "out.log"
         args = tiny_args(run_dir, tiny_teacher, *UNTIL_STOPPED, "train.checkpoint_every=5")
@@ -203,7 +184,7 @@ def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_te
             job = subprocess.Popen(
                 train_cmd(2, *args), cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
             )
-            _wait_for(log, "step_00000010.pt")
+            wait_for(log, "step_00000010.pt")
             filler = disk / "filler"
             with open(filler, "wb", buffering=0) as f:  # another job fills the disk
                 try:
@@ -222,5 +203,3 @@ def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_te
         filler.unlink()
         resumed = run_cmd(train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=12")))
         assert "resuming from" in resumed.stdout and results(run_dir)["step"] == 12
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -101,6 +101,7 @@ def _evaluate(out, checkpoint, *extra, check=True):
             "full",
             "--tsne-identities",
             "0",
+            "--no-plots",
             "--out",
             str(out),
             *extra,
