@@ -119,6 +119,15 @@ def children(pid: int) -> list[int]:
     return sorted(int(p) for p in out.split())
 
 
+# A run long enough that only a signal or an injected fault ends it.
+UNTIL_STOPPED = (
+    "train.max_steps=5000",
+    "train.val_every=5000",
+    "train.checkpoint_every=5000",
+    "train.log_every=5",
+)
+
+
 def tiny_args(run_dir: Path, teacher: Path | None, *overrides: str) -> list[str]:
     args = ["--config", str(TINY), f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
     if teacher is not None:

@@ -12,6 +12,7 @@ from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
 from tests.conftest import (
     ORL,
     REPO,
+    UNTIL_STOPPED,
     child_env,
     children,
     free_port,
@@ -22,14 +23,6 @@ from tests.conftest import (
     tmpfs,
     train_cmd,
     wait_for,
-)
-
-# A run long enough that only a signal or an injected fault ends it.
-UNTIL_STOPPED = (
-    "train.max_steps=5000",
-    "train.val_every=5000",
-    "train.checkpoint_every=5000",
-    "train.log_every=5",
 )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from crossres_dist.checkpoint import load_checkpoint
 from tests.conftest import (
     REPO,
+    UNTIL_STOPPED,
     child_env,
     children,
     needs_root,
@@ -23,13 +24,6 @@ from tests.conftest import (
     tmpfs,
     train_cmd,
     wait_for,
-)
-
-UNTIL_STOPPED = (
-    "train.max_steps=5000",
-    "train.val_every=5000",
-    "train.checkpoint_every=5000",
-    "train.log_every=5",
 )
 
 
