@@ -40,6 +40,7 @@ from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, f
 from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
 from .parallelize import memory_format_for, parallelize_student, shard_teacher
+from .precision import autocast_for, resolve_precision
 from .validate import ValidationData, cached_teacher_features, evaluate_student
 from .watchdog import Watchdog
 from .weights import WeightsError, assign, lineage_of, read_state
@@ -74,19 +75,6 @@ class StopFlag:
 
     def _handler(self, signum, frame) -> None:
         self.raised = signum
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return requested
-
-
-def autocast_for(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def preflight(cfg: Config, run_dir: Path, needed_bytes: int) -> None:

@@ -17,11 +17,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from pipelines import Loader, Sample, eval_plans
 
 from . import distributed, rundir
+from .eval.features import gather_in_order
 from .method import CrossResolutionObjective
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,7 @@ def compute_teacher_features(
         with autocast:
             features, _ = teacher(batch["teacher_view"])
         parts.append(features.float())
-    mine = torch.cat(parts)
-    if world > 1:
-        gathered = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(gathered, mine)
-        # Rank r held positions r, r + world, ...: interleave back into sample order.
-        stacked = torch.stack(gathered, dim=1).reshape(-1, mine.shape[1])
-    else:
-        stacked = mine
-    return stacked[: len(data.samples)].cpu() if rank == 0 else None
+    return gather_in_order(torch.cat(parts), len(data.samples))
 
 
 def cached_teacher_features(

@@ -112,7 +112,7 @@ def draw(
 
 def in_graph(fields: dict[str, np.ndarray]) -> np.ndarray:
     """The samples the image graph must degrade (any of its steps applies)."""
-    return (fields["resolution"] > 0) | (fields["blur_sigma"] > 0) | (fields["jpeg_quality"] > 0)
+    return np.logical_or.reduce([fields[FIELDS[step]] > 0 for step in IN_GRAPH])
 
 
 # ------------------------------------------------------------------ evaluation conditions

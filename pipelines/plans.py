@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .degradations import Degradations, in_graph
+from .degradations import FIELDS, Degradations, in_graph
 from .degradations import draw as draw_steps
 from .sources import Sample
 
@@ -211,17 +211,9 @@ def eval_plans(
             chosen = positions[start : start + batch]
             m = len(chosen)
             step_fields = {
-                name: np.full(
-                    m, fields.get(name, 0), np.int64 if name == "noise_seed" else np.float32
-                )
-                for name in (
-                    "resolution",
-                    "blur_sigma",
-                    "jpeg_quality",
-                    "noise_sigma",
-                    "noise_seed",
-                )
+                name: np.full(m, fields.get(name, 0), np.float32) for name in FIELDS.values()
             }
+            step_fields["noise_seed"] = np.full(m, fields.get("noise_seed", 0), np.int64)
             if step_fields["noise_sigma"].any():
                 # Each probe its own noise, the same at every evaluation.
                 step_fields["noise_seed"] = step_fields["noise_seed"] + chosen

@@ -3,7 +3,10 @@
 #   sbatch --array=0-$((C * R - 1)) slurm/eval.sh CONFIG CHECKPOINTS.txt "8 16 32" OUT [evaluate options]
 # CHECKPOINTS.txt: one checkpoint path per line (C lines); R = number of resolutions. Element k
 # evaluates checkpoint k / R at resolution k % R (all tasks of the element extract features
-# together) into OUT/<checkpoint name>-<index>/r<res>/.
+# together) into OUT/<checkpoint name>-<index>/r<res>/. Any protocol, e.g. IJB-C at 5 resolutions:
+#   sbatch --array=0-$((C * 5 - 1)) slurm/eval.sh CONFIG ckpts.txt "8 16 24 32 64" OUT \
+#     --protocol ijbc --root /data/IJBC --aligned-cache OUT/aligned
+# A preempted element resumes its extraction from OUT/.../cache when requeued.
 #SBATCH --job-name=crossres-eval
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from crossres_dist.evaluate import identification, read_pairs, verification
+from crossres_dist.eval.metrics import identification, verification
+from crossres_dist.eval.protocols.folder import read_pairs
 from pipelines.sources import DataError
 from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd
 

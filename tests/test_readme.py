@@ -37,3 +37,18 @@ def test_study_tables_are_from_this_code(name):
         f"the README's {name} table was made from other inputs ({stamp}, now {current}); "
         f"rerun bench/recipe_study.py ({STUDY_INPUTS}) and paste its study.md into the block"
     )
+
+
+def test_benchmark_report_is_from_this_code():
+    from bench.benchmark_report import LFW, report_fingerprint
+
+    found = block(README, "benchmarks-fixture")
+    assert found is not None, "README.md has no <!-- benchmarks-fixture:start --> block"
+    if not LFW.is_dir():
+        pytest.skip(f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)")
+    _, stamp = found
+    current = report_fingerprint(LFW)
+    assert stamp == current, (
+        f"the README's example benchmark report was made from other inputs ({stamp}, now "
+        f"{current}): run `make demo-readme`, then `python bench/benchmark_report.py --readme`"
+    )

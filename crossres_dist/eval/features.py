@@ -1,0 +1,190 @@
+"""Distributed feature extraction, and its cache.
+
+Every rank extracts a strided shard of the images (``pipelines.eval_plans``); rank 0 gathers the
+shards back into image order (the padding removed). The same gather serves validation's teacher
+features. Extraction goes chunk by chunk; each finished chunk is written to the cache, so an
+extraction of IJB-C's 469k images that is preempted resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipelines import Loader, ViewSettings, eval_plans
+from pipelines.degradations import condition_label
+from pipelines.sources import Sample
+
+from .. import distributed, rundir
+from ..models import build_model
+from ..weights import WeightsError, read_state
+
+log = logging.getLogger(__name__)
+# Images per resumable chunk: large enough that the pipeline stays busy, small enough that a
+# preemption loses little.
+CHUNK = 4096
+
+
+def gather_in_order(mine: torch.Tensor, count: int) -> torch.Tensor | None:
+    """Rank r holds rows r, r + world, ... of a `count`-row result (eval_plans' strided shards,
+    padded to equal length); rank 0 gets the rows back in order, padding removed."""
+    world = distributed.world_size()
+    if world > 1:
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        mine = torch.stack(gathered, dim=1).reshape(-1, mine.shape[1])
+    return mine[:count].cpu() if distributed.rank() == 0 else None
+
+
+def load_model(path: str, device: torch.device) -> torch.nn.Module:
+    state, spec = read_state(path)
+    if spec is None:
+        raise WeightsError(f"{path}: cannot tell the network's shape from this file")
+    model = build_model(spec)
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval()
+
+
+class Extractor:
+    """Runs one network over images under one condition, on every rank together."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        views: ViewSettings,
+        batch: int,
+        backend: str,
+        device: torch.device,
+        threads: int,
+        autocast,
+        interpolation: str = "linear",
+        flip: bool = False,
+    ):
+        self.model, self.views, self.batch = model, views, batch
+        self.backend, self.device, self.threads = backend, device, threads
+        self.autocast, self.interpolation, self.flip = autocast, interpolation, flip
+
+    @torch.no_grad()
+    def __call__(self, samples: list[Sample], condition, bar=None) -> torch.Tensor | None:
+        """[N, D + classes]: features then logits of every sample, in order, on rank 0.
+        With ``flip``, the features of the image and of its mirror image are summed."""
+        rank, world = distributed.rank(), distributed.world_size()
+        plans = eval_plans(samples, self.views, self.batch, [condition], rank, world)
+        stream = Loader(
+            self.backend, self.views, self.batch, self.device, self.threads, 0, self.interpolation
+        )(iter(p for _, p in plans))
+        parts = []
+        for _, plan in plans:
+            images = next(stream)["student_view"]
+            with self.autocast:
+                features, logits = self.model(images)
+                if self.flip:
+                    # Mirroring the network's input equals mirroring the face: the crop and the
+                    # degradation are symmetric.
+                    flipped, _ = self.model(torch.flip(images, dims=[-1]))
+                    features = features.float() + flipped.float()
+            parts.append(torch.cat([features.float(), logits.float()], 1))
+            if bar is not None:
+                bar.update(min(int(plan.valid.sum()) * world, bar.total - bar.n))
+        del stream
+        return gather_in_order(torch.cat(parts), len(samples))
+
+
+def cache_key(checkpoint: str, samples: list[Sample], views: ViewSettings, condition, flip=False):
+    """The checkpoint (path, size, time), the images, the views and the condition."""
+    stat = Path(checkpoint).stat()
+    parts = [
+        str(Path(checkpoint).resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        [s.path for s in samples],
+        asdict(views),
+        condition,
+    ]
+    if flip:
+        parts.append("flip")
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:20]
+
+
+def cache_path(extractor: Extractor, checkpoint: str, samples, condition, cache: Path) -> Path:
+    return (
+        cache / f"{cache_key(checkpoint, samples, extractor.views, condition, extractor.flip)}.pt"
+    )
+
+
+def _pair(obj, count: int):
+    features, logits = obj
+    if len(features) != count or len(logits) != count:
+        raise ValueError(f"expected {count} rows")
+    return features, logits
+
+
+def extract_cached(
+    extractor: Extractor,
+    checkpoint: str,
+    samples: list[Sample],
+    condition,
+    cache: Path,
+    label: str = "",
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(features, logits) of every sample on rank 0 (None elsewhere), from ``cache/KEY.pt`` when
+    there. Otherwise extracted chunk by chunk into ``cache/KEY.parts/``: a restarted job keeps
+    the chunks already done. Rank 0 shows a progress bar (images/s, time left)."""
+    final = cache_path(extractor, checkpoint, samples, condition, cache)
+    parts_dir = final.with_suffix(".parts")
+    rank = distributed.rank()
+    cached = None
+    if rank == 0:
+        cached = rundir.read_or_none(
+            final, lambda f: _pair(torch.load(f, weights_only=True), len(samples)), "feature cache"
+        )
+    if distributed.broadcast_object(cached is not None):
+        return cached
+    chunks = [samples[i : i + CHUNK] for i in range(0, len(samples), CHUNK)]
+    done = set()
+    if rank == 0:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        done = {i for i in range(len(chunks)) if (parts_dir / f"{i:05d}.pt").is_file()}
+        if done:
+            log.info(
+                "%s: resuming extraction, %d of %d chunks cached", label, len(done), len(chunks)
+            )
+    done = distributed.broadcast_object(done)
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(samples),
+            initial=sum(len(chunks[i]) for i in done),
+            unit="img",
+            desc=f"{label} at {condition_label(condition)}",
+            file=sys.stderr,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+    for i, chunk in enumerate(chunks):
+        if i in done:
+            continue
+        rows = extractor(chunk, condition, bar)
+        if rank == 0:
+            rundir.atomic_write(parts_dir / f"{i:05d}.pt", lambda f, x=rows: torch.save(x, f))
+    if bar is not None:
+        bar.close()
+    if rank != 0:
+        return None
+    rows = torch.cat(
+        [torch.load(parts_dir / f"{i:05d}.pt", weights_only=True) for i in range(len(chunks))]
+    )
+    dim = extractor.model.spec.feature_dim
+    result = rows[:, :dim].contiguous(), rows[:, dim:].contiguous()
+    rundir.atomic_write(final, lambda f: torch.save(result, f))
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return result

@@ -1,0 +1,183 @@
+"""What a benchmark protocol is, and the readers its modules share.
+
+A protocol reads its release's layout from disk (checking it, with one-line errors that name the
+file and line, before any network runs), says which images to extract under which conditions,
+and turns the features into metrics. The command line (``crossres_dist.evaluate``) does the
+rest: the distributed extraction, the cache, the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines import ViewSettings
+from pipelines.degradations import condition_label
+from pipelines.sources import DataError, Sample
+
+log = logging.getLogger(__name__)
+Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # condition label -> (features, logits)
+
+
+class Protocol:
+    """One benchmark. Subclasses set `name` and fill `samples` in __init__."""
+
+    name = ""
+    # Images that are low-resolution already (TinyFace, QMUL-SurvFace) are evaluated as they are.
+    native_resolution = False
+
+    def __init__(self, args: argparse.Namespace, cfg) -> None:
+        self.args, self.cfg = args, cfg
+        self.samples: list[Sample] = []
+        self.data_name = ""
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The protocol's own options (shared options live in evaluate.py)."""
+
+    def prepare(self, out: Path, views: ViewSettings) -> None:
+        """Work before extraction that every rank shares (alignment), run on every rank."""
+
+    def conditions(self, requested: list) -> list:
+        return [None] if self.native_resolution else requested
+
+    def provenance(self, checkpoint: str) -> dict:
+        from ...weights import lineage_of
+
+        lineage = lineage_of(checkpoint)
+        if not lineage:
+            return {"training_data": "unknown (the file records no split)"}
+        return {
+            "training_data": [
+                {k: r[k] for k in ("train", "val", "test", "split_seed")} for r in lineage
+            ]
+        }
+
+    def score(self, checkpoint: str, features: Features) -> dict:
+        raise NotImplementedError
+
+    def markdown(self, report: dict) -> str:
+        raise NotImplementedError
+
+    def plots(self, out: Path, report: dict) -> list[Path]:
+        return []
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found")
+    return path
+
+
+def first_of(paths: list[Path], what: str) -> Path:
+    for path in paths:
+        if path.exists():
+            return path
+    raise DataError(f"{paths[0]}: {what} not found (nor {', '.join(map(str, paths[1:]))})")
+
+
+def read_table(path: Path, columns: int, what: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a whitespace-separated file; a line with another field count is
+    an error naming the file and line."""
+    require(path, what)
+    rows = []
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        fields = text.split()
+        if not fields:
+            continue
+        if len(fields) != columns:
+            raise DataError(
+                f"{path}:{number}: expected {columns} fields ({what}), got {len(fields)}: "
+                f"{text.strip()[:80]!r}"
+            )
+        rows.append((number, fields))
+    return rows
+
+
+def read_mat(path: Path, keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """The named arrays of a MATLAB file (scipy.io); a missing key names the keys there are."""
+    from scipy.io import loadmat
+
+    require(path, what)
+    try:
+        mat = loadmat(str(path))
+    except Exception as err:
+        raise DataError(f"{path}: not a readable .mat file ({err})") from None
+    found = sorted(k for k in mat if not k.startswith("__"))
+    missing = [k for k in keys if k not in mat]
+    if missing:
+        raise DataError(
+            f"{path}: no key {', '.join(missing)} in this .mat file (it has: "
+            f"{', '.join(found) or 'nothing'})"
+        )
+    return {k: mat[k] for k in keys}
+
+
+def strings(array: np.ndarray) -> list[str]:
+    """A MATLAB cell array or char matrix of names, as Python strings, in order."""
+    out = []
+    for item in np.asarray(array, dtype=object).reshape(-1, order="F"):
+        while isinstance(item, np.ndarray) and item.dtype == object and item.size == 1:
+            item = item.reshape(-1)[0]
+        if isinstance(item, np.ndarray):
+            item = "".join(item.reshape(-1).astype(str)) if item.dtype.kind == "U" else str(item)
+        out.append(str(item).strip())
+    return out
+
+
+def numbers(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array).astype(np.int64).reshape(-1, order="F")
+
+
+def named_images(base: Path, folder: str, mat: str, key: str) -> tuple[list[Path], np.ndarray]:
+    """The images that ``base/MAT.mat`` names (``KEY_set``) in ``base/FOLDER``, with their
+    identities (``KEY_ids``): the QMUL releases' id files."""
+    images = require(base / folder, f"{folder} folder")
+    path = base / f"{mat}.mat"
+    arrays = read_mat(path, (f"{key}_set", f"{key}_ids"), "id file")
+    names, ids = strings(arrays[f"{key}_set"]), numbers(arrays[f"{key}_ids"])
+    if len(names) != len(ids):
+        raise DataError(f"{path}: {key}_set has {len(names)} entries, {key}_ids has {len(ids)}")
+    paths = [images / n for n in names]
+    for file in paths:
+        if not file.is_file():
+            raise DataError(f"{path}: names {file.name}, which is not in {images}")
+    return paths, ids
+
+
+def image_files(folder: Path) -> list[Path]:
+    require(folder, "image folder")
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp"}
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
+
+
+def unique(conditions: list) -> list:
+    """Conditions in order, each once (a dict condition is not hashable: compared by name)."""
+    return list({condition_label(c): c for c in reversed(conditions)}.values())[::-1]
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def provenance_lines(report: dict) -> list[str]:
+    lines = []
+    for name, model in report["models"].items():
+        data = model["provenance"].get("training_data")
+        if isinstance(data, list) and data:
+            lines.append(f"{name} trained on {data[0]['train']}.")
+        else:
+            lines.append(f"{name}: training data unknown.")
+    return lines

@@ -1,0 +1,307 @@
+"""IJB-B and IJB-C: 1:1 template verification and 1:N identification, at full resolution and
+with the probe side degraded (cross-resolution).
+
+The layout most face-recognition code reads (ROOT is the IJBB or IJBC folder; P is ijbb or ijbc):
+
+    ROOT/loose_crop/IMAGE                         the face images
+    ROOT/meta/P_face_tid_mid.txt                  IMAGE TEMPLATE_ID MEDIA_ID
+    ROOT/meta/P_template_pair_label.txt           TEMPLATE_1 TEMPLATE_2 LABEL (1: same subject)
+    ROOT/meta/P_name_5pts_score.txt (or ROOT/)    IMAGE x1 y1 ... x5 y5 DETECTOR_SCORE
+    ROOT/meta/P_1N_gallery_S1.csv, _S2.csv        (IJB-C: _G1, _G2) NIST's gallery templates
+    ROOT/meta/P_1N_probe_mixed.csv                NIST's probe templates
+
+The CSVs are NIST's, with a header naming TEMPLATE_ID and SUBJECT_ID. Faces are aligned from
+their five landmarks (``eval.align``). A template's feature is the media-mean-then-sum of its
+image features, L2-normalised (``eval.templates``).
+
+Cross-resolution, as the paper: at r px, 1:1 compares the first template of every pair degraded
+to r with the second at full resolution, and 1:N searches probes at r in a full-resolution
+gallery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import ViewSettings
+from pipelines.sources import DataError, Sample
+
+from ... import distributed
+from ..align import align
+from ..metrics import cmc, cosine, open_set, verification
+from ..templates import template_features
+from .base import (
+    Features,
+    Protocol,
+    first_of,
+    fmt,
+    provenance_lines,
+    read_table,
+    require,
+    table,
+    unique,
+)
+
+log = logging.getLogger(__name__)
+FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+FPIRS = (0.01, 0.1)
+RANKS = (1, 5, 10)
+GALLERIES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}
+
+
+class IJB(Protocol):
+    prefix = ""
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("IJB-B / IJB-C")
+        group.add_argument(
+            "--ijb-task",
+            choices=["all", "verification", "identification"],
+            default="all",
+            help="1:1 verification, 1:N identification, or both (default; 1:N only when its "
+            "CSVs are there)",
+        )
+        group.add_argument(
+            "--detector-weights",
+            action="store_true",
+            help="weight each image's feature by its detector score in its template",
+        )
+        group.add_argument(
+            "--aligned-cache",
+            help="where the aligned faces are kept (default OUT/aligned); share it between the "
+            "elements of a job array so that the faces are aligned once",
+        )
+        group.add_argument(
+            "--face-scale",
+            type=float,
+            default=0.7,
+            help="how much of the aligned canvas the face's reference landmarks span",
+        )
+
+    def __init__(self, args: argparse.Namespace, cfg) -> None:
+        super().__init__(args, cfg)
+        root, p = Path(args.root), self.prefix
+        self.root, self.data_name = root, f"{p.upper()} at {root}"
+        meta = require(root / "meta", "IJB meta folder")
+        images = require(root / "loose_crop", "IJB loose_crop image folder")
+        tid_mid = meta / f"{p}_face_tid_mid.txt"
+        rows = read_table(tid_mid, 3, "image template_id media_id")
+        if not rows:
+            raise DataError(f"{tid_mid}: no images listed")
+        names = [f[0] for _, f in rows]
+        self.templates = np.array([int(f[1]) for _, f in rows])
+        self.media = np.array([int(f[2]) for _, f in rows])
+        present = np.array([(images / n).is_file() for n in names])
+        for t in np.unique(self.templates[~present]):
+            if not present[self.templates == t].any():
+                line = rows[int(np.flatnonzero(self.templates == t)[0])][0]
+                raise DataError(
+                    f"{tid_mid}:{line}: template {t} has no readable image in {images} "
+                    f"(e.g. {names[int(np.flatnonzero(self.templates == t)[0])]})"
+                )
+        if not present.all():
+            log.warning(
+                "%s: %d listed images are missing; their templates use the others",
+                tid_mid,
+                int((~present).sum()),
+            )
+        keep = np.flatnonzero(present)
+        self.lines = [rows[i][0] for i in keep]
+        self.names = [names[i] for i in keep]
+        self.templates, self.media = self.templates[keep], self.media[keep]
+        self.known = set(self.templates.tolist())
+        self.sources = [images / n for n in self.names]
+
+        marks_file = first_of(
+            [meta / f"{p}_name_5pts_score.txt", root / f"{p}_name_5pts_score.txt"],
+            "five-landmark file",
+        )
+        marks = {f[0]: f[1:] for _, f in read_table(marks_file, 12, "image, 5 x (x y), score")}
+        self.landmarks = np.zeros((len(self.names), 5, 2))
+        self.scores = np.zeros(len(self.names))
+        for i, name in enumerate(self.names):
+            if name not in marks:
+                raise DataError(
+                    f"{marks_file}: no landmarks for {name} ({tid_mid}:{self.lines[i]})"
+                )
+            values = np.array(marks[name], float)
+            self.landmarks[i] = values[:10].reshape(5, 2)
+            self.scores[i] = values[10]
+
+        task = args.ijb_task
+        self.pairs = None
+        if task in ("all", "verification"):
+            pair_file = meta / f"{p}_template_pair_label.txt"
+            pairs = []
+            for number, fields in read_table(pair_file, 3, "template_1 template_2 label"):
+                a, b, label = (int(x) for x in fields)
+                for t in (a, b):
+                    if t not in self.known:
+                        raise DataError(f"{pair_file}:{number}: template {t} is not in {tid_mid}")
+                if label not in (0, 1):
+                    raise DataError(f"{pair_file}:{number}: label {label} is neither 0 nor 1")
+                pairs.append((a, b, label))
+            self.pairs = np.array(pairs, np.int64).reshape(-1, 3)
+        self.search = None
+        csvs = [meta / f"{p}_1N_gallery_{g}.csv" for g in GALLERIES[p]]
+        probe_csv = meta / f"{p}_1N_probe_mixed.csv"
+        wanted = task == "identification" or (
+            task == "all" and all(c.is_file() for c in [*csvs, probe_csv])
+        )
+        if wanted:
+            self.search = {
+                "probe": self._subjects(probe_csv, tid_mid),
+                "galleries": {g: self._subjects(c, tid_mid) for g, c in zip(GALLERIES[p], csvs)},
+            }
+        elif task == "all":
+            log.info("%s: no 1:N CSVs (%s): 1:1 verification only", root, probe_csv.name)
+        # The images the network sees: aligned crops (written by prepare).
+        self.samples = []
+
+    def _subjects(self, path: Path, tid_mid: Path) -> dict[int, int]:
+        """template id -> subject id, from one of NIST's 1:N CSVs."""
+        require(path, "NIST 1:N CSV")
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip().upper() for h in next(reader, [])]
+            if "TEMPLATE_ID" not in header or "SUBJECT_ID" not in header:
+                raise DataError(f"{path}:1: the header names no TEMPLATE_ID and SUBJECT_ID")
+            t_col, s_col = header.index("TEMPLATE_ID"), header.index("SUBJECT_ID")
+            subjects = {}
+            for number, row in enumerate(reader, 2):
+                if not row:
+                    continue
+                try:
+                    template, subject = int(row[t_col]), int(row[s_col])
+                except (ValueError, IndexError):
+                    raise DataError(f"{path}:{number}: unreadable TEMPLATE_ID/SUBJECT_ID") from None
+                if template not in self.known:
+                    raise DataError(f"{path}:{number}: template {template} is not in {tid_mid}")
+                subjects[template] = subject
+        return subjects
+
+    def prepare(self, out: Path, views: ViewSettings) -> None:
+        """Align every face once (each rank its share; kept in OUT/aligned for the next run)."""
+        side, scale = views.resize_shorter, self.args.face_scale
+        base = Path(self.args.aligned_cache) if self.args.aligned_cache else out / "aligned"
+        folder = base / f"{self.prefix}-{side}px-scale{scale:g}"
+        targets = [folder / (Path(n).with_suffix("").as_posix() + ".png") for n in self.names]
+        rank, world = distributed.rank(), distributed.world_size()
+        todo = [i for i in range(rank, len(targets), world) if not targets[i].is_file()]
+        if todo:
+            log.info("aligning %d faces into %s", len(todo) * world, folder)
+        for i in todo:
+            targets[i].parent.mkdir(parents=True, exist_ok=True)
+            try:
+                align(self.sources[i], self.landmarks[i], targets[i], side, scale)
+            except OSError as err:
+                raise DataError(f"{self.sources[i]}: cannot read this image ({err})") from None
+        distributed.broadcast_object(None)  # every rank's share is written
+        self.samples = [Sample(str(t), int(tid)) for t, tid in zip(targets, self.templates)]
+
+    def conditions(self, requested: list) -> list:
+        # The full-resolution side of every comparison is always needed.
+        return unique([*requested, None])
+
+    def _templates(self, features):
+        weights = self.scores if self.args.detector_weights else None
+        ids, feats = template_features(features, self.templates, self.media, weights)
+        return {int(t): i for i, t in enumerate(ids)}, feats
+
+    def score(self, checkpoint: str, features: Features) -> dict:
+        full_index, full = self._templates(features["full"][0])
+        result = {}
+        for label, (image_features, _) in features.items():
+            index, degraded = self._templates(image_features)
+            row = {}
+            if self.pairs is not None:
+                a = degraded[[index[t] for t in self.pairs[:, 0]]]
+                b = full[[full_index[t] for t in self.pairs[:, 1]]]
+                scores = (a * b).sum(1).numpy()
+                row["verification"] = verification(scores, self.pairs[:, 2] == 1, FARS)
+            if self.search is not None:
+                probes = self.search["probe"]
+                probe_ids = np.array(sorted(probes))
+                probe_subjects = np.array([probes[t] for t in probe_ids])
+                per_gallery = {}
+                for g, gallery in self.search["galleries"].items():
+                    gallery_ids = np.array(sorted(gallery))
+                    sims = cosine(
+                        degraded[[index[t] for t in probe_ids]],
+                        full[[full_index[t] for t in gallery_ids]],
+                    )
+                    subjects = np.array([gallery[t] for t in gallery_ids])
+                    per_gallery[g] = {
+                        **cmc(sims, probe_subjects, subjects, RANKS),
+                        **open_set(sims, probe_subjects, subjects, FPIRS, rank=1),
+                    }
+                mean = {
+                    k: (
+                        None
+                        if any(v[k] is None for v in per_gallery.values())
+                        else float(np.mean([v[k] for v in per_gallery.values()]))
+                    )
+                    for k in next(iter(per_gallery.values()))
+                }
+                row["identification"] = {"galleries": per_gallery, "mean": mean}
+            result[label] = row
+        return {"by_resolution": result}
+
+    def markdown(self, report: dict) -> str:
+        lines = [f"{report['data']}: {report['images']} images.", *provenance_lines(report), ""]
+        for name, model in report["models"].items():
+            rows = model["by_resolution"]
+            labels = list(rows)
+            if self.pairs is not None:
+                lines += [
+                    f"{name}, 1:1 verification, first template at r px, second at full "
+                    f"({len(self.pairs)} pairs): TAR at FAR",
+                    "",
+                    *table(
+                        ["r", *(f"{far:g}" for far in FARS), "AUC"],
+                        [
+                            [
+                                r,
+                                *(fmt(rows[r]["verification"][f"tar@far={far:g}"]) for far in FARS),
+                                fmt(rows[r]["verification"]["auc"]),
+                            ]
+                            for r in labels
+                        ],
+                    ),
+                    "",
+                ]
+            if self.search is not None:
+                keys = [f"rank{k}" for k in RANKS] + [f"tpir@fpir={f:g}" for f in FPIRS]
+                lines += [
+                    f"{name}, 1:N identification, probes at r px, full-resolution galleries "
+                    "(mean of the two): CMC and open-set TPIR at FPIR",
+                    "",
+                    *table(
+                        ["r", *keys],
+                        [
+                            [r, *(fmt(rows[r]["identification"]["mean"][k]) for k in keys)]
+                            for r in labels
+                        ],
+                    ),
+                    "",
+                ]
+        return "\n".join(lines)
+
+    def plots(self, out: Path, report: dict) -> list[Path]:
+        from ..report import plot_rocs
+
+        return plot_rocs(out, report, "verification")
+
+
+class IJBB(IJB):
+    name, prefix = "ijbb", "ijbb"
+
+
+class IJBC(IJB):
+    name, prefix = "ijbc", "ijbc"

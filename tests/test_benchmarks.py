@@ -1,0 +1,343 @@
+"""The benchmark protocols (IJB-C, TinyFace, QMUL-SurvFace, open-set identification): metrics on
+hand-made cases, the CLI end to end on 2 processes over trees in the releases' exact layouts
+(built from real LFW faces by bench/benchmark_trees.py), the numbers recomputed by hand from the
+cached features, one-line errors for bad releases, and an extraction that resumes."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from bench import benchmark_trees
+from crossres_dist import evaluate
+from crossres_dist.eval import features as features_module
+from crossres_dist.eval.align import reference_points, similarity
+from crossres_dist.eval.metrics import cmc, open_set, verification
+from crossres_dist.eval.templates import template_features
+from pipelines import ViewSettings
+from pipelines.sources import Sample
+from tests.conftest import LFW, TINY, TINY_SPEC, child_env, needs_lfw, run_cmd
+
+
+# ----------------------------------------------------------------------------- hand-made cases
+def test_template_feature_is_media_mean_then_sum_then_unit_norm():
+    features = torch.tensor([[1.0, 0], [3, 0], [0, 2], [5, 5]])
+    templates = np.array([7, 7, 7, 9])
+    media = np.array([1, 1, 2, 3])  # template 7: a video of two frames and a photo
+    ids, feats = template_features(features, templates, media)
+    assert ids.tolist() == [7, 9]
+    # Media 1: mean (2, 0); media 2: (0, 2); summed (2, 2), unit: (0.707, 0.707).
+    assert torch.allclose(feats[0], torch.tensor([2**-0.5, 2**-0.5]))
+    # Detector scores weight each image: media 1 mean (0.5*1 + 1*3)/2 = 1.75, media 2: (0, 0).
+    _, weighted = template_features(features, templates, media, np.array([0.5, 1, 0, 1]))
+    assert torch.allclose(weighted[0], torch.tensor([1.0, 0.0]))
+
+
+def test_verification_against_hand_and_scikit_learn():
+    genuine_scores = [0.9, 0.8, 0.4]
+    impostor_scores = [0.7, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01, 0.0]
+    scores = np.array(genuine_scores + impostor_scores)
+    genuine = np.array([True] * 3 + [False] * 10)
+    v = verification(scores, genuine, fars=(0.1, 0.01))
+    # At FAR 0.1 one impostor (0.7) may pass, so the threshold may drop to 0.4: all 3 genuine.
+    assert v["tar@far=0.1"] == 1.0
+    # With no impostor passing (threshold above 0.7) 2 of 3 genuine do: the ROC's first point.
+    assert v["roc"]["fpr"][:3] == [0.0, 0.0, 0.0] and v["roc"]["tpr"][2] == pytest.approx(2 / 3)
+    assert v["tar@far=0.01"] is None  # 10 impostors cannot measure 1 in 100
+    # Of the 30 genuine x impostor orderings, 0.4 loses to 0.7 only: AUC 29 / 30.
+    assert v["auc"] == pytest.approx(29 / 30) == roc_auc_score(genuine, scores)
+
+
+def test_cmc_by_identity_and_by_image():
+    gallery = np.array([0, 0, 1, 2])
+    scores = np.array(
+        [
+            [0.1, 0.5, 0.9, 0.8],  # identity 0: best gallery images are 1, 2, then its own
+            [0.2, 0.1, 0.3, 0.9],  # identity 2: first
+        ]
+    )
+    probes = np.array([0, 2])
+    # By identity: probe 0 sees 1 (0.9), 2 (0.8), 0 (0.5) -> rank 3.
+    assert cmc(scores, probes, gallery, (1, 2, 3)) == {"rank1": 0.5, "rank2": 0.5, "rank3": 1.0}
+    # By image: probe 0's own images come at positions 3 and 4: rank 3 as well; identity 3
+    # absent from the gallery would not count.
+    assert cmc(scores, probes, gallery, (1, 3), by_image=True) == {"rank1": 0.5, "rank3": 1.0}
+
+
+def test_open_set_tpir_at_fpir_by_hand():
+    gallery = np.array([10, 20])
+    mated = np.array([[0.9, 0.1], [0.8, 0.85], [0.5, 0.2], [0.1, 0.95]])  # ids 10, 10, 10, 20
+    nonmated = np.array(
+        [[s, 0.0] for s in (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.7, 0.75, 0.95)]
+    )
+    scores = np.vstack([mated, nonmated])
+    labels = np.array([10, 10, 10, 20] + [99] * 10)
+    result = open_set(scores, labels, gallery, fpirs=(0.1, 0.2, 0.05), rank=1)
+    assert result["mated_probes"] == 4 and result["nonmated_probes"] == 10
+    # FPIR 0.1: one false alarm allowed, threshold above the 2nd best non-mated score (0.75).
+    # Mated found at rank 1 above 0.75: 0.9 and 0.95 (0.8 is beaten by 0.85): TPIR 2 / 4.
+    assert result["tpir@fpir=0.1"] == 0.5
+    # FPIR 0.2: threshold 0.7, the same two.
+    assert result["tpir@fpir=0.2"] == 0.5
+    assert result["tpir@fpir=0.05"] is None  # 10 non-mated probes cannot measure 1 in 20
+    # At rank 2 the 0.8 probe is found too.
+    assert open_set(scores, labels, gallery, fpirs=(0.1,), rank=2)["tpir@fpir=0.1"] == 0.75
+
+
+def test_similarity_alignment_recovers_a_known_transform():
+    reference = reference_points(256, 0.7)
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    detected = (reference - shift) @ np.linalg.inv(rotation).T  # reference = R @ detected + t
+    matrix = similarity(detected, reference)
+    assert np.allclose(matrix[:, :2], rotation) and np.allclose(matrix[:, 2], shift)
+
+
+# ----------------------------------------------------------------------------- end to end
+def _cli(tmp_path, checkpoint, protocol, root, *extra, nproc=2, check=True):
+    launcher = (
+        []
+        if nproc == 1
+        else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    )
+    args = [
+        "-m", "crossres_dist.evaluate", "--protocol", protocol, "--root", str(root),
+        "--config", str(TINY), "--checkpoint", str(checkpoint), "--name", "tiny",
+        "--out", str(tmp_path / f"out-{protocol}"), *extra,
+    ]  # fmt: skip
+    result = run_cmd([sys.executable, *launcher, *args], env=child_env(PYTHONWARNINGS="ignore"),
+                     check=check)  # fmt: skip
+    if not check:
+        return result
+    return json.loads((tmp_path / f"out-{protocol}" / "results.json").read_text())
+
+
+def _cached(report, condition):
+    return torch.load(report["models"]["tiny"]["feature_cache"][condition], weights_only=True)[0]
+
+
+def _unit(x):
+    return x / np.linalg.norm(x)
+
+
+@needs_lfw
+def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
+    root = tmp_path / "IJBC"
+    benchmark_trees.ijbc(LFW, root)
+    report = _cli(tmp_path, tiny_teacher, "ijbc", root, "--resolutions", "8", "full")
+    rows = report["models"]["tiny"]["by_resolution"]
+    assert set(rows) == {"8", "full"} and report["images"] == 80
+    # By hand from the cached image features: media means, summed, unit length.
+    lines = [
+        line.split() for line in (root / "meta/ijbc_face_tid_mid.txt").read_text().splitlines()
+    ]
+    per_condition = {}
+    for condition in ("8", "full"):
+        feats = _cached(report, condition).numpy()
+        grouped: dict[int, dict[int, list]] = {}
+        for (_, template, media), f in zip(lines, feats):
+            grouped.setdefault(int(template), {}).setdefault(int(media), []).append(f)
+        per_condition[condition] = {
+            t: _unit(sum(np.mean(m, 0) for m in media.values())) for t, media in grouped.items()
+        }
+    pairs = np.loadtxt(root / "meta/ijbc_template_pair_label.txt", dtype=int)
+    for condition in ("8", "full"):
+        # Cross-resolution: the first template at r, the second at full resolution.
+        scores = [per_condition[condition][a] @ per_condition["full"][b] for a, b, _ in pairs]
+        v = rows[condition]["verification"]
+        assert v["auc"] == pytest.approx(roc_auc_score(pairs[:, 2], scores), abs=1e-6)
+        fpr, tpr, _ = roc_curve(pairs[:, 2], scores)
+        assert v["tar@far=0.1"] == pytest.approx(np.interp(0.1, fpr, tpr), abs=1e-6)
+        assert v["tar@far=0.001"] is None and v["genuine_pairs"] == 20
+        # 1:N, gallery G1 (subjects 0-9, first templates): rank-1 of the mated probes by hand.
+        hits = []
+        for subject in range(10):
+            probe = per_condition[condition][2 * subject + 2]
+            best = max(range(10), key=lambda s: probe @ per_condition["full"][2 * s + 1])
+            hits.append(best == subject)
+        g1 = rows[condition]["identification"]["galleries"]["G1"]
+        assert g1["rank1"] == pytest.approx(np.mean(hits)) and g1["rank10"] == 1.0
+        assert g1["mated_probes"] == 10 and g1["nonmated_probes"] == 10
+        assert g1["tpir@fpir=0.1"] is not None and g1["tpir@fpir=0.01"] is None
+    # The probe side really was degraded.
+    assert not torch.allclose(_cached(report, "8"), _cached(report, "full"))
+    markdown = (tmp_path / "out-ijbc" / "results.md").read_text()
+    assert "1:1 verification" in markdown and "1:N identification" in markdown
+    assert (tmp_path / "out-ijbc" / "roc.png").stat().st_size > 10_000
+
+
+@needs_lfw
+def test_tinyface_and_survface_end_to_end_match_a_hand_computation(tmp_path, tiny_teacher):
+    benchmark_trees.tinyface(LFW, tmp_path / "tinyface")
+    tiny = _cli(tmp_path, tiny_teacher, "tinyface", tmp_path / "tinyface", "--no-plots")
+    ident = tiny["models"]["tiny"]["identification"]
+    assert (ident["probes"], ident["gallery"], ident["distractors"]) == (10, 30, 10)
+    feats = _cached(tiny, "full").numpy()
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    # Samples: 10 probes, 20 gallery matches (subject i: 10 + 2i, 11 + 2i), 10 distractors.
+    found = [int(np.argmax(feats[10:] @ feats[i])) // 2 == i for i in range(10)]
+    assert ident["rank1"] == pytest.approx(np.mean(found))
+    assert list(tiny["conditions"]) == ["full"]  # native resolution: --resolutions ignored
+
+    benchmark_trees.survface(LFW, tmp_path / "survface")
+    surv = _cli(tmp_path, tiny_teacher, "survface", tmp_path / "survface", "--no-plots", nproc=1)
+    model = surv["models"]["tiny"]
+    feats = _cached(surv, "full").numpy()
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    # Verification images come first, in first-seen order: subject i's faces 1 and 2.
+    index = {f"{i + 1}_{k + 1}": 2 * i + k for i in range(12) for k in (0, 1)}
+    positive = [feats[index[f"{i}_1"]] @ feats[index[f"{i}_2"]] for i in range(1, 13)]
+    negative = [feats[index[f"{i}_1"]] @ feats[index[f"{i % 12 + 1}_2"]] for i in range(1, 13)]
+    labels = [1] * 12 + [0] * 12
+    assert model["verification"]["auc"] == pytest.approx(
+        roc_auc_score(labels, positive + negative), abs=1e-6
+    )
+    assert model["identification"]["rank"] == 20
+    assert model["identification"]["mated_probes"] == 12
+    assert model["identification"]["nonmated_probes"] == 10
+
+
+@needs_lfw
+def test_folder_open_set(tmp_path, tiny_teacher):
+    out = tmp_path / "out"
+    run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.evaluate",
+            "--config",
+            str(TINY),
+            f"teacher.checkpoint={tiny_teacher}",
+            "--checkpoint",
+            str(tiny_teacher),
+            "--name",
+            "tiny",
+            "--data",
+            str(LFW),
+            "--resolutions",
+            "8",
+            "full",
+            "--tsne-identities",
+            "0",
+            "--no-plots",
+            "--unmated-fraction",
+            "0.5",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        env=child_env(PYTHONWARNINGS="ignore"),
+    )
+    row = json.loads((out / "results.json").read_text())["models"]["tiny"]
+    open_row = row["probe_vs_full_gallery"]["8"]["open_set"]
+    # 96 identities, half leave the gallery: their probes are non-mated.
+    assert open_row["mated_probes"] + open_row["nonmated_probes"] == 1301 - 96
+    assert 0.4 < open_row["nonmated_probes"] / (1301 - 96) < 0.6
+    assert 0 <= open_row["tpir@fpir=0.1"] <= 1
+
+
+# ----------------------------------------------------------------------------- bad releases
+@pytest.fixture(scope="module")
+def ijbc_tree(tmp_path_factory):
+    if not LFW.is_dir():
+        pytest.skip(f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)")
+    root = tmp_path_factory.mktemp("ijb") / "IJBC"
+    benchmark_trees.ijbc(LFW, root, identities=3)
+    return root
+
+
+def _refused(capsys, tiny_teacher, protocol, root) -> str:
+    code = evaluate.main(
+        ["--protocol", protocol, "--root", str(root), "--config", str(TINY),
+         "--checkpoint", str(tiny_teacher), "--out", "/nonexistent/never-written"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def _copy(tree: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tree, tmp_path / "copy"))
+
+
+def test_ijb_missing_meta_file(tmp_path, capsys, tiny_teacher, ijbc_tree):
+    root = _copy(ijbc_tree, tmp_path)
+    (root / "meta/ijbc_template_pair_label.txt").unlink()
+    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    assert "ijbc_template_pair_label.txt: " in err and "not found" in err
+
+
+def test_ijb_template_without_a_readable_image(tmp_path, capsys, tiny_teacher, ijbc_tree):
+    root = _copy(ijbc_tree, tmp_path)
+    for name in ("3.jpg", "4.jpg"):  # template 2's two images
+        (root / "loose_crop" / name).unlink()
+    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    assert "ijbc_face_tid_mid.txt:3: template 2 has no readable image" in err
+
+
+def test_ijb_pair_with_an_unknown_template(tmp_path, capsys, tiny_teacher, ijbc_tree):
+    root = _copy(ijbc_tree, tmp_path)
+    pairs = root / "meta/ijbc_template_pair_label.txt"
+    pairs.write_text(pairs.read_text() + "1 999 0\n")
+    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    assert "ijbc_template_pair_label.txt:7: template 999 is not in" in err
+
+
+def test_ijb_malformed_landmark_line(tmp_path, capsys, tiny_teacher, ijbc_tree):
+    root = _copy(ijbc_tree, tmp_path)
+    marks = root / "meta/ijbc_name_5pts_score.txt"
+    marks.write_text(marks.read_text() + "13.jpg 1 2 3\n")
+    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    assert "ijbc_name_5pts_score.txt:13: expected 12 fields" in err
+
+
+@needs_lfw
+def test_mat_file_without_the_expected_keys(tmp_path, capsys, tiny_teacher):
+    from scipy.io import savemat
+
+    root = tmp_path / "tinyface"
+    benchmark_trees.tinyface(LFW, root, identities=2, distractors=1)
+    savemat(root / "Testing_Set/probe_img_ID_pairs.mat", {"names": np.array([1])})
+    err = _refused(capsys, tiny_teacher, "tinyface", root)
+    assert "probe_img_ID_pairs.mat: no key probe_set, probe_ids" in err and "(it has: names)" in err
+
+
+def test_protocol_needs_root(capsys, tiny_teacher):
+    code = evaluate.main(
+        ["--protocol", "survface", "--config", str(TINY), "--checkpoint", str(tiny_teacher),
+         "--out", "/nonexistent"]
+    )  # fmt: skip
+    assert code == 2 and "--protocol survface needs --root" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- resumable cache
+def test_interrupted_extraction_resumes_from_its_chunks(tmp_path, tiny_teacher, monkeypatch):
+    from crossres_dist.models import build_model
+
+    model = build_model(TINY_SPEC)
+    model.load_state_dict(torch.load(tiny_teacher, weights_only=True))
+    model.eval()
+    views = ViewSettings(32, 28, 0.0, [8, 16], channels=TINY_SPEC.channels)
+    faces = sorted(Path(__file__).resolve().parents[1].glob("data/orl_att_faces/s1*/*.png"))[:20]
+    samples = [Sample(str(p), 0) for p in faces]
+    extractor = features_module.Extractor(
+        model, views, 8, "torchvision", torch.device("cpu"), 1, torch.autocast("cpu", enabled=False)
+    )
+    monkeypatch.setattr(features_module, "CHUNK", 8)  # three chunks: 8, 8, 4
+    full, _ = features_module.extract_cached(extractor, str(tiny_teacher), samples, 8, tmp_path)
+    final = features_module.cache_path(extractor, str(tiny_teacher), samples, 8, tmp_path)
+    # A job preempted after its first chunk: the final file absent, one chunk on disk (marked).
+    final.unlink()
+    parts = final.with_suffix(".parts")
+    parts.mkdir()
+    marker = torch.full((8, full.shape[1] + 40), 7.0)
+    torch.save(marker, parts / "00000.pt")
+    resumed, _ = features_module.extract_cached(extractor, str(tiny_teacher), samples, 8, tmp_path)
+    assert torch.equal(resumed[:8], marker[:, : full.shape[1]])  # kept, not recomputed
+    assert torch.allclose(resumed[8:], full[8:], atol=1e-6)  # the rest extracted
+    assert final.is_file() and not parts.exists()
