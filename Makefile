@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-readme test lint deps venv bench clean
+.PHONY: demo demo-readme benchmarks-readme test lint deps venv bench clean
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -16,6 +16,11 @@ demo: $(VENV)/.installed
 # made them; tests/test_readme.py fails when the code changes and this is not rerun).
 demo-readme: $(VENV)/.installed
 	$(PY) -m crossres_dist.demo --readme
+
+# The README's example benchmark report (every protocol on trees built from the LFW sample, with
+# the demo's networks; run make demo-readme first).
+benchmarks-readme: $(VENV)/.installed
+	$(PY) bench/benchmark_report.py --readme
 
 # The whole suite: lint, then pytest (starts its own SLURM cluster, uses MPI and torchrun).
 test: deps $(VENV)/.installed-dev

@@ -228,7 +228,7 @@ def test_folder_open_set(tmp_path, tiny_teacher):
             "0.5",
             "--out",
             str(out),
-        ],  # fmt: skip
+        ],
         env=child_env(PYTHONWARNINGS="ignore"),
     )
     row = json.loads((out / "results.json").read_text())["models"]["tiny"]

@@ -1,6 +1,7 @@
 """Launch for real: a one-node SLURM cluster (sbatch, job arrays, requeue), mpirun, multi-node
 torchrun; and the bootstrap's choice and errors with environments set by the test."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,16 @@ import pytest
 
 from crossres_dist import distributed
 from crossres_dist.distributed import LaunchError, detect
-from tests.conftest import REPO, child_env, free_port, results, run_cmd, tiny_args
+from tests.conftest import (
+    LFW,
+    REPO,
+    child_env,
+    free_port,
+    needs_lfw,
+    results,
+    run_cmd,
+    tiny_args,
+)
 
 VENV_BIN = str(Path(sys.executable).parent)
 SBATCH_CPU = ["--gres=none", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
@@ -277,3 +287,47 @@ def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, ti
         )
         rows = report["models"][f"{tiny_teacher.parent.parent.name}-0"]["probe_vs_full_gallery"]
         assert set(rows) == {"full", str(resolution)}
+
+
+@needs_lfw
+def test_eval_array_runs_a_benchmark_protocol(slurm_cluster, tmp_path, tiny_teacher):
+    from bench import benchmark_trees
+
+    root = tmp_path / "IJBC"
+    benchmark_trees.ijbc(LFW, root, identities=10)
+    listing = tmp_path / "checkpoints.txt"
+    listing.write_text(f"{tiny_teacher}\n")
+    out = tmp_path / "eval"
+    run_cmd(
+        [
+            "sbatch",
+            "--wait",
+            "--array=0-1",
+            *SBATCH_CPU,
+            f"--output={tmp_path}/eval-%A_%a.out",
+            "slurm/eval.sh",
+            str(REPO / "tests" / "tiny.yaml"),
+            str(listing),
+            "8 16",
+            str(out),
+            f"teacher.checkpoint={tiny_teacher}",
+            "--protocol",
+            "ijbc",
+            "--root",
+            str(root),
+            "--aligned-cache",
+            str(out / "aligned"),
+            "--no-plots",
+        ],
+        env=_slurm_env(slurm_cluster),
+        timeout=300,
+    )
+    name = f"{tiny_teacher.parent.parent.name}-0"
+    for resolution in (8, 16):
+        report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
+        rows = report["models"][name]["by_resolution"]
+        assert set(rows) == {"full", str(resolution)}
+        assert rows[str(resolution)]["verification"]["genuine_pairs"] == 10
+    # Both elements used the one shared set of aligned faces.
+    assert len(list((out / "aligned").rglob("*.png"))) == 40
+    assert not list((out / "aligned").rglob("*.tmp"))

@@ -50,5 +50,5 @@ def test_benchmark_report_is_from_this_code():
     current = report_fingerprint(LFW)
     assert stamp == current, (
         f"the README's example benchmark report was made from other inputs ({stamp}, now "
-        f"{current}): run `make demo-readme`, then `python bench/benchmark_report.py --readme`"
+        f"{current}): run `make demo-readme benchmarks-readme`"
     )
