@@ -62,7 +62,7 @@ def main() -> int:
                 "--no-plots", "--out", str(out), *extra,
             ]  # fmt: skip
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-            text = (out / "results.md").read_text().replace(str(trees[protocol]), protocol.upper())
+            text = (out / "results.md").read_text().replace(str(trees[protocol]), "ROOT")
             sections.append(f"`--protocol {protocol}`: {text.strip()}")
     body = "\n\n".join(
         [
