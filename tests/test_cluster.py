@@ -257,10 +257,11 @@ def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
     assert results(run_dir)["ranks_agree"]
 
 
-def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
-    env = _slurm_env(slurm_cluster)
+def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tuple[Path, str]:
+    """slurm/eval.sh as a 2-element array (one checkpoint x resolutions 8 and 16); the output
+    folder and the name the script gives the checkpoint."""
     listing = tmp_path / "checkpoints.txt"
-    listing.write_text(f"{tiny_teacher}\n")
+    listing.write_text(f"{checkpoint}\n")
     out = tmp_path / "eval"
     run_cmd(
         [
@@ -274,18 +275,20 @@ def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, ti
             str(listing),
             "8 16",
             str(out),
-            f"teacher.checkpoint={tiny_teacher}",
+            f"teacher.checkpoint={checkpoint}",
+            *options,
         ],
-        env=env,
+        env=_slurm_env(cluster),
         timeout=300,
     )
+    return out, f"{checkpoint.parent.parent.name}-0"
+
+
+def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
+    out, name = _eval_array(slurm_cluster, tmp_path, tiny_teacher)
     for resolution in (8, 16):
-        report = __import__("json").loads(
-            (
-                out / f"{tiny_teacher.parent.parent.name}-0" / f"r{resolution}" / "results.json"
-            ).read_text()
-        )
-        rows = report["models"][f"{tiny_teacher.parent.parent.name}-0"]["probe_vs_full_gallery"]
+        report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
+        rows = report["models"][name]["probe_vs_full_gallery"]
         assert set(rows) == {"full", str(resolution)}
 
 
@@ -295,39 +298,14 @@ def test_eval_array_runs_a_benchmark_protocol(slurm_cluster, tmp_path, tiny_teac
 
     root = tmp_path / "IJBC"
     benchmark_trees.ijbc(LFW, root, identities=10)
-    listing = tmp_path / "checkpoints.txt"
-    listing.write_text(f"{tiny_teacher}\n")
-    out = tmp_path / "eval"
-    run_cmd(
-        [
-            "sbatch",
-            "--wait",
-            "--array=0-1",
-            *SBATCH_CPU,
-            f"--output={tmp_path}/eval-%A_%a.out",
-            "slurm/eval.sh",
-            str(REPO / "tests" / "tiny.yaml"),
-            str(listing),
-            "8 16",
-            str(out),
-            f"teacher.checkpoint={tiny_teacher}",
-            "--protocol",
-            "ijbc",
-            "--root",
-            str(root),
-            "--aligned-cache",
-            str(out / "aligned"),
-            "--no-plots",
-        ],
-        env=_slurm_env(slurm_cluster),
-        timeout=300,
-    )
-    name = f"{tiny_teacher.parent.parent.name}-0"
+    aligned = tmp_path / "eval" / "aligned"
+    options = ["--protocol", "ijbc", "--root", str(root), "--aligned-cache", str(aligned)]
+    out, name = _eval_array(slurm_cluster, tmp_path, tiny_teacher, *options, "--no-plots")
     for resolution in (8, 16):
         report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
         rows = report["models"][name]["by_resolution"]
         assert set(rows) == {"full", str(resolution)}
         assert rows[str(resolution)]["verification"]["genuine_pairs"] == 10
     # Both elements used the one shared set of aligned faces.
-    assert len(list((out / "aligned").rglob("*.png"))) == 40
-    assert not list((out / "aligned").rglob("*.tmp"))
+    assert len(list(aligned.rglob("*.png"))) == 40
+    assert not list(aligned.rglob("*.tmp"))
