@@ -126,6 +126,13 @@ def _wait_gone(job: str, env: dict, timeout: float) -> None:
     raise AssertionError(f"job {job} still queued or running after {timeout}s")
 
 
+def _submit_and_wait(args: list[str], env: dict, timeout: float) -> None:
+    """sbatch ARGS, then wait until the job (every element of an array) has left the queue;
+    polling squeue every 2 s ends sooner than `sbatch --wait`, whose polls grow far apart."""
+    job = _job_id(run_cmd(["sbatch", *args], env=env).stdout)
+    _wait_gone(job, env, timeout)
+
+
 def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     log = tmp_path / "job-%j.out"
@@ -148,10 +155,8 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
     sweep.write_text(
         (REPO / "tests" / "sweep_tiny.yaml").read_text() + f"output_dir: {tmp_path / 'grid'}\n"
     )
-    run_cmd(
+    _submit_and_wait(
         [
-            "sbatch",
-            "--wait",
             "--array=0-1",
             *SBATCH_CPU,
             f"--output={tmp_path}/arr-%A_%a.out",
@@ -159,8 +164,8 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
             str(sweep),
             f"teacher.checkpoint={tiny_teacher}",
         ],
-        env=env,
-        timeout=400,
+        env,
+        400,
     )
     runs = sorted((tmp_path / "grid").iterdir())
     assert [r.name for r in runs] == ["000_lambda_feat=0.0", "001_lambda_feat=0.1"]
@@ -258,15 +263,13 @@ def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
 
 
 def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tuple[Path, str]:
-    """slurm/eval.sh as a 2-element array (one checkpoint x resolutions 8 and 16); the output
-    folder and the name the script gives the checkpoint."""
+    """slurm/eval.sh as a 2-element array (one checkpoint x resolutions 8 and 16): the output
+    folder, and the name the script gives the checkpoint."""
     listing = tmp_path / "checkpoints.txt"
     listing.write_text(f"{checkpoint}\n")
     out = tmp_path / "eval"
-    run_cmd(
+    _submit_and_wait(
         [
-            "sbatch",
-            "--wait",
             "--array=0-1",
             *SBATCH_CPU,
             f"--output={tmp_path}/eval-%A_%a.out",
@@ -278,26 +281,20 @@ def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tup
             f"teacher.checkpoint={checkpoint}",
             *options,
         ],
-        env=_slurm_env(cluster),
-        timeout=300,
+        _slurm_env(cluster),
+        300,
     )
     return out, f"{checkpoint.parent.parent.name}-0"
 
 
-def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
-    out, name = _eval_array(slurm_cluster, tmp_path, tiny_teacher)
-    for resolution in (8, 16):
-        report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
-        rows = report["models"][name]["probe_vs_full_gallery"]
-        assert set(rows) == {"full", str(resolution)}
-
-
 @needs_lfw
-def test_eval_array_runs_a_benchmark_protocol(slurm_cluster, tmp_path, tiny_teacher):
+def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
+    """Element k evaluates checkpoint k / R at resolution k % R; here on the IJB-C protocol
+    (the folder protocol's CLI is tested in test_evaluate.py)."""
     from bench import benchmark_trees
 
     root = tmp_path / "IJBC"
-    benchmark_trees.ijbc(LFW, root, identities=10)
+    benchmark_trees.ijbc(LFW, root, identities=6)
     aligned = tmp_path / "eval" / "aligned"
     options = ["--protocol", "ijbc", "--root", str(root), "--aligned-cache", str(aligned)]
     out, name = _eval_array(slurm_cluster, tmp_path, tiny_teacher, *options, "--no-plots")
@@ -305,7 +302,7 @@ def test_eval_array_runs_a_benchmark_protocol(slurm_cluster, tmp_path, tiny_teac
         report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
         rows = report["models"][name]["by_resolution"]
         assert set(rows) == {"full", str(resolution)}
-        assert rows[str(resolution)]["verification"]["genuine_pairs"] == 10
+        assert rows[str(resolution)]["verification"]["genuine_pairs"] == 6
     # Both elements used the one shared set of aligned faces.
-    assert len(list(aligned.rglob("*.png"))) == 40
+    assert len(list(aligned.rglob("*.png"))) == 24
     assert not list(aligned.rglob("*.tmp"))
