@@ -527,6 +527,14 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
+        if state["step"] > self.total_steps:
+            # Training cannot be undone: a shorter run than the one resumed is a mistake in the
+            # overrides (a job array's shared run.name, a lowered train.max_steps), not a no-op.
+            raise SetupError(
+                f"train.max_steps: {self.checkpoints.dir} holds a checkpoint at step "
+                f"{state['step']}, past the {self.total_steps} steps this run asks for; raise "
+                "train.max_steps (or train.epochs), or set run.resume=never to start over"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -612,6 +620,11 @@ class Trainer:
         if self.step == 0:
             metrics = self.validate()
             self.save(self.best_metric(metrics))
+        elif self.step == self.total_steps:
+            # A finished run started again (a requeue after the last save, a rerun array task):
+            # nothing to train, but results.json gets the final metrics, not an empty set.
+            log.info("the run is already at step %d of %d: validating only", self.step, self.step)
+            metrics = self.validate()
         self.model.train()
         if cfg.model.bn_mode == "frozen":
             set_bn_frozen(self.student)

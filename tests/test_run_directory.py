@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from crossres_dist.checkpoint import load_checkpoint
 from tests.conftest import (
     REPO,
@@ -45,6 +47,16 @@ def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teache
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["best_metric"] == results(run_dir)["best_metric"]
     assert load_checkpoint(cache).shape[0] == 80  # rebuilt whole
+    # A finished run started again validates its last checkpoint and trains nothing; one asked
+    # for fewer steps than it already has refuses with the key to change.
+    final = results(run_dir)["final"]
+    again = run_cmd(train_cmd(1, *args))
+    assert "already at step 6 of 6: validating only" in again.stdout
+    assert results(run_dir)["step"] == 6 and results(run_dir)["final"] == pytest.approx(final)
+    shorter = run_cmd(train_cmd(1, *args, "train.max_steps=4"), check=False)
+    error = [line for line in shorter.stderr.splitlines() if line.startswith("error:")]
+    assert shorter.returncode == 2 and error, shorter.stderr[-2000:]
+    assert "train.max_steps:" in error[0] and "step 6, past the 4 steps" in error[0]
     # A start before any checkpoint exists reads the label map: an empty one is rebuilt too.
     (run_dir / "identities.json").write_text("")
     fresh = run_cmd(train_cmd(2, *args, "run.resume=never", "train.max_steps=1"))
@@ -195,5 +207,12 @@ def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_te
         assert "Traceback" not in text.split("disk full")[0][-2000:]
         assert not list((run_dir / "checkpoints").glob("*.tmp"))
         filler.unlink()
-        resumed = run_cmd(train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=12")))
-        assert "resuming from" in resumed.stdout and results(run_dir)["step"] == 12
+        # The save that failed is the first after the disk filled: step 15 or a later one,
+        # depending on how many steps ran while the filler wrote.
+        failed_at = int(lines[0].split("cannot write step_")[1][:8])
+        newest = max(int(p.stem[5:]) for p in (run_dir / "checkpoints").glob("step_*.pt"))
+        assert newest == failed_at - 5 >= 10
+        target = f"train.max_steps={newest + 2}"
+        resumed = run_cmd(train_cmd(2, *tiny_args(run_dir, tiny_teacher, target)))
+        assert f"step_{newest:08d}.pt" in resumed.stdout.split("resuming from")[1].splitlines()[0]
+        assert results(run_dir)["step"] == newest + 2

@@ -8,6 +8,7 @@ rest: the distributed extraction, the cache, the report.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import logging
 from pathlib import Path
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # condition label -> (features, logits)
 
 
-class Protocol:
-    """One benchmark. Subclasses set `name` and fill `samples` in __init__."""
+class Protocol(abc.ABC):
+    """One benchmark. Subclasses set `name`, fill `samples` in __init__, and say how the
+    features are scored and shown."""
 
     name = ""
     # Images that are low-resolution already (TinyFace, QMUL-SurvFace) are evaluated as they are.
@@ -37,10 +39,13 @@ class Protocol:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The protocol's own options (shared options live in evaluate.py)."""
+        """The protocol's own options (shared options live in evaluate.py); none by default."""
+        return None
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
-        """Work before extraction that every rank shares (alignment), run on every rank."""
+        """Work before extraction that every rank shares (alignment), run on every rank; none
+        by default."""
+        return None
 
     def conditions(self, requested: list) -> list:
         return [None] if self.native_resolution else requested
@@ -57,11 +62,13 @@ class Protocol:
             ]
         }
 
+    @abc.abstractmethod
     def score(self, checkpoint: str, features: Features) -> dict:
-        raise NotImplementedError
+        """The metrics of one network, from its features under every condition."""
 
+    @abc.abstractmethod
     def markdown(self, report: dict) -> str:
-        raise NotImplementedError
+        """The report's tables, as markdown."""
 
     def plots(self, out: Path, report: dict) -> list[Path]:
         return []

@@ -218,7 +218,10 @@ class IJB(Protocol):
         full_index, full = self._templates(features["full"][0])
         result = {}
         for label, (image_features, _) in features.items():
-            index, degraded = self._templates(image_features)
+            # The full-resolution templates are pooled once, above.
+            index, degraded = (
+                (full_index, full) if label == "full" else self._templates(image_features)
+            )
             row = {}
             if self.pairs is not None:
                 a = degraded[[index[t] for t in self.pairs[:, 0]]]
