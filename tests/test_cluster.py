@@ -22,6 +22,7 @@ from tests.conftest import (
     results,
     run_cmd,
     tiny_args,
+    wait_for,
 )
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -122,27 +123,24 @@ def _wait_gone(job: str, env: dict, timeout: float) -> None:
         out = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env)
         if not out.stdout.strip():
             return
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"job {job} still queued or running after {timeout}s")
 
 
-def _submit_and_wait(args: list[str], env: dict, timeout: float) -> None:
+def _submit_and_wait(args: list[str], env: dict, timeout: float) -> str:
     """sbatch ARGS, then wait until the job (every element of an array) has left the queue;
-    polling squeue every 2 s ends sooner than `sbatch --wait`, whose polls grow far apart."""
+    polling squeue ends sooner than `sbatch --wait`, whose polls grow far apart. Returns the job
+    id."""
     job = _job_id(run_cmd(["sbatch", *args], env=env).stdout)
     _wait_gone(job, env, timeout)
+    return job
 
 
 def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     log = tmp_path / "job-%j.out"
     args = tiny_args(tmp_path / "slurm-run", tiny_teacher)
-    out = run_cmd(
-        ["sbatch", "--wait", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args],
-        env=env,
-        timeout=300,
-    )
-    job = _job_id(out.stdout)
+    job = _submit_and_wait([*SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env, 300)
     text = Path(str(log).replace("%j", job)).read_text()
     assert "launch: slurm, rank 0 of 2" in text
     assert (tmp_path / "slurm-run" / "checkpoints" / "step_00000006.pt").is_file()
@@ -185,21 +183,15 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     args = tiny_args(
         run_dir,
         tiny_teacher,
-        "train.max_steps=400",
-        "train.val_every=400",
-        "train.checkpoint_every=400",
+        "train.max_steps=150",
+        "train.val_every=150",
+        "train.checkpoint_every=150",
         "train.log_every=5",
     )
     job = _job_id(
         run_cmd(["sbatch", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if log.is_file() and "step 10/400" in log.read_text():
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"training did not start:\n{log.read_text() if log.is_file() else ''}")
+    wait_for(log, "step 10/150", timeout=180)
     # What SLURM does ahead of the time limit (--signal=USR1@300): signal every task of the job.
     run_cmd(["scancel", "--signal=USR1", job], env=env)
     _wait_gone(job, env, 400)
@@ -207,10 +199,10 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     assert "checkpoint written; requeueing" in text
     assert "resuming from" in text and "restart 1" in text
     res = results(run_dir)
-    assert res["step"] == 400 and res["ranks_agree"]
+    assert res["step"] == 150 and res["ranks_agree"]
     # The requeued run continued from the checkpoint (step counter > 0), it did not start over.
     resumed_at = int(text.split("resuming from")[1].split("step_")[1][:8])
-    assert 10 <= resumed_at < 400
+    assert 10 <= resumed_at < 150
 
 
 # ----------------------------------------------------------------------------- MPI and torchrun

@@ -147,7 +147,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
     args = tiny_args(
         run_dir,
         tiny_teacher,
-        "train.max_steps=400",
+        "train.max_steps=120",
         "train.checkpoint_every=10",
         "train.val_every=1000",
         "train.log_every=10",
@@ -160,7 +160,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
             cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT
         )
         try:
-            wait_for(log, "step 20/400")
+            wait_for(log, "step 20/120")
             frozen = children(agent.pid)[1]
             os.kill(frozen, signal.SIGSTOP)
             stopped_at = time.monotonic()
@@ -177,7 +177,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
     text = log.read_text()
     assert detected < 30, detected
     assert "watchdog: rank 1 (host" in text and "resuming from" in text
-    assert results(run_dir)["step"] == 400 and results(run_dir)["ranks_agree"]
+    assert results(run_dir)["step"] == 120 and results(run_dir)["ranks_agree"]
 
 
 @needs_root

@@ -32,8 +32,8 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# A requeued job waits cred_expire + 1 s before it may start again (default 120 s).
-AuthInfo=cred_expire=10
+# A requeued job waits cred_expire + 1 s before it may start again (default 120 s, least 5).
+AuthInfo=cred_expire=5
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
@@ -50,7 +50,9 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
-SchedulerParameters=defer_batch
+# The scheduler and backfill loops run every 2 s (defaults 60 s and 30 s): a requeued job
+# starts as soon as it is eligible, not at the next backfill pass.
+SchedulerParameters=defer_batch,sched_interval=2,bf_interval=2
 KillWait=10
 MinJobAge=600
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
