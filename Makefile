@@ -26,7 +26,7 @@ benchmarks-readme: $(VENV)/.installed
 test: deps $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q -ra --durations=15 $(PYTEST_ARGS) tests
+	$(VENV)/bin/pytest -q -ra --durations=25 $(PYTEST_ARGS) tests
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -130,6 +130,16 @@ def evaluate(args) -> dict | None:
     return report
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossres-eval", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -166,6 +176,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="STEP:VALUE",
         help="also probes degraded by one training step, e.g. jpeg:20, gaussian_blur:2, "
         "noise:8 (repeat for several); the gallery stays at full resolution",
+    )
+    p.add_argument(
+        "--open-set-rank",
+        type=positive_int,
+        metavar="K",
+        help="open-set identification counts a mated probe found when its mate is within the "
+        "top K (default: the protocol's own, 20 for survface, 1 otherwise)",
     )
     p.add_argument(
         "--flip", action="store_true", help="add the features of the mirrored face to each image's"

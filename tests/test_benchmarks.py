@@ -226,6 +226,8 @@ def test_folder_open_set(tmp_path, tiny_teacher):
             "--no-plots",
             "--unmated-fraction",
             "0.5",
+            "--open-set-rank",
+            "5",
             "--out",
             str(out),
         ],
@@ -236,7 +238,10 @@ def test_folder_open_set(tmp_path, tiny_teacher):
     # 96 identities, half leave the gallery: their probes are non-mated.
     assert open_row["mated_probes"] + open_row["nonmated_probes"] == 1301 - 96
     assert 0.4 < open_row["nonmated_probes"] / (1301 - 96) < 0.6
-    assert 0 <= open_row["tpir@fpir=0.1"] <= 1
+    assert 0 <= open_row["tpir@fpir=0.1"] <= 1 and open_row["rank"] == 5
+    markdown = (out / "results.md").read_text()
+    assert "tiny: open-set identification at rank 5" in markdown
+    assert f"{open_row['mated_probes']} mated" in markdown
 
 
 # ----------------------------------------------------------------------------- bad releases
@@ -313,6 +318,12 @@ def test_protocol_needs_root(capsys, tiny_teacher):
          "--out", "/nonexistent"]
     )  # fmt: skip
     assert code == 2 and "--protocol survface needs --root" in capsys.readouterr().err
+    # argparse refuses a bad rank by name before anything is read.
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--open-set-rank", "0", "--config", str(TINY), "--checkpoint", "x",
+                       "--out", "/nonexistent"])  # fmt: skip
+    assert refused.value.code == 2
+    assert "argument --open-set-rank: 0 must be >= 1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- resumable cache

@@ -97,7 +97,11 @@ def open_set(
     ]
     position = (per_identity[mated] > mate_scores[:, None]).sum(1)  # better identities
     found = np.where(position < rank, mate_scores, -np.inf)
-    result = {"mated_probes": int(mated.sum()), "nonmated_probes": int((~mated).sum())}
+    result = {
+        "rank": rank,
+        "mated_probes": int(mated.sum()),
+        "nonmated_probes": int((~mated).sum()),
+    }
     for fpir in fpirs:
         allowed = int(np.floor(fpir * len(nonmated_best)))
         if allowed < 1 or not mated.any():

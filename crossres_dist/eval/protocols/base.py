@@ -31,6 +31,9 @@ class Protocol(abc.ABC):
     name = ""
     # Images that are low-resolution already (TinyFace, QMUL-SurvFace) are evaluated as they are.
     native_resolution = False
+    # Open-set identification counts a mated probe found when its mate is within this rank
+    # (--open-set-rank overrides it).
+    default_open_set_rank = 1
 
     def __init__(self, args: argparse.Namespace, cfg) -> None:
         self.args, self.cfg = args, cfg
@@ -46,6 +49,10 @@ class Protocol(abc.ABC):
         """Work before extraction that every rank shares (alignment), run on every rank; none
         by default."""
         return None
+
+    @property
+    def open_set_rank(self) -> int:
+        return getattr(self.args, "open_set_rank", None) or self.default_open_set_rank
 
     def conditions(self, requested: list) -> list:
         return [None] if self.native_resolution else requested

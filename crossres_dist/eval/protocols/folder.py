@@ -230,7 +230,8 @@ class Folder(Protocol):
             type=float,
             default=0.0,
             help="open-set identification: this share of identities leaves the gallery and "
-            "their probes are non-mated; reports TPIR at FPIR 0.1 and 0.01 (default 0: off)",
+            "their probes are non-mated; reports TPIR at FPIR 0.1 and 0.01 at --open-set-rank "
+            "(default 0: off)",
         )
         group.add_argument("--tsne-identities", type=int, default=8)
         group.add_argument("--tsne-resolution", type=parse_resolution, default=16)
@@ -294,6 +295,7 @@ class Folder(Protocol):
                     labels[p],
                     labels[g][keep],
                     FPIRS,
+                    self.open_set_rank,
                 )
             result["probe_vs_full_gallery"][r] = row
         if args.cross:
@@ -385,6 +387,30 @@ def markdown(report: dict) -> str:
                 f"{v['auc']:.3f} / {v['eer']:.3f} / {'n/a' if tar is None else f'{tar:.3f}'}"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    open_rows = {
+        name: m["probe_vs_full_gallery"]
+        for name, m in report["models"].items()
+        if "open_set" in m["probe_vs_full_gallery"][labels[0]]
+    }
+    for name, rows in open_rows.items():
+        first = rows[labels[0]]["open_set"]
+        lines += [
+            "",
+            f"{name}: open-set identification at rank {first['rank']}, probe at r px vs "
+            f"full-resolution gallery ({first['mated_probes']} mated, "
+            f"{first['nonmated_probes']} non-mated probes), TPIR at FPIR:",
+            "",
+            "| FPIR | " + " | ".join(labels) + " |",
+            "|---|" + "---|" * len(labels),
+        ]
+        for fpir in FPIRS:
+            key = f"tpir@fpir={fpir:g}"
+            cells = [rows[r]["open_set"][key] for r in labels]
+            lines.append(
+                f"| {fpir:g} | "
+                + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells)
+                + " |"
+            )
     for name, m in report["models"].items():
         if "cross_matrix_rank1" in m:
             lines += [

@@ -242,7 +242,7 @@ class IJB(Protocol):
                     subjects = np.array([gallery[t] for t in gallery_ids])
                     per_gallery[g] = {
                         **cmc(sims, probe_subjects, subjects, RANKS),
-                        **open_set(sims, probe_subjects, subjects, FPIRS, rank=1),
+                        **open_set(sims, probe_subjects, subjects, FPIRS, self.open_set_rank),
                     }
                 mean = {
                     k: (
@@ -283,7 +283,7 @@ class IJB(Protocol):
                 keys = [f"rank{k}" for k in RANKS] + [f"tpir@fpir={f:g}" for f in FPIRS]
                 lines += [
                     f"{name}, 1:N identification, probes at r px, full-resolution galleries "
-                    "(mean of the two): CMC and open-set TPIR at FPIR",
+                    f"(mean of the two): CMC and open-set TPIR at FPIR (rank {self.open_set_rank})",
                     "",
                     *table(
                         ["r", *keys],
