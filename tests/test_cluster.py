@@ -183,15 +183,15 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     args = tiny_args(
         run_dir,
         tiny_teacher,
-        "train.max_steps=150",
-        "train.val_every=150",
-        "train.checkpoint_every=150",
+        "train.max_steps=200",
+        "train.val_every=200",
+        "train.checkpoint_every=200",
         "train.log_every=5",
     )
     job = _job_id(
         run_cmd(["sbatch", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
     )
-    wait_for(log, "step 10/150", timeout=180)
+    wait_for(log, "step 10/200", timeout=180)
     # What SLURM does ahead of the time limit (--signal=USR1@300): signal every task of the job.
     run_cmd(["scancel", "--signal=USR1", job], env=env)
     _wait_gone(job, env, 400)
@@ -199,10 +199,10 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     assert "checkpoint written; requeueing" in text
     assert "resuming from" in text and "restart 1" in text
     res = results(run_dir)
-    assert res["step"] == 150 and res["ranks_agree"]
+    assert res["step"] == 200 and res["ranks_agree"]
     # The requeued run continued from the checkpoint (step counter > 0), it did not start over.
     resumed_at = int(text.split("resuming from")[1].split("step_")[1][:8])
-    assert 10 <= resumed_at < 150
+    assert 10 <= resumed_at < 200
 
 
 # ----------------------------------------------------------------------------- MPI and torchrun

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crossres_dist.models import build_model
+from crossres_dist.validate import teacher_key
 from tests.conftest import REPO, TINY_SPEC, child_env, results, run_cmd, tiny_args, train_cmd
 
 VENV_TORCHRUN = str(__import__("pathlib").Path(sys.executable).parent / "torchrun")
@@ -69,14 +70,14 @@ def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
     # Cached features are the teacher's features of the full-resolution validation views.
     cached = torch.load(next((run_dir / "cache").glob("*.pt")), weights_only=True)
     assert cached.shape == (80, TINY_SPEC.feature_dim) and torch.isfinite(cached).all()
-    # Another teacher file, or another validation set: computed anew.
-    other_teacher = tmp_path / "other.pt"
+    # The key follows the teacher file: rewritten in place (other weights), it is another key.
+    teacher_copy = tmp_path / "teacher.pt"
+    teacher_copy.write_bytes(tiny_teacher.read_bytes())
+    before = teacher_key(str(teacher_copy))
     torch.manual_seed(5)
-    torch.save(build_model(TINY_SPEC).state_dict(), other_teacher)
-    changed = run_cmd(
-        train_cmd(1, *tiny_args(tmp_path / "other-run", other_teacher, "train.max_steps=1"))
-    )
-    assert "computed" in changed.stdout
+    torch.save(build_model(TINY_SPEC).state_dict(), teacher_copy)
+    assert teacher_key(str(teacher_copy)) != before
+    # Another validation set: computed anew, beside the first.
     other_val = run_cmd(
         train_cmd(1, *tiny_args(run_dir, tiny_teacher, "data.val_every_nth=2", "train.max_steps=4"))
     )

@@ -1,6 +1,8 @@
 """End-to-end training runs on the bundled faces, on 1 and 2 real processes (torchrun, gloo)."""
 
+import json
 import re
+import sys
 
 import pytest
 import torch
@@ -111,33 +113,56 @@ def test_plateau_decision_is_the_same_on_every_rank(tmp_path, tiny_teacher):
     assert res["ranks_agree"]
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["data.train=/nonexistent/faces"], "/nonexistent/faces: dataset folder not found"),
-        (["data.val=split:10"], "too few to hold out 10"),
-        (["model.num_classes=12"], "model.num_classes: 12, but embedded:orl has 40 identities"),
-        (
-            ["model.width=8", "teacher.width=8"],
-            "key 'conv1.weight' has shape (4, 3, 7, 7), the network needs (8, 3, 7, 7)",
-        ),
-        (["model.width=8"], "the teacher's feature has 32 dimensions, the student's 64"),
-        (["run.output_dir=/proc/forbidden"], "run.output_dir: cannot write to /proc/forbidden"),
-        (["optim.global_batch=20"], "optim.global_batch=20 is not a multiple of"),
-        (["data.min_images_per_identity=9"], "identity 's1' has 8 training image(s), fewer than 9"),
-        (
-            ["teacher.checkpoint=/nonexistent/teacher.pt"],
-            "/nonexistent/teacher.pt: weights file not found",
-        ),
-    ],
-)
-def test_bad_input_stops_before_training_with_one_line(tmp_path, tiny_teacher, overrides, message):
-    run_dir = tmp_path / "bad"
-    args = tiny_args(run_dir, tiny_teacher)
-    result = run_cmd(train_cmd(1, *args, *overrides), check=False)
-    assert result.returncode == 2
-    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and message in error[0], result.stderr[-2000:]
+BAD_INPUTS = [
+    (["data.train=/nonexistent/faces"], "/nonexistent/faces: dataset folder not found"),
+    (["data.val=split:10"], "too few to hold out 10"),
+    (["model.num_classes=12"], "model.num_classes: 12, but embedded:orl has 40 identities"),
+    (
+        ["model.width=8", "teacher.width=8"],
+        "key 'conv1.weight' has shape (4, 3, 7, 7), the network needs (8, 3, 7, 7)",
+    ),
+    (["model.width=8"], "the teacher's feature has 32 dimensions, the student's 64"),
+    (["run.output_dir=/proc/forbidden"], "run.output_dir: cannot write to /proc/forbidden"),
+    (["optim.global_batch=20"], "optim.global_batch=20 is not a multiple of"),
+    (["data.min_images_per_identity=9"], "identity 's1' has 8 training image(s), fewer than 9"),
+    (
+        ["teacher.checkpoint=/nonexistent/teacher.pt"],
+        "/nonexistent/teacher.pt: weights file not found",
+    ),
+]
+
+# Every case runs through the real entry point (crossres_dist.train.main), in one Python process
+# for all of them: each is refused before any training, so a process per case would spend its
+# time importing torch. Each case has its own run directory.
+_DRIVER = """
+import contextlib, io, json, sys
+from crossres_dist.train import main
+outcomes = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    outcomes.append({"code": code, "stderr": err.getvalue()})
+print(json.dumps(outcomes))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_input_outcomes(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("bad-input")
+    runs = [root / f"case{i}" / "bad" for i in range(len(BAD_INPUTS))]
+    argvs = [[*tiny_args(run, tiny_teacher), *o] for run, (o, _) in zip(runs, BAD_INPUTS)]
+    out = run_cmd([sys.executable, "-c", _DRIVER, json.dumps(argvs, default=str)])
+    return list(zip(runs, json.loads(out.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUTS)), ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_stops_before_training_with_one_line(bad_input_outcomes, case):
+    message = BAD_INPUTS[case][1]
+    run_dir, outcome = bad_input_outcomes[case]
+    assert outcome["code"] == 2, outcome
+    error = [line for line in outcome["stderr"].splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and message in error[0], outcome["stderr"][-2000:]
     # Nothing half-made is left behind: no checkpoint directory, no lock held.
     assert not (run_dir / "checkpoints").exists()
     assert not (run_dir / "run.lock").exists() or (run_dir / "run.lock").read_text() == ""
