@@ -141,6 +141,16 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The one-line errors (``error: ...``) a command printed."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def preempted_step(log_text: str) -> int:
+    """The step of the checkpoint a preempted run wrote, read from its log."""
+    return int(log_text.split("preempted: checkpoint at step ")[1].split()[0])
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     """A tiny SE-ResNet with random weights, as a plain state_dict (40 ORL identities)."""

@@ -17,7 +17,7 @@ from crossres_dist.check_data import Manifest, check_dataset, default_manifest
 from crossres_dist.checkpoint import load_checkpoint
 from pipelines import DALI_AVAILABLE
 from pipelines.sources import SplitSpec, load_splits
-from tests.conftest import ORL, results, run_cmd, tiny_args, train_cmd
+from tests.conftest import ORL, error_lines, results, run_cmd, tiny_args, train_cmd
 
 BACKENDS = [
     pytest.param(
@@ -155,7 +155,7 @@ def test_checker_and_trainer_name_every_planted_kind(tmp_path, tiny_teacher):
     args = tiny_args(tmp_path / "run", tiny_teacher, f"data.train={root}", "train.max_steps=2")
     refused = run_cmd(train_cmd(1, *args), check=False)
     assert refused.returncode == 2
-    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    error = error_lines(refused.stderr)
     assert len(error) == 1 and "data: 5 unusable image(s) (dangling_symlink 1," in error[0]
     assert "too_large 1, unsupported_format_GIF 1, zero_byte 1)" in error[0]
     trained = run_cmd(train_cmd(1, *args, "data.skip_bad_files=true"))
@@ -205,7 +205,7 @@ def test_validation_that_shrinks_below_the_minimum_is_refused(tmp_path, tiny_tea
     args = tiny_args(tmp_path / "run", tiny_teacher, "data.val_every_nth=30")
     out = run_cmd(train_cmd(1, *args), check=False)
     assert out.returncode == 2
-    error = [line for line in out.stderr.splitlines() if line.startswith("error:")][0]
+    error = error_lines(out.stderr)[0]
     assert "data.val: 3 validation image(s) (80 held out by data.val=split:2, every 30th" in error
     assert "lower data.val_every_nth" in error
     assert "\n" not in error

@@ -17,6 +17,7 @@ from tests.conftest import (
     children,
     free_port,
     needs_root,
+    preempted_step,
     results,
     run_cmd,
     tiny_args,
@@ -109,7 +110,7 @@ def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher)
         agent.wait(timeout=120)
     text = log.read_text()
     assert "preempted: checkpoint at step" in text  # said by rank 0: the ranks agreed
-    step = int(text.split("preempted: checkpoint at step ")[1].split()[0])
+    step = preempted_step(text)
     assert 10 <= step < 5000
     assert (run_dir / "checkpoints" / f"step_{step:08d}.pt").is_file()
     assert "exitcode  : 3" in text or "exitcode: 3" in text

@@ -17,7 +17,9 @@ from tests.conftest import (
     UNTIL_STOPPED,
     child_env,
     children,
+    error_lines,
     needs_root,
+    preempted_step,
     results,
     run_cmd,
     tiny_args,
@@ -47,7 +49,7 @@ def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teache
     assert load_checkpoint(cache).shape[0] == 80  # rebuilt whole
     # A run asked for fewer steps than its checkpoint holds refuses with the key to change.
     shorter = run_cmd(train_cmd(1, *args, "train.max_steps=4"), check=False)
-    error = [line for line in shorter.stderr.splitlines() if line.startswith("error:")]
+    error = error_lines(shorter.stderr)
     assert shorter.returncode == 2 and error, shorter.stderr[-2000:]
     assert "train.max_steps:" in error[0] and "step 6, past the 4 steps" in error[0]
     # A start before any checkpoint exists reads the label map: an empty one is rebuilt too.
@@ -84,7 +86,7 @@ def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_t
         _truncate(path)
     refused = run_cmd(train_cmd(2, *args), check=False)
     assert refused.returncode != 0
-    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    error = error_lines(refused.stderr)
     assert error and "every checkpoint in" in error[0] and "run.resume=never" in error[0]
     # The refusal set every unreadable file aside (none deleted), so nothing can be pruned over.
     assert len(list((ckpts / "corrupt").iterdir())) == 2 + len(kept) + 1
@@ -111,7 +113,7 @@ def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over
                 train_cmd(2, *tiny_args(run_dir, tiny_teacher, "train.max_steps=2")), check=False
             )
             assert second.returncode != 0 and first.poll() is None
-            error = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+            error = error_lines(second.stderr)
             assert error, second.stderr[-2000:]
             assert f"is in use by job {holder['job']}" in error[0]
             assert f"host {socket.gethostname()}, pid {holder['pid']}" in error[0]
@@ -120,7 +122,7 @@ def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over
             first.wait(timeout=120)
     text = log.read_text()
     assert "preempted: checkpoint at step" in text
-    preempted_at = int(text.split("preempted: checkpoint at step ")[1].split()[0])
+    preempted_at = preempted_step(text)
     assert (run_dir / "run.lock").read_text() == ""  # released on the way out
 
     # A lock left by a process that is gone (a node rebooted): taken over, with a log line.

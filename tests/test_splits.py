@@ -9,7 +9,16 @@ import pytest
 
 from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
 from pipelines.sources import DataError, SplitSpec, load_splits, sample_key
-from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd, tiny_args, train_cmd
+from tests.conftest import (
+    LFW,
+    TINY,
+    child_env,
+    error_lines,
+    needs_lfw,
+    run_cmd,
+    tiny_args,
+    train_cmd,
+)
 
 
 def _paths(dataset):
@@ -116,7 +125,7 @@ def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_pat
     # The test split of another split_seed holds images this student trained on.
     refused = _evaluate(tmp_path / "e1", best, "data.split_seed=3", check=False)
     assert refused.returncode == 2
-    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    error = error_lines(refused.stderr)
     assert len(error) == 1 and "are training images of this checkpoint" in error[0]
     assert "--allow-overlap" in error[0] and not (tmp_path / "e1" / "results.json").exists()
     _evaluate(tmp_path / "e2", best, "data.split_seed=3", "--allow-overlap")

@@ -9,7 +9,7 @@ import torch
 
 from crossres_dist.checkpoint import load_checkpoint
 from crossres_dist.models import ModelSpec, build_model
-from tests.conftest import TINY_SPEC, results, run_cmd, tiny_args, train_cmd
+from tests.conftest import TINY_SPEC, error_lines, results, run_cmd, tiny_args, train_cmd
 
 
 def _losses(run_dir):
@@ -161,7 +161,7 @@ def test_bad_input_stops_before_training_with_one_line(bad_input_outcomes, case)
     message = BAD_INPUTS[case][1]
     run_dir, outcome = bad_input_outcomes[case]
     assert outcome["code"] == 2, outcome
-    error = [line for line in outcome["stderr"].splitlines() if line.startswith("error:")]
+    error = error_lines(outcome["stderr"])
     assert len(error) == 1 and message in error[0], outcome["stderr"][-2000:]
     # Nothing half-made is left behind: no checkpoint directory, no lock held.
     assert not (run_dir / "checkpoints").exists()

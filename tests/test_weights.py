@@ -16,7 +16,7 @@ from crossres_dist.convert import convert
 from crossres_dist.formats import attribute_name, layer_names, to_caffe_dict
 from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, assign, load_into, read_state
-from tests.conftest import REPO, TINY_SPEC
+from tests.conftest import REPO, TINY_SPEC, error_lines
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ def test_bad_weights_files_get_one_line_that_says_what_they_are_not(tmp_path, ti
     # Through two real command lines: exit 2, one line, no traceback, no unsafe advice.
     def assert_refused(result, path, text):
         assert result.returncode == 2, result.stderr[-2000:]
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        errors = error_lines(result.stderr)
         assert len(errors) == 1 and f"{path}: " in errors[0] and text in errors[0], errors
         assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
 
