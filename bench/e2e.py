@@ -37,13 +37,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the timed window, trace N more steps with torch.profiler and write the "
+        "largest costs next to --json (the timed figure does not include them)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/e2e"), help="a scratch run dir")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    total = args.warmup + args.steps
+    timed_end = args.warmup + args.steps
+    total = timed_end + args.profile
     bench_settings = [
         f"data.train={args.data}",
         "data.val=split:1",
@@ -76,12 +85,19 @@ def main() -> None:
 
     marks: dict[int, float] = {}
     trainer = Trainer(cfg)
+    profiler = None
 
     def on_step(step: int) -> None:
-        if step in (args.warmup, total):
+        nonlocal profiler
+        if step in (args.warmup, timed_end):
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize(trainer.device)
             marks[step] = time.perf_counter()
+        if args.profile and step == timed_end:
+            profiler = start_profiler(trainer.device)
+        elif profiler is not None and step == total:
+            stop_profiler(profiler, trainer.device, args.json, info.rank)
+            profiler = None
 
     trainer.on_step = on_step
     if trainer.device.type == "cuda":
@@ -90,7 +106,7 @@ def main() -> None:
         trainer.train()
     finally:
         trainer.close()
-    elapsed = marks[total] - marks[args.warmup]
+    elapsed = marks[timed_end] - marks[args.warmup]
     images_per_s = args.steps * cfg.optim.global_batch / elapsed
     device = trainer.device
     spec = trainer.student.spec
@@ -115,6 +131,33 @@ def main() -> None:
     }
     report(result, device, images_per_s, flops, info.rank, args.json)
     distributed.shutdown()
+
+
+def start_profiler(device: torch.device) -> torch.profiler.profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities, record_shapes=False)
+    profiler.__enter__()
+    return profiler
+
+
+def stop_profiler(
+    profiler: torch.profiler.profile, device: torch.device, json_path: Path | None, rank: int
+) -> None:
+    """Writes the traced steps' largest costs (by self device time on a GPU, self host time
+    otherwise) as a table next to the JSON result (rank 0 only)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    profiler.__exit__(None, None, None)
+    if rank != 0:
+        return
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=key, row_limit=30)
+    print(table)
+    if json_path is not None:
+        json_path.with_suffix(".profile.txt").write_text(table)
 
 
 if __name__ == "__main__":
