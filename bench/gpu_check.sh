@@ -47,22 +47,27 @@ cfg="--config configs/vggface2_senet50.yaml --data $DATA"
 # default since the recipe study) cost a second student pass per face. Validation is pushed out of
 # the timed window by bench/e2e.py; re-estimating BatchNorm before it is not what is measured.
 common="data.backend=dali data.num_threads=8 train.log_every=10 train.sync_every=10 method.paired=false model.bn_recalibrate=off"
+# ONLY="b256_sharded b256_compiled" runs those alone (a second device run within a session).
 e2e() {  # name, limit in s, micro-batch, timed steps, then e2e.py arguments and overrides
   local name=$1 limit=$2 micro=$3 steps=$4
   shift 4
+  [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && return
   echo "== e2e $name (at $(($(date +%s) - start)) s)"
   timeout "$limit" $tr bench/e2e.py $cfg --steps "$steps" --warmup 8 --out /tmp/e2e-$name \
     --json "$OUT/h200_e2e_$name.json" $common data.micro_batch="$micro" "$@" \
     || echo "e2e $name failed or timed out"
 }
 e2e b256_sharded 75 256 20 --profile 3
+e2e b256_sharded_noprofile 50 256 20
 e2e b256_replicated 60 256 20 teacher.sharding=none
-echo "== step.py b256 (at $(($(date +%s) - start)) s)"
-timeout 45 $tr bench/step.py --batch 256 --steps 20 --sharding full \
-  --json "$OUT/h200_step_b256.json" || echo "step.py failed or timed out"
+if [ -z "${ONLY:-}" ]; then
+  echo "== step.py b256 (at $(($(date +%s) - start)) s)"
+  timeout 45 $tr bench/step.py --batch 256 --steps 20 --sharding full \
+    --json "$OUT/h200_step_b256.json" || echo "step.py failed or timed out"
+fi
 e2e b32_sharded 60 32 4
-e2e b256_compiled 100 256 20 model.compile=true
-e2e b32_cudagraphs 70 32 4 model.compile=true model.compile_mode=reduce-overhead
+e2e b256_compiled 220 256 20 --profile 3 model.compile=true
+e2e b32_cudagraphs 240 32 4 model.compile=true model.compile_mode=reduce-overhead
 echo "== done at $(($(date +%s) - start)) s"
 python3 - "$OUT" <<'EOF'
 import json, pathlib, sys
