@@ -170,8 +170,19 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def unique(conditions: list) -> list:
-    """Conditions in order, each once (a dict condition is not hashable: compared by name)."""
-    return list({condition_label(c): c for c in reversed(conditions)}.values())[::-1]
+    """Each condition once (a dict condition is not hashable: compared by name), in the order
+    every table and plot uses: resolutions ascending, then the other degradations as given, full
+    resolution last."""
+    once = list({condition_label(c): c for c in conditions}.values())
+
+    def place(condition) -> tuple[int, int]:
+        if condition is None:
+            return (2, 0)
+        if isinstance(condition, int):
+            return (0, condition)
+        return (1, 0)  # sorted() is stable: degradations keep their given order
+
+    return sorted(once, key=place)
 
 
 def fmt(value) -> str:

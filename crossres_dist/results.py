@@ -1,0 +1,282 @@
+"""Published figures and where they came from.
+
+Every table or figure the README shows lives in ``results/<name>/``:
+
+- ``result.md``: the block as the README shows it;
+- ``result.json``: the numbers behind it;
+- ``provenance.json``: the commit (and whether the tree was clean), the date, the exact command,
+  the versions of Python, torch, DALI and NumPy, the CPU or GPU, a digest of the data's
+  contents, the wall time, and the digest of the behaviour gate's golden files
+  (``tests/assets/golden/``) at the time.
+
+``make readme`` splices every result into its ``<!-- NAME:start -->`` block of README.md, under
+one line that says where it came from; tests/test_readme.py checks that every block is exactly
+that. A change that moves a golden file makes every result recorded with the old golden digest
+stale: ``python -m crossres_dist.results stale`` (and the end of every ``make test``) lists them
+with the command that regenerates each. A change that moves no golden file (a comment, a rename, a
+module split) leaves every result current: no study is rerun for a refactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results"
+GOLDEN = REPO / "tests" / "assets" / "golden"
+README = REPO / "README.md"
+REQUIRED = ("commit", "date", "command", "versions", "hardware", "data", "golden", "wall_s")
+
+
+class DirtyTree(RuntimeError):
+    pass
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def data_digest(paths: list[str | Path]) -> dict[str, str]:
+    """Per data folder (or file): a SHA-256 of every file's path relative to it and contents,
+    so that a re-encoded or replaced image changes it and a moved copy does not. Folders named
+    ``embedded:NAME`` are the bundled sets under data/."""
+    out = {}
+    for given in paths:
+        path = Path(str(given).replace("embedded:orl", str(REPO / "data" / "orl_att_faces")))
+        digest = hashlib.sha256()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            rel = f.relative_to(path) if path.is_dir() else Path(f.name)
+            digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+        out[str(given)] = f"sha256:{digest.hexdigest()[:16]} ({len(files)} files)"
+    return out
+
+
+def golden_digest() -> str:
+    """One digest over the behaviour gate's golden files (tests/assets/golden/*.json)."""
+    digest = hashlib.sha256()
+    for f in sorted(GOLDEN.glob("*.json")):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name, module in (("torch", "torch"), ("dali", "nvidia.dali"), ("numpy", "numpy")):
+        try:
+            found[name] = __import__(module, fromlist=["__version__"]).__version__
+        except ImportError:
+            found[name] = None
+    return found
+
+
+def hardware() -> dict[str, str | int]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    found: dict[str, str | int] = {"cpu": cpu, "cpus": os.cpu_count() or 0}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            found["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return found
+
+
+def capture(
+    command: str, data: list[str | Path] = (), allow_dirty: bool = False, **extra
+) -> dict:
+    """The provenance of a result about to be made: refuses uncommitted changes to the code
+    unless `allow_dirty` (then recorded as such). Call `finish` with it when the result is made."""
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))
+    if dirty and not allow_dirty:
+        raise DirtyTree(
+            "the working tree has uncommitted changes: commit them first, so that the result "
+            "names the code that made it (or pass --allow-dirty, which records dirty: true)"
+        )
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": dirty,
+        "date": datetime.date.today().isoformat(),
+        "command": command,
+        "versions": versions(),
+        "hardware": hardware(),
+        "data": data_digest(list(data)),
+        "golden": golden_digest(),
+        "started": datetime.datetime.now().timestamp(),
+        **extra,
+    }
+
+
+def finish(provenance: dict) -> dict:
+    started = provenance.pop("started", None)
+    if started is not None:
+        provenance["wall_s"] = round(datetime.datetime.now().timestamp() - started, 1)
+    return provenance
+
+
+def publish(name: str, markdown: str, payload: dict, provenance: dict) -> Path:
+    """Writes results/NAME/ (result.md, result.json, provenance.json) and splices README.md."""
+    folder = RESULTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.md").write_text(markdown.rstrip("\n") + "\n")
+    (folder / "result.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    (folder / "provenance.json").write_text(
+        json.dumps(finish(provenance), indent=1, sort_keys=True) + "\n"
+    )
+    splice()
+    return folder
+
+
+def load(name: str) -> tuple[str, dict]:
+    folder = RESULTS / name
+    return (folder / "result.md").read_text(), json.loads((folder / "provenance.json").read_text())
+
+
+def names() -> list[str]:
+    return sorted(p.name for p in RESULTS.iterdir() if (p / "result.md").is_file())
+
+
+def rendered(name: str) -> str:
+    """The README block of a result: one line of where it came from, then result.md."""
+    markdown, prov = load(name)
+    made = f"commit {prov['commit'][:7]}" + (" (uncommitted changes)" if prov.get("dirty") else "")
+    return (
+        f"<!-- {name}: spliced from results/{name}/ by `make readme`; do not edit here -->\n"
+        f"*From {made}, {prov['date']}, `{prov['command']}`; provenance in "
+        f"[results/{name}/](results/{name}/provenance.json).*\n\n{markdown}"
+    )
+
+
+def block(text: str, name: str) -> str | None:
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        return None
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"README.md has no {start.strip()} ... {end} block for results/{name}")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return before + start + content.rstrip("\n") + "\n" + end + after
+
+
+def splice(readme: Path = README) -> list[str]:
+    """Every result into its README block (the blocks that exist; docs/*.md too)."""
+    done = []
+    for page in [readme, *sorted((REPO / "docs").glob("*.md"))]:
+        text = original = page.read_text()
+        for name in names():
+            if block(text, name) is not None:
+                text = replace_block(text, name, rendered(name))
+                done.append(name)
+        if text != original:
+            page.write_text(text)
+    return done
+
+
+# How each result is made again (the slow path, before a release: `make results`).
+REGENERATE = {
+    "demo": "make demo-readme",
+    "study-orl": "make study-orl",
+    "study-lfw": "make study-lfw",
+    "study-orl-degradations": "make study-orl-degradations",
+    "benchmarks-fixture": "make benchmarks-readme",
+    "bench-pipeline": "make bench-pipeline",
+    "bench-teacher": "make bench-teacher",
+    "gpu-h200": "bench/gpu_check.sh on one H200, then python bench/gpu_results.py DIR",
+    "test-fast-timing": "make test-fast-timing",
+}
+
+
+def stale() -> list[tuple[str, str, str]]:
+    """(name, the golden digest it was made with, how to regenerate it) for every result made
+    with other golden files than today's."""
+    current = golden_digest()
+    out = []
+    for name in names():
+        _, prov = load(name)
+        if prov.get("golden") != current:
+            out.append((name, str(prov.get("golden")), REGENERATE.get(name, prov["command"])))
+    return out
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in `text` as rows of {column: cell} (result.json of a command that
+    prints tables)."""
+    tables, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in lines[i].strip("|").split("|")]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in lines[i].strip("|").split("|")]
+                rows.append(dict(zip(header, cells)))
+                i += 1
+            tables.append(rows)
+        else:
+            i += 1
+    return tables
+
+
+def run(name: str, command: list[str], data: list[str], allow_dirty: bool) -> Path:
+    """Runs a benchmark command that prints markdown and publishes what it printed."""
+    shown = " ".join(command).replace(sys.executable, "python")
+    prov = capture(shown, data, allow_dirty)
+    out = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return publish(name, out, {"tables": markdown_tables(out)}, prov)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["splice", "stale", "list", "run"])
+    parser.add_argument("name", nargs="?", help="with run: the result's name")
+    parser.add_argument("--data", nargs="*", default=[], help="with run: the data it reads")
+    parser.add_argument("--allow-dirty", action="store_true")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="with run: -- CMD ...")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not args.name or not command:
+            parser.error("run needs a NAME and -- COMMAND")
+        try:
+            print(f"wrote {run(args.name, command, args.data, args.allow_dirty)}")
+        except DirtyTree as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    elif args.action == "splice":
+        print(f"spliced into the README and docs: {', '.join(splice()) or 'nothing'}")
+    elif args.action == "stale":
+        for name, made, how in stale():
+            print(f"stale: results/{name} (made with golden {made}, now {golden_digest()}): {how}")
+    else:
+        for name in names():
+            _, prov = load(name)
+            print(f"{name:28s} {prov['commit'][:7]} {prov['date']} golden {prov['golden']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
