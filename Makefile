@@ -5,28 +5,82 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-readme benchmarks-readme test lint deps venv bench clean
+.PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
+	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
 demo: $(VENV)/.installed
 	$(PY) -m crossres_dist.demo
 
-# The demo, then its table and plot written into README.md (with the fingerprint of the code that
-# made them; tests/test_readme.py fails when the code changes and this is not rerun).
-demo-readme: $(VENV)/.installed
-	$(PY) -m crossres_dist.demo --readme
+# ---------------------------------------------------------------- published results (results/)
+# Each target below makes one result with its provenance (commit, versions, hardware, data digest)
+# in results/NAME/ and splices it into README.md or docs/; they refuse uncommitted changes
+# (ALLOW_DIRTY=1 records dirty: true instead).
+DIRTY := $(if $(ALLOW_DIRTY),--allow-dirty,)
+LFW ?= ../shared/data/lfw_deepfunneled_10to19
 
-# The README's example benchmark report (every protocol on trees built from the LFW sample, with
-# the demo's networks; run make demo-readme first).
+# The demo, then its table and plot as results/demo/.
+demo-readme: $(VENV)/.installed
+	$(PY) -m crossres_dist.demo --readme $(DIRTY)
+
+# The example benchmark report (every protocol on trees built from the LFW sample, with the
+# demo's networks; run make demo-readme first).
 benchmarks-readme: $(VENV)/.installed
-	$(PY) bench/benchmark_report.py --readme
+	$(PY) bench/benchmark_report.py --readme --lfw $(LFW) $(DIRTY)
+
+study-orl: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data embedded:orl --name orl --readme $(DIRTY) --variants \
+	  recipe recipe-l0 demo-0 recipe-mse recipe-cos30 recipe-unpaired recipe-stale-bn \
+	  recipe-bn-momentum recipe-bn-mixed recipe-bn-frozen recipe-curriculum recipe-p1 \
+	  recipe-lr0.001 recipe-e12
+
+study-lfw: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data $(LFW) --name lfw --readme $(DIRTY) --variants \
+	  recipe recipe-l0 demo-0 recipe-mse recipe-cos30 recipe-unpaired recipe-stale-bn \
+	  recipe-bn-mixed recipe-bn-momentum recipe-e12
+
+study-orl-degradations: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data embedded:orl --name orl-degradations --readme $(DIRTY) \
+	  --variants recipe recipe-realistic --probe-degrade gaussian_blur:1.5 jpeg:15
+
+bench-pipeline: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run bench-pipeline --data $(LFW) $(DIRTY) -- \
+	  $(PY) bench/pipeline.py --data $(LFW) --repeats 7
+
+bench-teacher: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
+
+# Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
+# needs the device: bench/gpu_check.sh says how.
+results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations bench-pipeline \
+	bench-teacher
+
+# Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
+# stale, and how to make each again.
+readme: $(VENV)/.installed
+	$(PY) -m crossres_dist.results splice
+
+stale: $(VENV)/.installed
+	$(PY) -m crossres_dist.results stale
+
+# The behaviour gate's golden files (tests/assets/golden/), about a minute; commit them with the
+# change that moved them, then `make stale` names the results to regenerate.
+golden: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m tests.golden
 
 # The whole suite: lint, then pytest (starts its own SLURM cluster, uses MPI and torchrun).
 test: deps $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q -ra --durations=25 $(PYTEST_ARGS) tests
+
+# Everything that starts no process (no launcher, no SLURM cluster, no MPI): the behaviour gate, the
+# README check and the unit tests, in under two minutes.
+test-fast: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q -ra -m "not launch" --durations=10 $(PYTEST_ARGS) tests
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -20,11 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import benchmark_trees  # noqa: E402
-from crossres_dist.demo import DEMO_DATA, DEMO_INPUTS  # noqa: E402
-from crossres_dist.provenance import fingerprint, marker, replace_block  # noqa: E402
+from crossres_dist import results  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"
-INPUTS = (*DEMO_INPUTS, "bench/benchmark_trees.py", "bench/benchmark_report.py")
 RUNS = {
     "ijbc": ["--resolutions", "8", "16", "full"],
     "tinyface": [],
@@ -32,16 +30,24 @@ RUNS = {
 }
 
 
-def report_fingerprint(lfw: Path) -> str:
-    return fingerprint(INPUTS, (*DEMO_DATA, str(lfw)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lfw", default=str(LFW))
     parser.add_argument("--demo", default=str(REPO / "runs" / "demo"), help="make demo's output")
-    parser.add_argument("--readme", action="store_true", help="write the report into README.md")
+    parser.add_argument(
+        "--readme", action="store_true", help="publish as results/benchmarks-fixture/ and splice"
+    )
+    parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
+    provenance = None
+    if args.readme:
+        try:
+            provenance = results.capture(
+                "make benchmarks-readme", ["embedded:orl", args.lfw], args.allow_dirty
+            )
+        except results.DirtyTree as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     demo = Path(args.demo)
     checkpoints = [demo / n / "checkpoints" / "best.pt" for n in ("teacher", "student")]
     for path in checkpoints:
@@ -64,16 +70,17 @@ def main() -> int:
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
             text = (out / "results.md").read_text().replace(str(trees[protocol]), "ROOT")
             sections.append(f"`--protocol {protocol}`: {text.strip()}")
-    body = "\n\n".join(
-        [
-            marker("benchmarks-fixture", report_fingerprint(Path(args.lfw))),
-            *sections,
-        ]
-    )
+    body = "\n\n".join(sections)
     print(body)
-    if args.readme:
-        readme = REPO / "README.md"
-        readme.write_text(replace_block(readme.read_text(), "benchmarks-fixture", body + "\n"))
+    if provenance is not None:
+        provenance["demo_checkpoints"] = {
+            str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p): results.file_digest(p)
+            for p in checkpoints
+        }
+        tables = results.markdown_tables(body)
+        print(
+            f"wrote {results.publish('benchmarks-fixture', body, {'tables': tables}, provenance)}"
+        )
     return 0
 
 

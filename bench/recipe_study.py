@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 # This tree's package, also when the script runs from a snapshot (a worktree) of the repository.
 sys.path.insert(0, str(REPO))
 
-from crossres_dist.provenance import fingerprint, marker, replace_block  # noqa: E402
+from crossres_dist import results as published  # noqa: E402
 from pipelines.degradations import condition_label, parse_condition  # noqa: E402
 
-# What the study's figures depend on besides the package (provenance.CODE) and the data.
-STUDY_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml", "bench/recipe_study.py")
+# What the study's figures depend on besides the code's behaviour (the golden files) and the data.
+STUDY_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml")
 
 
 def data_reference(data: str) -> str:
@@ -53,8 +53,10 @@ def data_reference(data: str) -> str:
 
 
 def study_fingerprint(data: str) -> str:
-    folder = REPO / "data" / "orl_att_faces" if data == "embedded:orl" else REPO / data
-    return fingerprint(STUDY_INPUTS, (str(folder),))
+    """The key of a stored run: the behaviour of the code (the golden files' digests, so a
+    refactor keeps every stored run), the configs and the data's contents."""
+    folder = data if data == "embedded:orl" else REPO / data
+    return published.inputs_key(STUDY_INPUTS, [folder])
 
 
 # Overrides of configs/demo.yaml (whose settings are the recipe). "demo-0" is the demo as it
@@ -313,8 +315,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--out", help="default: runs/study/NAME")
     parser.add_argument(
-        "--readme", action="store_true", help="write the table into README.md's study-NAME block"
+        "--readme", action="store_true", help="publish as results/study-NAME/ and splice it"
     )
+    parser.add_argument("--allow-dirty", action="store_true", help="with --readme")
     parser.add_argument(
         "--probe-degrade",
         nargs="*",
@@ -323,6 +326,16 @@ def main() -> None:
         help="also evaluate probes degraded so (jpeg:15, gaussian_blur:1.5): a column each",
     )
     args = parser.parse_args()
+    provenance = None
+    if args.readme:
+        try:
+            provenance = published.capture(
+                "python bench/recipe_study.py " + " ".join(sys.argv[1:]),
+                [args.data],
+                args.allow_dirty,
+            )
+        except published.DirtyTree as err:
+            sys.exit(f"error: {err}")
 
     PROBE_DEGRADE.extend(args.probe_degrade)
     INPUTS[0] = study_fingerprint(data_reference(args.data))
@@ -375,24 +388,17 @@ def main() -> None:
         f"selection), best.pt of each run, {len(args.seeds)} seeds "
         f"({', '.join(map(str, args.seeds))}); mean (standard deviation)"
     )
-    text = (
-        marker(f"study-{name}", study_fingerprint(reference))
-        + "\n"
-        + table(teacher_metrics, rows, title)
-    )
+    text = table(teacher_metrics, rows, title)
     if args.chosen in rows:
         text += "\n\n" + targets(teacher_metrics, rows, args.chosen, args.without)
     text += "\n\nVariants (overrides of configs/demo.yaml):\n\n" + "\n".join(
         f"- `{v}`: {' '.join(variants[v]) or '(the demo as it is)'}" for v in rows
     )
     (out / "study.md").write_text(text + "\n")
-    if args.readme:
-        readme = REPO / "README.md"
-        readme.write_text(replace_block(readme.read_text(), f"study-{name}", text))
-        print(f"updated the study-{name} block of {readme}")
-    (out / "study.json").write_text(
-        json.dumps({"teacher": teacher_metrics, "runs": rows, "variants": variants}, indent=1)
-    )
+    payload = {"teacher": teacher_metrics, "runs": rows, "variants": variants}
+    (out / "study.json").write_text(json.dumps(payload, indent=1))
+    if provenance is not None:
+        print(f"wrote {published.publish(f'study-{name}', text, payload, provenance)}")
     print("\n" + text)
 
 

@@ -6,7 +6,8 @@
    top-1, and cross-resolution identification and verification, at 8 to 32 px and full
    resolution, with plots.
 Everything lands in runs/demo/; the table is printed and written to runs/demo/results.md in the
-README's format (``--readme`` puts it there, with the fingerprint of the inputs that made it).
+README's format (``--readme`` publishes it as results/demo/, with its provenance, and splices it
+into the README).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .provenance import fingerprint, marker, replace_block
+from . import results
 
 REPO = Path(__file__).resolve().parent.parent
 RESOLUTIONS = ["8px", "12px", "16px", "24px", "32px", "full"]
@@ -41,8 +42,7 @@ def torchrun(nproc: int, *args: str) -> None:
     subprocess.run(cmd, cwd=REPO, env=env, check=True)
 
 
-DEMO_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml")
-DEMO_DATA = (str(REPO / "data" / "orl_att_faces"),)
+DEMO_DATA = ("embedded:orl",)
 
 
 def table(report: dict) -> str:
@@ -77,7 +77,6 @@ def table(report: dict) -> str:
 def results_block(report: dict) -> str:
     return "\n".join(
         [
-            marker("demo", fingerprint(DEMO_INPUTS, DEMO_DATA)),
             f"Test split of the ORL faces: {report['images']} images (3 of each of 40 people), "
             "never trained on and never used to choose a checkpoint. The student's input, or the "
             "probe, is degraded to r px (shorter side); the gallery is one full-resolution image "
@@ -88,15 +87,14 @@ def results_block(report: dict) -> str:
     )
 
 
-def update_readme(out: Path) -> None:
-    readme = REPO / "README.md"
-    text = (out / "results.md").read_text()
-    readme.write_text(replace_block(readme.read_text(), "demo", text))
-    shutil.copyfile(
-        out / "eval" / "accuracy_vs_resolution.png",
+def publish(out: Path, report: dict, provenance: dict) -> None:
+    folder = results.publish("demo", (out / "results.md").read_text(), report, provenance)
+    for target in (
+        folder / "accuracy_vs_resolution.png",
         REPO / "docs" / "demo_accuracy_vs_resolution.png",
-    )
-    print(f"updated {readme} and docs/demo_accuracy_vs_resolution.png")
+    ):
+        shutil.copyfile(out / "eval" / "accuracy_vs_resolution.png", target)
+    print(f"wrote {folder}, spliced README.md, updated docs/demo_accuracy_vs_resolution.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--readme",
         action="store_true",
-        help="afterwards, write the results into README.md (its demo block) and docs/",
+        help="afterwards, publish the results as results/demo/ and splice them into README.md",
     )
+    parser.add_argument("--allow-dirty", action="store_true", help="with --readme: see results.py")
     args = parser.parse_args(argv)
+    provenance = None
+    if args.readme:
+        try:
+            provenance = results.capture(
+                "make demo-readme", DEMO_DATA, args.allow_dirty, nproc=args.nproc
+            )
+        except results.DirtyTree as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     out = REPO / args.out
     if out.exists() and not args.keep:
         shutil.rmtree(out)
@@ -163,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(text + "\n")
     print("\n" + text)
     print("\nTime per part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    if args.readme:
-        update_readme(out)
+    if provenance is not None:
+        publish(out, report, {**provenance, "timings_s": {k: round(v) for k, v in timings.items()}})
     return 0
 
 

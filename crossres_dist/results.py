@@ -59,15 +59,30 @@ def data_digest(paths: list[str | Path]) -> dict[str, str]:
             rel = f.relative_to(path) if path.is_dir() else Path(f.name)
             digest.update(str(rel).encode("utf-8", "surrogateescape") + b"\0")
             digest.update(hashlib.sha256(f.read_bytes()).digest())
-        out[str(given)] = f"sha256:{digest.hexdigest()[:16]} ({len(files)} files)"
+        key = os.path.relpath(given, REPO) if Path(str(given)).is_absolute() else str(given)
+        out[key] = f"sha256:{digest.hexdigest()[:16]} ({len(files)} files)"
     return out
 
 
-def golden_digest() -> str:
-    """One digest over the behaviour gate's golden files (tests/assets/golden/*.json)."""
-    digest = hashlib.sha256()
-    for f in sorted(GOLDEN.glob("*.json")):
-        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+def golden_digests() -> dict[str, str]:
+    """Each golden file of the behaviour gate (tests/assets/golden/*.json) and its digest."""
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+        for f in sorted(GOLDEN.glob("*.json"))
+    }
+
+
+def file_digest(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def inputs_key(configs: tuple[str, ...], data: list[str | Path]) -> str:
+    """A key for stored intermediate results (a study's runs): the behaviour of the code (the
+    golden digests, not its bytes: a refactor keeps them), the configs and the data contents."""
+    digest = hashlib.sha256(json.dumps(golden_digests(), sort_keys=True).encode())
+    for config in configs:
+        digest.update((REPO / config).read_bytes())
+    digest.update(json.dumps(data_digest(data), sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 
@@ -101,9 +116,7 @@ def hardware() -> dict[str, str | int]:
     return found
 
 
-def capture(
-    command: str, data: list[str | Path] = (), allow_dirty: bool = False, **extra
-) -> dict:
+def capture(command: str, data: list[str | Path] = (), allow_dirty: bool = False, **extra) -> dict:
     """The provenance of a result about to be made: refuses uncommitted changes to the code
     unless `allow_dirty` (then recorded as such). Call `finish` with it when the result is made."""
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))
@@ -120,7 +133,7 @@ def capture(
         "versions": versions(),
         "hardware": hardware(),
         "data": data_digest(list(data)),
-        "golden": golden_digest(),
+        "golden": golden_digests(),
         "started": datetime.datetime.now().timestamp(),
         **extra,
     }
@@ -155,14 +168,16 @@ def names() -> list[str]:
     return sorted(p.name for p in RESULTS.iterdir() if (p / "result.md").is_file())
 
 
-def rendered(name: str) -> str:
-    """The README block of a result: one line of where it came from, then result.md."""
+def rendered(name: str, page: Path = README) -> str:
+    """The README (or docs page) block of a result: one line of where it came from, then
+    result.md."""
     markdown, prov = load(name)
+    link = os.path.relpath(RESULTS / name, page.parent)
     made = f"commit {prov['commit'][:7]}" + (" (uncommitted changes)" if prov.get("dirty") else "")
     return (
         f"<!-- {name}: spliced from results/{name}/ by `make readme`; do not edit here -->\n"
         f"*From {made}, {prov['date']}, `{prov['command']}`; provenance in "
-        f"[results/{name}/](results/{name}/provenance.json).*\n\n{markdown}"
+        f"[results/{name}/]({link}/provenance.json).*\n\n{markdown}"
     )
 
 
@@ -182,14 +197,18 @@ def replace_block(text: str, name: str, content: str) -> str:
     return before + start + content.rstrip("\n") + "\n" + end + after
 
 
-def splice(readme: Path = README) -> list[str]:
-    """Every result into its README block (the blocks that exist; docs/*.md too)."""
+def pages() -> list[Path]:
+    return [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+def splice() -> list[str]:
+    """Every result into its blocks in README.md and docs/*.md."""
     done = []
-    for page in [readme, *sorted((REPO / "docs").glob("*.md"))]:
+    for page in pages():
         text = original = page.read_text()
         for name in names():
             if block(text, name) is not None:
-                text = replace_block(text, name, rendered(name))
+                text = replace_block(text, name, rendered(name, page))
                 done.append(name)
         if text != original:
             page.write_text(text)
@@ -205,20 +224,41 @@ REGENERATE = {
     "benchmarks-fixture": "make benchmarks-readme",
     "bench-pipeline": "make bench-pipeline",
     "bench-teacher": "make bench-teacher",
-    "gpu-h200": "bench/gpu_check.sh on one H200, then python bench/gpu_results.py DIR",
-    "test-fast-timing": "make test-fast-timing",
+    "gpu-h200": "bench/gpu_check.sh on one H200 (its header says how), then bench/gpu_results.py",
+}
+TRAINING = ("train_pretrain_torchvision.json", "train_pretrain_dali.json")
+TRAINING += ("train_crossres_torchvision.json", "train_crossres_dali.json")
+# Which golden files each result depends on: trained and evaluated networks on all of them; a
+# throughput figure on none (the gate records numbers, not speed), the input pipeline's on the
+# plans it decodes.
+DEPENDS = {
+    "demo": (*TRAINING, "plans.json", "metrics.json"),
+    "study-orl": (*TRAINING, "plans.json", "metrics.json"),
+    "study-lfw": (*TRAINING, "plans.json", "metrics.json"),
+    "study-orl-degradations": (*TRAINING, "plans.json", "metrics.json"),
+    "benchmarks-fixture": (*TRAINING, "plans.json", "metrics.json"),
+    "bench-pipeline": ("plans.json",),
+    "bench-teacher": (),
+    "gpu-h200": (),
 }
 
 
-def stale() -> list[tuple[str, str, str]]:
-    """(name, the golden digest it was made with, how to regenerate it) for every result made
-    with other golden files than today's."""
-    current = golden_digest()
+def affected_by(golden_file: str) -> list[str]:
+    """The published results that a change of `golden_file` makes stale."""
+    return [n for n in names() if golden_file in DEPENDS.get(n, (golden_file,))]
+
+
+def stale() -> list[tuple[str, list[str], str]]:
+    """(name, the golden files that moved since it was made, how to regenerate it) for every
+    result made with other behaviour than today's."""
+    current = golden_digests()
     out = []
     for name in names():
         _, prov = load(name)
-        if prov.get("golden") != current:
-            out.append((name, str(prov.get("golden")), REGENERATE.get(name, prov["command"])))
+        made = prov.get("golden") or {}
+        moved = [f for f in DEPENDS.get(name, tuple(current)) if made.get(f) != current.get(f)]
+        if moved:
+            out.append((name, moved, REGENERATE.get(name, prov["command"])))
     return out
 
 
@@ -269,12 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "splice":
         print(f"spliced into the README and docs: {', '.join(splice()) or 'nothing'}")
     elif args.action == "stale":
-        for name, made, how in stale():
-            print(f"stale: results/{name} (made with golden {made}, now {golden_digest()}): {how}")
+        for name, moved, how in stale():
+            print(f"stale: results/{name} ({', '.join(moved)} moved since it was made): {how}")
     else:
         for name in names():
             _, prov = load(name)
-            print(f"{name:28s} {prov['commit'][:7]} {prov['date']} golden {prov['golden']}")
+            print(f"{name:28s} {prov['commit'][:7]} {prov['date']} {prov['command']}")
     return 0
 
 

@@ -185,3 +185,54 @@ def tmpfs(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+# ------------------------------------------------------------------ the two tiers
+# `make test-fast` runs every test not marked `launch`: no torchrun, srun, mpirun, sbatch or SLURM
+# cluster, only in-process work. A test that starts a process must say so with
+# @pytest.mark.launch (or a module's pytestmark); the guard below fails one that does not.
+ALLOWED_IN_FAST_TIER = ("git",)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "launch: starts processes (launchers, a SLURM cluster); not in make test-fast"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Around a test's set-up, call and teardown (its fixtures too, whatever their scope)."""
+    if item.get_closest_marker("launch") is not None:
+        yield
+        return
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **kwargs):
+        program = Path(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0]).name
+        if program not in ALLOWED_IN_FAST_TIER:
+            raise AssertionError(
+                f"{item.nodeid} starts a process ({program}) but is not marked "
+                "@pytest.mark.launch: mark it, or keep it in process"
+            )
+        original(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = guarded
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Published results that the behaviour change of this tree makes stale, said at the end of
+    every run (they are regenerated deliberately, with the command named)."""
+    from crossres_dist import results
+
+    moved = results.stale()
+    if moved:
+        terminalreporter.section("stale published results")
+        for name, files, how in moved:
+            terminalreporter.write_line(
+                f"results/{name}: made before {', '.join(files)} moved; regenerate: {how}"
+            )

@@ -62,6 +62,7 @@ def faces_with_a_truncated_jpeg(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.launch
 def test_truncated_jpeg_mid_run_is_named_excluded_and_the_order_is_rank_free(
     tmp_path, tiny_teacher, faces_with_a_truncated_jpeg, backend
 ):
@@ -144,6 +145,7 @@ def _plant_more(root):
     return planted, modes
 
 
+@pytest.mark.launch
 def test_checker_and_trainer_name_every_planted_kind(tmp_path, tiny_teacher):
     root = _copy_orl(tmp_path / "faces")
     planted, modes = _plant_more(root)
@@ -165,6 +167,7 @@ def test_checker_and_trainer_name_every_planted_kind(tmp_path, tiny_teacher):
     assert sorted(skipped) == sorted(str(p) for p in planted.values())
 
 
+@pytest.mark.launch
 def test_manifest_spares_the_second_check_and_catches_changed_files(tmp_path, tiny_teacher):
     root = _copy_orl(tmp_path / "faces")
     manifest = default_manifest(str(root))
@@ -181,6 +184,7 @@ def test_manifest_spares_the_second_check_and_catches_changed_files(tmp_path, ti
     assert f"first {changed} (truncated)" in out.stderr
 
 
+@pytest.mark.launch
 def test_micro_batch_larger_than_the_training_set_is_refused(tmp_path, tiny_teacher):
     root = tmp_path / "few"
     for identity in ("s1", "s2"):
@@ -201,6 +205,7 @@ def test_micro_batch_larger_than_the_training_set_is_refused(tmp_path, tiny_teac
     assert "8 x 1 rank(s) = 8 images per micro-step, more than the 6 training images" in out.stderr
 
 
+@pytest.mark.launch
 def test_validation_that_shrinks_below_the_minimum_is_refused(tmp_path, tiny_teacher):
     args = tiny_args(tmp_path / "run", tiny_teacher, "data.val_every_nth=30")
     out = run_cmd(train_cmd(1, *args), check=False)

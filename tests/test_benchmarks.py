@@ -125,6 +125,7 @@ def _unit(x):
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
     root = tmp_path / "IJBC"
     benchmark_trees.ijbc(LFW, root)
@@ -171,6 +172,7 @@ def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_tinyface_and_survface_end_to_end_match_a_hand_computation(tmp_path, tiny_teacher):
     benchmark_trees.tinyface(LFW, tmp_path / "tinyface")
     tiny = _cli(tmp_path, tiny_teacher, "tinyface", tmp_path / "tinyface", "--no-plots")
@@ -202,6 +204,7 @@ def test_tinyface_and_survface_end_to_end_match_a_hand_computation(tmp_path, tin
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_folder_open_set(tmp_path, tiny_teacher):
     out = tmp_path / "out"
     run_cmd(

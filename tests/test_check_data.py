@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from crossres_dist.check_data import check_dataset
@@ -54,6 +55,7 @@ def test_checker_finds_every_planted_problem(tmp_path):
     assert report.bad_files == {str(planted[k]) for k in ("zero_byte", "truncated", "not_an_image")}
 
 
+@pytest.mark.launch
 def test_checker_cli_reports_and_exits_nonzero(tmp_path):
     _plant(tmp_path / "faces")
     out = tmp_path / "report.json"

@@ -56,6 +56,7 @@ def test_half_set_torchrun_environment_names_the_missing_variable():
         detect({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x"})
 
 
+@pytest.mark.launch
 def test_detects_slurm_step_with_host_and_port_from_the_job(slurm_cluster, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])  # scontrol reads it
     env = {
@@ -81,6 +82,7 @@ def test_single_process_and_forced_launcher():
         detect({}, force="torchrun")
 
 
+@pytest.mark.launch
 def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, tiny_teacher):
     port = free_port()
     env = child_env(
@@ -136,6 +138,7 @@ def _submit_and_wait(args: list[str], env: dict, timeout: float) -> str:
     return job
 
 
+@pytest.mark.launch
 def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     log = tmp_path / "job-%j.out"
@@ -147,6 +150,7 @@ def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
     assert results(tmp_path / "slurm-run")["ranks_agree"]
 
 
+@pytest.mark.launch
 def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     sweep = tmp_path / "sweep.yaml"
@@ -176,6 +180,7 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
     assert summary.count("\n| ") >= 2 and "8px top-1" in summary and "not finished" not in summary
 
 
+@pytest.mark.launch
 def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny_teacher):
     env = _slurm_env(slurm_cluster)
     run_dir = tmp_path / "requeue-run"
@@ -210,6 +215,7 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
     not shutil.which("mpirun"),
     reason="needs Open MPI (openmpi-bin); runs where make deps installed it as root",
 )
+@pytest.mark.launch
 def test_mpirun_trains_through_the_mpi_bootstrap(tmp_path, tiny_teacher):
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (requirements-dev.txt)")
     env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
@@ -229,6 +235,7 @@ def test_mpirun_trains_through_the_mpi_bootstrap(tmp_path, tiny_teacher):
     assert results(run_dir)["ranks_agree"] and results(run_dir)["step"] == 3
 
 
+@pytest.mark.launch
 def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
     env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     endpoint = f"127.0.0.1:{free_port()}"
@@ -280,6 +287,7 @@ def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tup
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
     """Element k evaluates checkpoint k / R at resolution k % R; here on the IJB-C protocol
     (the folder protocol's CLI is tested in test_evaluate.py)."""

@@ -82,6 +82,7 @@ def test_resolved_config_round_trips(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+@pytest.mark.launch
 def test_every_setting_is_documented_and_listed_by_train_help():
     import subprocess
     import sys

@@ -81,6 +81,7 @@ def _evaluate(out, checkpoint, nproc, *extra, check=True, plots=False):
     )
 
 
+@pytest.mark.launch
 def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_path, tiny_teacher):
     _evaluate(tmp_path / "one", tiny_teacher, 1, "--cross")
     _evaluate(tmp_path / "two", tiny_teacher, 2, "--cross", plots=True)
@@ -107,6 +108,7 @@ def test_distributed_extraction_equals_single_process_and_writes_outputs(tmp_pat
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
     person = sorted(p.name for p in LFW.iterdir() if p.is_dir())[0]
     pairs = tmp_path / "pairs.txt"
@@ -120,6 +122,7 @@ def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
 
 
 @needs_lfw
+@pytest.mark.launch
 def test_lfw_pairs_verification_runs(tmp_path, tiny_teacher):
     people = sorted(p.name for p in LFW.iterdir() if p.is_dir())[:6]
     lines = [f"{p} 1 2" for p in people] + [f"{a} 1 {b} 1" for a, b in zip(people, people[1:])]
@@ -131,6 +134,7 @@ def test_lfw_pairs_verification_runs(tmp_path, tiny_teacher):
     assert v["genuine_pairs"] == 6 and v["impostor_pairs"] == 5
 
 
+@pytest.mark.launch
 def test_probes_degraded_by_any_training_step(tmp_path, tiny_teacher):
     _evaluate(tmp_path / "out", tiny_teacher, 1, "--degrade", "jpeg:10", "--degrade", "noise:20")
     report = json.loads((tmp_path / "out" / "results.json").read_text())

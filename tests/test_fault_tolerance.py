@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
@@ -27,6 +28,7 @@ from tests.conftest import (
 )
 
 
+@pytest.mark.launch
 def test_kill_during_save_leaves_a_partial_file_that_is_ignored(tmp_path, tiny_teacher):
     run_dir = tmp_path / "killed"
     args = tiny_args(run_dir, tiny_teacher, "train.checkpoint_every=1", "train.val_every=100")
@@ -61,6 +63,7 @@ def test_keep_last_k_and_best(tmp_path):
     assert load_checkpoint(manager.best_path)["step"] == 2
 
 
+@pytest.mark.launch
 def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, tiny_teacher):
     common = (
         "train.max_steps=6",
@@ -86,6 +89,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, tiny_teacher):
         assert torch.equal(group_a["momentum_buffer"], group_b["momentum_buffer"])
 
 
+@pytest.mark.launch
 def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher):
     run_dir = tmp_path / "sigterm"
     log = tmp_path / "out.log"
@@ -116,6 +120,7 @@ def test_signal_to_one_rank_stops_all_at_a_step_boundary(tmp_path, tiny_teacher)
     assert "exitcode  : 3" in text or "exitcode: 3" in text
 
 
+@pytest.mark.launch
 def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teacher):
     run_dir = tmp_path / "restart"
     log = tmp_path / "out.log"
@@ -141,6 +146,7 @@ def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teac
     assert res["step"] == 120 and res["ranks_agree"]
 
 
+@pytest.mark.launch
 def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
     """No launcher agent to clean up: rank 1 dies, rank 0 must not hang past dist.timeout_s."""
     port = free_port()
@@ -178,6 +184,7 @@ def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
     assert code != 0 and time.monotonic() - start < 60
 
 
+@pytest.mark.launch
 def test_nan_steps_are_skipped_and_counted(tmp_path, tiny_teacher):
     run_dir = tmp_path / "one-nan"
     out = run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "train.inject_nan_steps=[2]")))
@@ -186,6 +193,7 @@ def test_nan_steps_are_skipped_and_counted(tmp_path, tiny_teacher):
     assert res["nonfinite_steps"] == 1 and res["step"] == 6
 
 
+@pytest.mark.launch
 def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_teacher):
     run_dir = tmp_path / "nans"
     result = run_cmd(
@@ -213,6 +221,7 @@ def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_te
 
 
 @needs_root
+@pytest.mark.launch
 def test_preflight_refuses_too_little_disk(tmp_path, tiny_teacher):
     with tmpfs(tmp_path / "small", "64k") as small:
         result = run_cmd(train_cmd(1, *tiny_args(small / "run", tiny_teacher)), check=False)
@@ -220,6 +229,7 @@ def test_preflight_refuses_too_little_disk(tmp_path, tiny_teacher):
     assert "KiB free" in result.stderr or "MiB free" in result.stderr, result.stderr[-1000:]
 
 
+@pytest.mark.launch
 def test_preflight_refuses_unreadable_images_unless_told_to_skip(tmp_path, tiny_teacher):
     data = tmp_path / "faces"
     for identity in sorted(ORL.glob("s*"))[:40]:

@@ -134,6 +134,7 @@ def _save(path, state):
     return path
 
 
+@pytest.mark.launch
 def test_iresnet_trains_sharded_and_compiled_on_two_ranks_like_eager_and_exports(tmp_path):
     """An iResNet teacher from a backbone.pth (no classifier), an iResNet student started from
     it with a classifier of its own, the teacher sharded with FSDP2; compiled (student and

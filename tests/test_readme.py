@@ -1,54 +1,56 @@
-"""The README's generated tables come from the code that carries them: each block records the
-fingerprint of its inputs (code, configs, data), and a block whose inputs have changed since is
-stale. Regenerate with the command each message names."""
+"""Every figure the README and docs/ show is spliced from results/ (`make readme`), and every
+result says where it came from: a hand edit of a block, a block without a result, or a result
+without its provenance fails here."""
+
+import json
+import re
 
 import pytest
 
-from crossres_dist.demo import DEMO_DATA, DEMO_INPUTS
-from crossres_dist.provenance import block, fingerprint
-from tests.conftest import REPO
+from crossres_dist import results
 
-README = (REPO / "README.md").read_text()
+BLOCK = re.compile(r"<!-- ([\w-]+):start -->\n")
 
 
-def test_demo_tables_are_from_this_code():
-    found = block(README, "demo")
-    assert found is not None, "README.md has no <!-- demo:start --> ... <!-- demo:end --> block"
-    _, stamp = found
-    current = fingerprint(DEMO_INPUTS, DEMO_DATA)
-    assert stamp == current, (
-        f"the README's demo tables were made from other inputs ({stamp}, now {current}): "
-        "run `make demo-readme` and commit README.md with the code"
+def blocks():
+    return [(page, name) for page in results.pages() for name in BLOCK.findall(page.read_text())]
+
+
+@pytest.mark.parametrize("page,name", blocks(), ids=lambda x: getattr(x, "name", x))
+def test_every_block_is_its_result_as_spliced(page, name):
+    assert (results.RESULTS / name / "result.md").is_file(), (
+        f"{page.name} has a {name} block but results/{name}/result.md does not exist"
+    )
+    assert results.block(page.read_text(), name) == results.rendered(name, page) + "\n", (
+        f"the {name} block of {page.relative_to(results.REPO)} differs from results/{name}/: "
+        "run `make readme` (edit results through the command that makes them, not by hand)"
     )
 
 
-@pytest.mark.parametrize("name", ["study-lfw", "study-orl", "study-orl-degradations"])
-def test_study_tables_are_from_this_code(name):
-    from bench.recipe_study import STUDY_INPUTS, study_fingerprint
-
-    found = block(README, name)
-    assert found is not None, f"README.md has no <!-- {name}:start --> block"
-    text, stamp = found
-    data = text.split("data: ", 1)[1].split(";", 1)[0] if "data: " in text else ""
-    if not data.startswith("embedded:") and not (REPO / data).is_dir():
-        pytest.skip(f"{REPO / data} is absent; runs wherever ../shared holds the data (CI does)")
-    current = study_fingerprint(data)
-    assert stamp == current, (
-        f"the README's {name} table was made from other inputs ({stamp}, now {current}); "
-        f"rerun bench/recipe_study.py ({STUDY_INPUTS}) and paste its study.md into the block"
-    )
+@pytest.mark.parametrize("name", results.names())
+def test_every_result_has_its_provenance(name):
+    _, prov = results.load(name)
+    missing = [k for k in results.REQUIRED if k not in prov]
+    assert not missing, f"results/{name}/provenance.json lacks {missing}"
+    assert re.fullmatch(r"[0-9a-f]{40}", prov["commit"]), prov["commit"]
+    assert prov["versions"].get("torch") and prov["hardware"], name
+    json.loads((results.RESULTS / name / "result.json").read_text())
+    assert name in results.REGENERATE, f"results.REGENERATE does not say how {name} is made"
 
 
-def test_benchmark_report_is_from_this_code():
-    from bench.benchmark_report import LFW, report_fingerprint
+def test_every_result_is_shown_somewhere():
+    shown = {name for _, name in blocks()}
+    assert set(results.names()) <= shown, set(results.names()) - shown
 
-    found = block(README, "benchmarks-fixture")
-    assert found is not None, "README.md has no <!-- benchmarks-fixture:start --> block"
-    if not LFW.is_dir():
-        pytest.skip(f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)")
-    _, stamp = found
-    current = report_fingerprint(LFW)
-    assert stamp == current, (
-        f"the README's example benchmark report was made from other inputs ({stamp}, now "
-        f"{current}): run `make demo-readme benchmarks-readme`"
-    )
+
+def test_resolutions_are_listed_in_ascending_order_with_full_last():
+    from crossres_dist.eval.protocols.base import unique
+
+    assert unique([8, 12, 24, 32, None, 16]) == [8, 12, 16, 24, 32, None]
+    jpeg = {"jpeg_quality": 20.0}
+    assert unique([None, jpeg, 16, 8, 16]) == [8, 16, jpeg, None]
+    demo = (results.RESULTS / "demo" / "result.md").read_text()
+    header = next(line for line in demo.splitlines() if line.startswith("| test split"))
+    columns = [c.strip() for c in header.strip("|").split("|")][2:]
+    sizes = [int(c.split()[0]) for c in columns[:-1]]
+    assert sizes == sorted(sizes) and columns[-1] == "full", columns

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from crossres_dist.checkpoint import load_checkpoint
 from tests.conftest import (
     REPO,
@@ -33,6 +35,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
 
 
+@pytest.mark.launch
 def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teacher):
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, tiny_teacher, "train.max_steps=6")
@@ -60,6 +63,7 @@ def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teache
     assert list((run_dir / "checkpoints").glob("superseded-*/step_00000006.pt"))
 
 
+@pytest.mark.launch
 def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_teacher):
     run_dir = tmp_path / "run"
     ckpts = run_dir / "checkpoints"
@@ -92,6 +96,7 @@ def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_t
     assert len(list((ckpts / "corrupt").iterdir())) == 2 + len(kept) + 1
 
 
+@pytest.mark.launch
 def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over(
     tmp_path, tiny_teacher
 ):
@@ -143,6 +148,7 @@ def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over
     assert results(run_dir)["step"] == preempted_at and results(run_dir)["final"]
 
 
+@pytest.mark.launch
 def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, tiny_teacher):
     run_dir = tmp_path / "run"
     log = tmp_path / "out.log"
@@ -183,6 +189,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
 
 
 @needs_root
+@pytest.mark.launch
 def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_teacher):
     with tmpfs(tmp_path / "disk", "4m") as disk:
         run_dir = disk / "run"

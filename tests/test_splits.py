@@ -68,6 +68,7 @@ def students(tmp_path_factory, tiny_teacher):
     return dirs
 
 
+@pytest.mark.launch
 def test_run_seed_changes_the_order_but_not_the_split(students):
     """Two students with other run.seed train on the same images: the recorded split and its
     fingerprints are equal, the weights are not."""
@@ -82,6 +83,7 @@ def test_run_seed_changes_the_order_but_not_the_split(students):
     assert sums[0] != sums[1]
 
 
+@pytest.mark.launch
 def test_resume_refuses_another_split(students, tiny_teacher):
     run_dir = students[1]
     args = tiny_args(run_dir, tiny_teacher, "run.seed=1", "data.test=split:2", "train.max_steps=2")
@@ -120,6 +122,7 @@ def _evaluate(out, checkpoint, *extra, check=True):
     )
 
 
+@pytest.mark.launch
 def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_path, students):
     best = students[1] / "checkpoints" / "best.pt"
     # The test split of another split_seed holds images this student trained on.
@@ -143,6 +146,7 @@ def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_pat
     assert val["provenance"]["overlap_with_selection"] == 80
 
 
+@pytest.mark.launch
 def test_evaluator_checks_the_checkpoint_a_student_started_from(tmp_path, students):
     """A student started from another one (trained on split_seed 0) but split with
     split_seed 4: its own test split holds images its starting point trained on."""
@@ -180,6 +184,7 @@ def test_checkpoint_records_the_best_metric_it_set(tmp_path):
     assert load_checkpoint(resumed.step_path(3))["best_metric"] == 0.9
 
 
+@pytest.mark.launch
 def test_resumed_trainer_keeps_best_from_a_new_best_checkpoint(tmp_path, tiny_teacher):
     """End to end: the step-3 checkpoint was a new best and records it; after the resume, the
     later checkpoints may only replace best.pt if they beat it."""

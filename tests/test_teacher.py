@@ -14,6 +14,7 @@ VENV_TORCHRUN = str(__import__("pathlib").Path(sys.executable).parent / "torchru
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.launch
 def test_sharded_teacher_equals_replicated_and_holds_1_over_n(tmp_path, ranks):
     out = tmp_path / "teacher.json"
     run_cmd(
@@ -50,6 +51,7 @@ def test_sharded_teacher_equals_replicated_and_holds_1_over_n(tmp_path, ranks):
     assert sum(r["full"]["param_bytes"] for r in per_rank) >= per_rank[0]["none"]["param_bytes"]
 
 
+@pytest.mark.launch
 def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
     run_dir = tmp_path / "cache-run"
     first = run_cmd(
@@ -85,6 +87,7 @@ def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
     assert len(list((run_dir / "cache").glob("val_teacher_features-*.pt"))) == 2
 
 
+@pytest.mark.launch
 def test_deeper_teacher_with_matching_feature_size_is_accepted(tmp_path):
     from crossres_dist.models import ModelSpec
 

@@ -17,6 +17,7 @@ def _losses(run_dir):
     return [float(x) for x in re.findall(r"step \d+/\d+ loss ([0-9.]+)", text)]
 
 
+@pytest.mark.launch
 def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
     run_dir = tmp_path / "two"
     run_cmd(
@@ -61,6 +62,7 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
     assert list((run_dir / "tensorboard").glob("events.*"))
 
 
+@pytest.mark.launch
 def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teacher):
     # No randomness in the views and BatchNorm on running statistics, so that the only
     # difference is how the 16 images of a step are split over ranks and micro-steps.
@@ -90,6 +92,7 @@ def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teach
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
+@pytest.mark.launch
 def test_plateau_decision_is_the_same_on_every_rank(tmp_path, tiny_teacher):
     run_dir = tmp_path / "plateau"
     # patience 0 and a threshold no loss can beat: every validation halves the lr.
@@ -157,6 +160,7 @@ def bad_input_outcomes(tmp_path_factory, tiny_teacher):
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUTS)), ids=[m for _, m in BAD_INPUTS])
+@pytest.mark.launch
 def test_bad_input_stops_before_training_with_one_line(bad_input_outcomes, case):
     message = BAD_INPUTS[case][1]
     run_dir, outcome = bad_input_outcomes[case]
@@ -168,6 +172,7 @@ def test_bad_input_stops_before_training_with_one_line(bad_input_outcomes, case)
     assert not (run_dir / "run.lock").exists() or (run_dir / "run.lock").read_text() == ""
 
 
+@pytest.mark.launch
 def test_mismatched_identities_need_explicit_classifier_replacement(tmp_path):
     torch.manual_seed(0)
     other = tmp_path / "teacher_10ids.pt"
@@ -188,6 +193,7 @@ def test_mismatched_identities_need_explicit_classifier_replacement(tmp_path):
     assert results(tmp_path / "r2")["step"] == 1
 
 
+@pytest.mark.launch
 def test_pretraining_from_scratch_is_reproducible(tmp_path):
     sums = []
     for name in ("a", "b"):
@@ -196,6 +202,7 @@ def test_pretraining_from_scratch_is_reproducible(tmp_path):
     assert sums[0] == sums[1]
 
 
+@pytest.mark.launch
 def test_bn_recalibration_sets_statistics_not_the_trajectory_and_resumes_exactly(
     tmp_path, tiny_teacher
 ):

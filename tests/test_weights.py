@@ -110,6 +110,7 @@ def test_every_form_gives_the_same_features_and_logits(tmp_path, reference, name
     assert torch.allclose(f, f_ref, atol=1e-6) and torch.allclose(logits, l_ref, atol=1e-6)
 
 
+@pytest.mark.launch
 def test_convert_writes_a_plain_state_dict(tmp_path, reference):
     source, target = tmp_path / "w.npy", tmp_path / "out" / "senet.pt"
     write_form_b(reference, source)
@@ -186,6 +187,7 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path, suffix):
     assert not marker.exists()
 
 
+@pytest.mark.launch
 def test_onnx_export_matches_pytorch(tmp_path, reference):
     ort = pytest.importorskip(
         "onnxruntime", reason="onnxruntime is not installed (requirements.txt)"
@@ -222,6 +224,7 @@ def test_onnx_export_matches_pytorch(tmp_path, reference):
     assert torch.allclose(scripted(x)[0], reference(x)[0], atol=1e-5)
 
 
+@pytest.mark.launch
 def test_training_takes_a_released_form_directly_as_teacher(tmp_path, reference):
     from tests.conftest import results, run_cmd, tiny_args, train_cmd
 
@@ -251,6 +254,7 @@ def _bad_weights(tmp_path, good):
     return {**{k: v[0] for k, v in files.items()}, "malicious": malicious}
 
 
+@pytest.mark.launch
 def test_bad_weights_files_get_one_line_that_says_what_they_are_not(tmp_path, tiny_teacher):
     bad = _bad_weights(tmp_path, tiny_teacher)
     expected = {

@@ -1,0 +1,44 @@
+"""The behaviour gate (tests/golden.py): every golden file is what this code computes, and the
+message of a failure names the file, how to regenerate it and which published results it makes
+stale."""
+
+import json
+
+import pytest
+
+from crossres_dist import results
+from tests.golden import GOLDEN, compare, golden_values
+
+FILES = golden_values()
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_behaviour_matches_the_golden_file(name):
+    path = GOLDEN / name
+    assert path.is_file(), f"{path} is missing: run `make golden` and commit tests/assets/golden/"
+    differences = compare(json.loads(path.read_text()), json.loads(json.dumps(FILES[name]())))
+    affected = results.affected_by(name)
+    assert not differences, (
+        f"the behaviour recorded in {path.relative_to(GOLDEN.parent.parent.parent)} moved "
+        f"({len(differences)} values; first: {'; '.join(differences[:3])}). If the change is "
+        f"meant, run `make golden` and commit the file; the published results made with the old "
+        f"behaviour are then stale: {', '.join(affected) or 'none'} (`make stale` lists how to "
+        "regenerate each)"
+    )
+
+
+def test_compare_catches_a_one_percent_change_and_ignores_float_noise():
+    trace = {"loss": [4.4, 4.35], "param_checksum": 115.5, "what": "x"}
+    assert compare(trace, {**trace, "param_checksum": 115.5 * (1 + 1e-7)}) == []
+    moved = compare(trace, {**trace, "loss": [4.4 * 1.01, 4.35]})
+    assert moved == [f".loss[0]: 4.4 -> {4.4 * 1.01!r}"]
+    assert compare(trace, {"loss": [4.4], "param_checksum": 115.5}) == [
+        ".loss: 2 entries, now 1",
+        ".what: present in only one of them",
+    ]
+
+
+def test_every_result_names_the_golden_files_it_was_made_with():
+    for name in results.names():
+        _, prov = results.load(name)
+        assert isinstance(prov["golden"], dict) and set(prov["golden"]) <= set(FILES), name
