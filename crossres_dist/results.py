@@ -119,7 +119,9 @@ def hardware() -> dict[str, str | int]:
 def capture(command: str, data: list[str | Path] = (), allow_dirty: bool = False, **extra) -> dict:
     """The provenance of a result about to be made: refuses uncommitted changes to the code
     unless `allow_dirty` (then recorded as such). Call `finish` with it when the result is made."""
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))
+    # What the result is made of: the code, configs and data; not the pages results are spliced into.
+    outputs = (":!results", ":!README.md", ":!docs")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs))
     if dirty and not allow_dirty:
         raise DirtyTree(
             "the working tree has uncommitted changes: commit them first, so that the result "
