@@ -292,15 +292,18 @@ def run(name: str, command: list[str], data: list[str], allow_dirty: bool) -> Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s {splice,stale,list} | run NAME [--data DIR ...] [--allow-dirty] -- CMD ...",
+    )
     parser.add_argument("action", choices=["splice", "stale", "list", "run"])
     parser.add_argument("name", nargs="?", help="with run: the result's name")
     parser.add_argument("--data", nargs="*", default=[], help="with run: the data it reads")
     parser.add_argument("--allow-dirty", action="store_true")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="with run: -- CMD ...")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.action == "run":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if not args.name or not command:
             parser.error("run needs a NAME and -- COMMAND")
         try:
