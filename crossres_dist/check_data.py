@@ -255,9 +255,15 @@ def check_dataset(
     for group in by_hash.values():
         for duplicate in group[1:]:
             report.add("duplicate", f"{duplicate} (same as {group[0]})")
+            # Recorded in the manifest too: the trainer's preflight warns of it from there.
+            results[duplicate] = [*results[duplicate], "duplicate"]
     names = {label: name for name, label in dataset.identities.items()}
-    for label, count in sorted(dataset.counts().items()):
-        if count < min_images:
+    counts = dataset.counts()
+    for label in sorted(names):
+        count = counts.get(label, 0)
+        if count == 0:
+            report.add("empty_identity_folder", f"{names[label]} (no images)")
+        elif count < min_images:
             report.add(f"identity_with_fewer_than_{min_images}_images", f"{names[label]} ({count})")
     if manifest is not None and decode:
         Manifest().write(manifest, results)

@@ -103,6 +103,13 @@ def report_files(report: FileReport, data_cfg, total: int) -> None:
             sum(modes.values()),
             listed,
         )
+    if report.notes.get("duplicate"):
+        log.warning(
+            "data: %d image(s) have the same contents as another image of the data set (recorded "
+            "by check_data): `python -m crossres_dist.check_data` lists them; an image under two "
+            "identities trains the classifier on a contradiction",
+            report.notes["duplicate"],
+        )
     small = {k: n for k, n in report.notes.items() if k.startswith("smaller_than_")}
     for kind, n in small.items():
         log.warning("data: %d image(s) %s (data.min_side) train up-sampled", n, kind)

@@ -221,6 +221,26 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+class PeerStopped(RuntimeError):
+    """Another rank stopped with an error it has reported itself (in one line): this rank ends
+    quietly with the same exit code rather than with a traceback from the broken collective."""
+
+    def __init__(self, code: int, what: str) -> None:
+        super().__init__(what)
+        self.code = code
+
+
+def agree_on_failure(error: BaseException | None, device: torch.device, what: str) -> None:
+    """After work that only some ranks do (rank 0 writing a checkpoint): every rank learns whether
+    any failed. The rank that failed raises its own error; the others raise PeerStopped."""
+    failed = all_reduce_max(float(error is not None), device) > 0
+    if error is not None:
+        error.agreed = True  # every rank stops here: the process group can be left in order
+        raise error
+    if failed:
+        raise PeerStopped(2, what)
+
+
 def all_reduce_max(value: float, device: torch.device) -> float:
     if not is_initialized():
         return value

@@ -22,6 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import DataError
@@ -61,6 +63,7 @@ def evaluate(args) -> dict | None:
     device = distributed.pick_device(args.device, info.local_rank)
     distributed.init(info, device, "auto", 1800)
     autocast = autocast_for(resolve_precision("auto", device), device)
+    check_images(protocol.images(), info.rank, distributed.world_size(), cfg.data.num_threads)
     out = Path(args.out)
     cache = out / "cache"
     if info.rank == 0:
@@ -128,6 +131,31 @@ def evaluate(args) -> dict | None:
     log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots) or "no plots")
     distributed.shutdown()
     return report
+
+
+def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
+    """Every image the protocol will read is decoded before any network runs (each rank its
+    share): a bad one is refused in one line naming it, since evaluating without it would
+    change the benchmark."""
+    from .check_data import check_files, is_fatal
+
+    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
+    bad = {}
+    for path, problems in results.items():
+        fatal = [p for p in problems if is_fatal(p)]
+        if fatal:
+            bad[path] = fatal[0]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, bad)
+        bad = {path: why for part in gathered for path, why in part.items()}
+    if bad:
+        first = sorted(bad)[0]
+        raise DataError(
+            f"{first}: this image cannot be read ({bad[first]}); {len(bad)} of the {len(paths)} "
+            "images the protocol reads cannot (`python -m crossres_dist.check_data` lists them): "
+            "fix or remove them, evaluating without them would change the benchmark"
+        )
 
 
 def positive_int(text: str) -> int:
@@ -210,9 +238,17 @@ def main(argv: list[str] | None = None) -> int:
             parse_condition(text)  # a bad --degrade is refused before any work
         evaluate(args)
     except (ConfigError, DataError, WeightsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if _is_rank_zero():  # every rank refuses alike; one says why
+            print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_rank_zero() -> bool:
+    try:
+        return distributed.detect().rank == 0
+    except Exception:  # a half-set launcher environment: say it anyway
+        return True
 
 
 if __name__ == "__main__":

@@ -50,13 +50,30 @@ class Scalars:
             except ImportError:
                 logging.getLogger(__name__).warning("tensorboard is not installed: no scalars")
                 return
-            self.writer = SummaryWriter(str(log_dir))
+            try:
+                self.writer = SummaryWriter(str(log_dir))
+            except (OSError, RuntimeError) as err:
+                self._give_up(err)
 
     def add(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+            try:
+                for key, value in values.items():
+                    self.writer.add_scalar(key, value, step)
+            except (OSError, RuntimeError) as err:
+                self._give_up(err)
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except (OSError, RuntimeError) as err:
+                self._give_up(err)
+
+    def _give_up(self, err: BaseException) -> None:
+        # Scalars are a convenience: a full disk or a lost mount must not end a run here (the
+        # checkpoint writer reports a full disk, in one line, when it matters).
+        logging.getLogger(__name__).warning(
+            "tensorboard: cannot write scalars any more (%s); training goes on without them", err
+        )
+        self.writer = None

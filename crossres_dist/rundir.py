@@ -56,15 +56,28 @@ def atomic_write(
     except BaseException as err:
         size = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _out_of_space(err, path.parent):
             free = shutil.disk_usage(path.parent).free
             raise DiskFullError(
-                err.errno,
+                getattr(err, "errno", None) or errno.ENOSPC,
                 f"disk full: cannot write {path.name} in {path.parent} "
                 f"({_size(size)} written before the disk filled, {_size(free)} free); "
                 "free some space or move run.output_dir",
             ) from None
         raise
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    """ENOSPC or EDQUOT; or what torch.save raises when the disk fills under its zip writer (a
+    RuntimeError, "unexpected pos ... vs ...", with no errno) on a disk that is now full."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, RuntimeError) and ("unexpected pos" in str(err) or "write" in str(err)):
+        try:
+            return shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            return False
+    return False
 
 
 def _size(n: int) -> str:
@@ -76,7 +89,7 @@ def _size(n: int) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", "surrogateescape")))
 
 
 def write_json(path: Path, obj: Any) -> None:

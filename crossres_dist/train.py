@@ -13,7 +13,7 @@ from pipelines.sources import DataError
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, format_settings_help, load_config
-from .distributed import LaunchError
+from .distributed import LaunchError, PeerStopped
 from .rundir import DiskFullError
 from .trainer import SetupError, run
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SetupError, LaunchError, CheckpointError, DiskFullError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PeerStopped as err:
+        return err.code  # the rank that failed has said why, in one line
 
 
 if __name__ == "__main__":

@@ -557,7 +557,13 @@ class Trainer:
             )
 
     def save(self, metric: float | None = None) -> None:
-        path = self.checkpoints.save(self.state_dict(), self.step, metric)
+        error, path = None, None
+        try:
+            path = self.checkpoints.save(self.state_dict(), self.step, metric)
+        except rundir.DiskFullError as err:
+            error = err
+        # Rank 0 writes alone: the others learn here whether it could, and stop with it.
+        distributed.agree_on_failure(error, self.device, "rank 0 could not write a checkpoint")
         if path is not None:
             log.info("checkpoint %s", path)
 
@@ -826,8 +832,16 @@ class Trainer:
             cfg.run.seed + 7919,
             lambda images: p_now,
         )
+        # The same set as training's: a file that cannot be decoded here is named and left out
+        # of training too, and one training has left out is never read here.
         planner.excluded = self.planner.excluded
-        batches = self.loader.reseeded(cfg.run.seed + 7919)(planner.stream(self.step))
+        batches = ResilientViews(
+            planner,
+            self.step,
+            self.loader.reseeded(cfg.run.seed + 7919),
+            self._undecodable,
+            self._excluded_during_run,
+        )
         student = unwrap(self.student)
         was_training = student.training
         norms = [
@@ -943,6 +957,12 @@ def run(cfg: Config) -> int:
         log.error("%s", err)
         graceful = True  # every rank saw the same non-finite gradient and stops here
         return EXIT_NONFINITE
+    except distributed.PeerStopped:
+        graceful = True
+        raise
+    except rundir.DiskFullError as err:
+        graceful = getattr(err, "agreed", False)
+        raise
     finally:
         if trainer is not None:
             trainer.close()

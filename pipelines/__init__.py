@@ -135,12 +135,22 @@ class ResilientViews:
         self.build, self.find_bad, self.on_excluded = build, find_bad, on_excluded
         self.lookahead = lookahead
         self.views = build(planner.stream(start))
+        self.excluded_when_built = len(planner.excluded)
 
     def __iter__(self):
         return self
 
+    def _rebuild(self) -> None:
+        self.views = None  # drop the old pipeline before building its successor
+        self.views = self.build(self.planner.stream(self.position))
+        self.excluded_when_built = len(self.planner.excluded)
+
     def __next__(self) -> dict[str, torch.Tensor]:
         while True:
+            if len(self.planner.excluded) != self.excluded_when_built:
+                # Another reader of the same files (BatchNorm re-estimation) left one out since
+                # this pipeline was built: the plans it has prefetched may still hold it.
+                self._rebuild()
             try:
                 batch = next(self.views)
             except StopIteration:
@@ -151,8 +161,7 @@ class ResilientViews:
                     raise
                 self.planner.excluded.update(bad)
                 self.on_excluded(bad, self.position)
-                self.views = None  # drop the broken pipeline before building its successor
-                self.views = self.build(self.planner.stream(self.position))
+                self._rebuild()
                 continue
             self.position += 1
             return batch

@@ -174,13 +174,15 @@ def fingerprint(samples: list[Sample]) -> str:
     labels, so that the same split of a moved copy of the data set has the same fingerprint."""
     digest = hashlib.sha1()
     for s in sorted(samples, key=lambda s: s.path):
-        digest.update(f"{Path(s.path).parent.name}/{Path(s.path).name}:{s.label}\n".encode())
+        name = f"{Path(s.path).parent.name}/{Path(s.path).name}:{s.label}\n"
+        # File names are bytes on Linux: one that is not UTF-8 arrives with surrogate escapes.
+        digest.update(name.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
 
 
 def _identity_seed(name: str) -> int:
     # Per identity, from its name: adding or removing identities leaves the others' split alone.
-    return zlib.crc32(name.encode())
+    return zlib.crc32(name.encode("utf-8", "surrogateescape"))
 
 
 def split_per_identity(

@@ -25,6 +25,11 @@ def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:
     """HWC float32 0..255 in `channels` order. Grayscale uses ITU-R 601 luma, as DALI and PIL
     do."""
     with Image.open(path) as img:
+        if img.mode.startswith("I"):
+            # 16-bit greyscale: scaled to 8 bits as DALI's decoder does (round(v / 257)), where
+            # PIL's own conversion would clip everything above 255 to white.
+            deep = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray(np.round(deep / 257).clip(0, 255).astype(np.uint8))
         img = img.convert("RGB")
         if gray:
             img = img.convert("L").convert("RGB")

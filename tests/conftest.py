@@ -191,7 +191,8 @@ def tmpfs(path: Path, size: str):
 # `make test-fast` runs every test not marked `launch`: no torchrun, srun, mpirun, sbatch or SLURM
 # cluster, only in-process work. A test that starts a process must say so with
 # @pytest.mark.launch (or a module's pytestmark); the guard below fails one that does not.
-ALLOWED_IN_FAST_TIER = ("git",)
+# Not launchers: version control and the tmpfs mounts of the full-disk tests.
+ALLOWED_IN_FAST_TIER = ("git", "mount", "umount")
 
 
 def pytest_configure(config):

@@ -86,15 +86,17 @@ def tiny_teacher(path: Path) -> Path:
     return path
 
 
-def train_in_process(overrides: list[str], run_dir: Path) -> tuple[dict, list[dict]]:
-    """A tiny run of the real Trainer in this process: (results.json, every logged row)."""
+def train_in_process(
+    overrides: list[str], run_dir: Path, config: str = str(REPO / "tests" / "tiny.yaml")
+) -> tuple[dict, list[dict]]:
+    """A run of the real Trainer in this process (tests/tiny.yaml unless `config`):
+    (results.json, every logged row). One rank: no watchdog; signal handlers put back."""
     from crossres_dist import distributed
     from crossres_dist.config import load_config
     from crossres_dist.trainer import Trainer
 
     cfg = load_config(
-        str(REPO / "tests" / "tiny.yaml"),
-        [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}", *overrides],
+        config, [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}", *overrides]
     )
     with single_process():
         trainer = Trainer(cfg)

@@ -45,6 +45,10 @@ class Protocol(abc.ABC):
         """The protocol's own options (shared options live in evaluate.py); none by default."""
         return None
 
+    def images(self) -> list[str]:
+        """Every image file the protocol reads (checked before any network runs)."""
+        return [s.path for s in self.samples]
+
     def prepare(self, out: Path, views: ViewSettings) -> None:
         """Work before extraction that every rank shares (alignment), run on every rank; none
         by default."""

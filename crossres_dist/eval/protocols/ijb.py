@@ -205,6 +205,9 @@ class IJB(Protocol):
         distributed.broadcast_object(None)  # every rank's share is written
         self.samples = [Sample(str(t), int(tid)) for t, tid in zip(targets, self.templates)]
 
+    def images(self) -> list[str]:
+        return [str(p) for p in self.sources]  # the release's images, before alignment
+
     def conditions(self, requested: list) -> list:
         # The full-resolution side of every comparison is always needed.
         return unique([*requested, None])
