@@ -21,7 +21,7 @@ def test_every_block_is_its_result_as_spliced(page, name):
     assert (results.RESULTS / name / "result.md").is_file(), (
         f"{page.name} has a {name} block but results/{name}/result.md does not exist"
     )
-    assert results.block(page.read_text(), name) == results.rendered(name, page) + "\n", (
+    assert results.block(page.read_text(), name) == results.rendered(name, page).rstrip() + "\n", (
         f"the {name} block of {page.relative_to(results.REPO)} differs from results/{name}/: "
         "run `make readme` (edit results through the command that makes them, not by hand)"
     )
