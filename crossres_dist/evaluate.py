@@ -30,7 +30,13 @@ from pipelines.sources import DataError
 
 from . import distributed, logs
 from .config import ConfigError, load_config
-from .eval.features import Extractor, cache_path, extract_cached, load_model
+from .eval.features import (
+    Extractor,
+    cache_path,
+    extract_cached,
+    feature_settings,
+    load_model,
+)
 from .eval.protocols import PROTOCOLS
 from .eval.protocols.folder import parse_resolution
 from .eval.report import write
@@ -38,6 +44,7 @@ from .precision import autocast_for, resolve_precision
 from .weights import WeightsError
 
 log = logging.getLogger(__name__)
+DEFAULT_RESOLUTIONS = [8, 12, 16, 24, 32, None]
 
 
 def evaluate(args) -> dict | None:
@@ -51,15 +58,23 @@ def evaluate(args) -> dict | None:
     names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
     if len(names) != len(args.checkpoint):
         raise ConfigError("give one --name per --checkpoint")
+    info = distributed.detect()
+    # Log lines on stderr from here on (the protocols' warnings too); the tables go to stdout.
+    logs.setup(info.rank, stream=sys.stderr)
     # Everything read and checked before any network runs.
     protocol = protocol_class(args, cfg)
+    if protocol.native_resolution and args.resolutions != DEFAULT_RESOLUTIONS:
+        log.warning(
+            "--protocol %s: its images are low-resolution already and are evaluated as they are; "
+            "--resolutions %s is not used",
+            args.protocol,
+            " ".join(condition_label(r) for r in args.resolutions),
+        )
     provenance = {n: protocol.provenance(p) for p, n in zip(args.checkpoint, names)}
     conditions = list(dict.fromkeys(args.resolutions))
     conditions += [parse_condition(text) for text in args.degrade]
     conditions = protocol.conditions(conditions)
 
-    info = distributed.detect()
-    logs.setup(info.rank)
     device = distributed.pick_device(args.device, info.local_rank)
     distributed.init(info, device, "auto", 1800)
     autocast = autocast_for(resolve_precision("auto", device), device)
@@ -115,7 +130,8 @@ def evaluate(args) -> dict | None:
                 features[condition_label(condition)] = extracted
         if info.rank == 0:
             report["models"][name] = {
-                "checkpoint": checkpoint,
+                "checkpoint": str(Path(checkpoint).resolve()),
+                "feature_settings": feature_settings(extractor),
                 "provenance": provenance[name],
                 "feature_cache": files,
                 **protocol.score(checkpoint, features),
@@ -194,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
         "--resolutions",
         nargs="+",
         type=parse_resolution,
-        default=[8, 12, 16, 24, 32, None],
+        default=DEFAULT_RESOLUTIONS,
         help="probe resolutions in px, and 'full' (native low-resolution benchmarks ignore it)",
     )
     p.add_argument(

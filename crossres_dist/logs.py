@@ -9,7 +9,9 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(message)s"
 
 
-def setup(rank: int, log_file: Path | None = None) -> None:
+def setup(rank: int, log_file: Path | None = None, stream=None) -> None:
+    """Rank 0 logs INFO and up, the other ranks errors only, to `stream` (stdout by default:
+    training; evaluation passes stderr so that its tables alone are on stdout)."""
     # A log file on a full disk must not bury the one-line error in logging's own tracebacks.
     logging.raiseExceptions = False
     root = logging.getLogger()
@@ -23,7 +25,7 @@ def setup(rank: int, log_file: Path | None = None) -> None:
         return record
 
     logging.setLogRecordFactory(factory)
-    console = logging.StreamHandler(sys.stdout)
+    console = logging.StreamHandler(stream or sys.stdout)
     console.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
     console.setLevel(logging.INFO if rank == 0 else logging.ERROR)
     root.addHandler(console)

@@ -98,26 +98,51 @@ class Extractor:
         return gather_in_order(torch.cat(parts), len(samples))
 
 
-def cache_key(checkpoint: str, samples: list[Sample], views: ViewSettings, condition, flip=False):
-    """The checkpoint (path, size, time), the images, the views and the condition."""
-    stat = Path(checkpoint).stat()
-    parts = [
-        str(Path(checkpoint).resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
-        [s.path for s in samples],
-        asdict(views),
-        condition,
-    ]
-    if flip:
-        parts.append("flip")
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:20]
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digest(path: str) -> str:
+    """SHA-256 of a file's contents (a checkpoint's), remembered per (path, size, mtime)."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def feature_settings(extractor: Extractor) -> dict:
+    """Everything besides the images and the checkpoint that changes a feature: the decoding
+    backend as it runs, the views (geometry, normalisation, degradation ranges), the resizing
+    interpolation and the mirrored-face sum. Recorded in results.json as well."""
+    from pipelines import choose_backend
+
+    return {
+        "backend": choose_backend(extractor.backend),
+        "views": asdict(extractor.views),
+        "interpolation": extractor.interpolation,
+        "flip": extractor.flip,
+    }
+
+
+def cache_key(checkpoint: str, samples: list[Sample], settings: dict, condition) -> str:
+    """The checkpoint's contents, every image's path, size and modification time, the feature
+    settings and the condition: an image replaced in place, another backend or interpolation,
+    a retrained checkpoint under the same name each make another key."""
+    files = []
+    for s in samples:
+        stat = Path(s.path).stat()
+        files.append([s.path, stat.st_size, stat.st_mtime_ns])
+    parts = [content_digest(checkpoint), files, settings, condition]
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def cache_path(extractor: Extractor, checkpoint: str, samples, condition, cache: Path) -> Path:
-    return (
-        cache / f"{cache_key(checkpoint, samples, extractor.views, condition, extractor.flip)}.pt"
-    )
+    key = cache_key(checkpoint, samples, feature_settings(extractor), condition)
+    return cache / f"{key}.pt"
 
 
 def _pair(obj, count: int):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FARS = (1e-1, 1e-2, 1e-3)
+FARS = (1e-3, 1e-2, 1e-1)  # in every table and JSON: the strictest first
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:

@@ -98,12 +98,24 @@ def first_of(paths: list[Path], what: str) -> Path:
     raise DataError(f"{paths[0]}: {what} not found (nor {', '.join(map(str, paths[1:]))})")
 
 
+def number(text: str, kind: type, path: Path, line: int, what: str):
+    """`text` as an int or a finite float, or an error naming the file, line and field."""
+    try:
+        value = kind(text)
+    except ValueError:
+        name = "an integer" if kind is int else "a number"
+        raise DataError(f"{path}:{line}: {what} {text!r} is not {name}") from None
+    if kind is float and not np.isfinite(value):
+        raise DataError(f"{path}:{line}: {what} is {text}, not a finite number")
+    return value
+
+
 def read_table(path: Path, columns: int, what: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of a whitespace-separated file; a line with another field count is
-    an error naming the file and line."""
+    an error naming the file and line. A UTF-8 byte-order mark is skipped."""
     require(path, what)
     rows = []
-    for number, text in enumerate(path.read_text().splitlines(), 1):
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         fields = text.split()
         if not fields:
             continue

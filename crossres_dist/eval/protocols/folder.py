@@ -37,7 +37,7 @@ from ..metrics import cosine, identification, open_set, verification
 from .base import Features, Protocol, unique
 
 log = logging.getLogger(__name__)
-FPIRS = (0.1, 0.01)
+FPIRS = (0.01, 0.1)
 
 
 def read_pairs(path: Path, root: Path) -> tuple[list[Sample], list[tuple[int, int, bool]]]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from .base import (
     Protocol,
     first_of,
     fmt,
+    number,
     provenance_lines,
     read_table,
     require,
@@ -95,8 +98,8 @@ class IJB(Protocol):
         if not rows:
             raise DataError(f"{tid_mid}: no images listed")
         names = [f[0] for _, f in rows]
-        self.templates = np.array([int(f[1]) for _, f in rows])
-        self.media = np.array([int(f[2]) for _, f in rows])
+        self.templates = np.array([number(f[1], int, tid_mid, n, "template id") for n, f in rows])
+        self.media = np.array([number(f[2], int, tid_mid, n, "media id") for n, f in rows])
         present = np.array([(images / n).is_file() for n in names])
         for t in np.unique(self.templates[~present]):
             if not present[self.templates == t].any():
@@ -122,7 +125,10 @@ class IJB(Protocol):
             [meta / f"{p}_name_5pts_score.txt", root / f"{p}_name_5pts_score.txt"],
             "five-landmark file",
         )
-        marks = {f[0]: f[1:] for _, f in read_table(marks_file, 12, "image, 5 x (x y), score")}
+        marks = {
+            f[0]: [number(v, float, marks_file, n, "landmark") for v in f[1:]]
+            for n, f in read_table(marks_file, 12, "image, 5 x (x y), score")
+        }
         self.landmarks = np.zeros((len(self.names), 5, 2))
         self.scores = np.zeros(len(self.names))
         for i, name in enumerate(self.names):
@@ -139,35 +145,46 @@ class IJB(Protocol):
         if task in ("all", "verification"):
             pair_file = meta / f"{p}_template_pair_label.txt"
             pairs = []
-            for number, fields in read_table(pair_file, 3, "template_1 template_2 label"):
-                a, b, label = (int(x) for x in fields)
+            for line, fields in read_table(pair_file, 3, "template_1 template_2 label"):
+                a, b, label = (
+                    number(x, int, pair_file, line, "template pair field") for x in fields
+                )
                 for t in (a, b):
                     if t not in self.known:
-                        raise DataError(f"{pair_file}:{number}: template {t} is not in {tid_mid}")
+                        raise DataError(f"{pair_file}:{line}: template {t} is not in {tid_mid}")
                 if label not in (0, 1):
-                    raise DataError(f"{pair_file}:{number}: label {label} is neither 0 nor 1")
+                    raise DataError(f"{pair_file}:{line}: label {label} is neither 0 nor 1")
                 pairs.append((a, b, label))
             self.pairs = np.array(pairs, np.int64).reshape(-1, 3)
         self.search = None
         csvs = [meta / f"{p}_1N_gallery_{g}.csv" for g in GALLERIES[p]]
         probe_csv = meta / f"{p}_1N_probe_mixed.csv"
-        wanted = task == "identification" or (
-            task == "all" and all(c.is_file() for c in [*csvs, probe_csv])
-        )
+        missing = [c for c in [*csvs, probe_csv] if not c.is_file()]
+        if task == "all" and missing and len(missing) < len(csvs) + 1:
+            raise DataError(
+                f"{missing[0]}: NIST 1:N CSV not found, while the other 1:N CSVs are there: restore "
+                "it, or pass --ijb-task verification to leave 1:N identification out"
+            )
+        wanted = task == "identification" or (task == "all" and not missing)
         if wanted:
             self.search = {
                 "probe": self._subjects(probe_csv, tid_mid),
                 "galleries": {g: self._subjects(c, tid_mid) for g, c in zip(GALLERIES[p], csvs)},
             }
         elif task == "all":
-            log.info("%s: no 1:N CSVs (%s): 1:1 verification only", root, probe_csv.name)
+            log.warning(
+                "%s: none of the 1:N CSVs (%s) is there: 1:N identification is left out, 1:1 "
+                "verification only",
+                meta,
+                ", ".join(c.name for c in [*csvs, probe_csv]),
+            )
         # The images the network sees: aligned crops (written by prepare).
         self.samples = []
 
     def _subjects(self, path: Path, tid_mid: Path) -> dict[int, int]:
         """template id -> subject id, from one of NIST's 1:N CSVs."""
         require(path, "NIST 1:N CSV")
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is no header
             reader = csv.reader(handle)
             header = [h.strip().upper() for h in next(reader, [])]
             if "TEMPLATE_ID" not in header or "SUBJECT_ID" not in header:
@@ -184,6 +201,8 @@ class IJB(Protocol):
                 if template not in self.known:
                     raise DataError(f"{path}:{number}: template {template} is not in {tid_mid}")
                 subjects[template] = subject
+        if not subjects:
+            raise DataError(f"{path}: lists no template: an empty gallery or probe set")
         return subjects
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
@@ -191,7 +210,14 @@ class IJB(Protocol):
         side, scale = views.resize_shorter, self.args.face_scale
         base = Path(self.args.aligned_cache) if self.args.aligned_cache else out / "aligned"
         folder = base / f"{self.prefix}-{side}px-scale{scale:g}"
-        targets = [folder / (Path(n).with_suffix("").as_posix() + ".png") for n in self.names]
+        # Each aligned face is named after what made it (the source file as it is now, its five
+        # landmarks, the canvas and the face scale): a changed input is aligned again, never
+        # served from a shared --aligned-cache under its old name.
+        targets = [
+            folder
+            / f"{Path(n).with_suffix('').as_posix()}-{self._alignment_key(i, side, scale)}.png"
+            for i, n in enumerate(self.names)
+        ]
         rank, world = distributed.rank(), distributed.world_size()
         todo = [i for i in range(rank, len(targets), world) if not targets[i].is_file()]
         if todo:
@@ -204,6 +230,12 @@ class IJB(Protocol):
                 raise DataError(f"{self.sources[i]}: cannot read this image ({err})") from None
         distributed.broadcast_object(None)  # every rank's share is written
         self.samples = [Sample(str(t), int(tid)) for t, tid in zip(targets, self.templates)]
+
+    def _alignment_key(self, i: int, side: int, scale: float) -> str:
+        stat = self.sources[i].stat()
+        marks = [round(float(v), 4) for v in np.ravel(self.landmarks[i])]
+        parts = [self.names[i], stat.st_size, stat.st_mtime_ns, marks, side, scale]
+        return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
 
     def images(self) -> list[str]:
         return [str(p) for p in self.sources]  # the release's images, before alignment

@@ -43,8 +43,8 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
-FARS = (0.3, 0.1, 0.01, 0.001)
-FPIRS = (0.3, 0.2, 0.1)
+FARS = (0.001, 0.01, 0.1, 0.3)  # every table: the strictest operating point first
+FPIRS = (0.1, 0.2, 0.3)
 
 
 class SurvFace(Protocol):
@@ -76,9 +76,14 @@ class SurvFace(Protocol):
             pairs = []
             for label, key in ((True, "positive_pairs_names"), (False, "negative_pairs_names")):
                 mat = verify_dir / f"{key}.mat"
-                names = strings(read_mat(mat, (key,), "SurvFace pair file")[key])
-                if len(names) % 2:
-                    raise DataError(f"{mat}: {key} is not a list of name pairs")
+                raw = np.asarray(read_mat(mat, (key,), "SurvFace pair file")[key], dtype=object)
+                if raw.ndim != 2 or raw.shape[1] != 2:
+                    # Read as N x 2 it would pair other faces: refused, never guessed.
+                    raise DataError(
+                        f"{mat}: {key} is {' x '.join(map(str, raw.shape))}; the release stores "
+                        "N x 2 (one name pair per row): store it so"
+                    )
+                names = strings(raw)
                 # MATLAB stores the N x 2 cell column by column.
                 half = len(names) // 2
                 for a, b in zip(names[:half], names[half:]):
@@ -100,6 +105,12 @@ class SurvFace(Protocol):
                 ident_dir, "mated_probe", "mated_probe_img_ID_pairs", "mated_probe"
             )
             unmated = image_files(ident_dir / "unmated_probe")
+            if not unmated:
+                log.warning(
+                    "%s has no images: open-set TPIR at FPIR cannot be measured (n/a in the "
+                    "tables); only mated probes are scored",
+                    ident_dir / "unmated_probe",
+                )
             start = len(paths)
             paths += [*gallery, *mated, *unmated]
             self.ident = {

@@ -16,11 +16,12 @@ resolution (``--resolutions`` does not apply).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.sources import Sample
+from pipelines.sources import DataError, Sample
 
 from ..metrics import cmc, cosine
 from .base import (
@@ -34,6 +35,7 @@ from .base import (
     table,
 )
 
+log = logging.getLogger(__name__)
 RANKS = (1, 5, 20)
 
 
@@ -51,6 +53,22 @@ class TinyFace(Protocol):
         )
         distractors = image_files(test / "Gallery_Distractor")
         self.n_probe, self.n_match = len(probes), len(matches)
+        # A probe whose identity has no gallery match cannot be ranked: it is left out of the
+        # CMC, and the report counts the probes that are scored, not the ones listed.
+        unmatched = ~np.isin(probe_ids, match_ids)
+        self.n_scored = int((~unmatched).sum())
+        if unmatched.any():
+            log.warning(
+                "%s: %d of %d probes have no gallery match (e.g. %s, identity %d) and are left "
+                "out of the CMC",
+                test / "probe_img_ID_pairs.mat",
+                int(unmatched.sum()),
+                len(probes),
+                probes[int(np.flatnonzero(unmatched)[0])].name,
+                int(probe_ids[unmatched][0]),
+            )
+            if not self.n_scored:
+                raise DataError(f"{test}: no probe has a gallery match: nothing to score")
         # Distractors belong to no probe's identity: each its own negative label.
         self.labels = np.concatenate([probe_ids, match_ids, -1 - np.arange(len(distractors))])
         self.samples = [Sample(str(p), 0) for p in [*probes, *matches, *distractors]]
@@ -62,7 +80,8 @@ class TinyFace(Protocol):
         return {
             "identification": {
                 **cmc(sims, self.labels[:p], self.labels[p:], RANKS, by_image=True),
-                "probes": p,
+                "probes": self.n_scored,
+                "probes_without_match": p - self.n_scored,
                 "gallery": len(self.samples) - p,
                 "distractors": len(self.samples) - p - self.n_match,
             }
