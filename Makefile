@@ -6,7 +6,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
-	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher
+	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher bench-backend-gap
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -48,13 +48,18 @@ bench-pipeline: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-pipeline --data $(LFW) $(DIRTY) -- \
 	  $(PY) bench/pipeline.py --data $(LFW) --repeats 7
 
+# How far DALI's and the twin's probe views (and the demo student's features of them) are apart.
+bench-backend-gap: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run backend-gap --data $(LFW) $(DIRTY) -- \
+	  $(PY) bench/backend_gap.py --checkpoint runs/demo/student/checkpoints/best.pt --data $(LFW)
+
 bench-teacher: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations bench-pipeline \
-	bench-teacher
+	bench-teacher bench-backend-gap
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

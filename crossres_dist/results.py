@@ -226,6 +226,7 @@ REGENERATE = {
     "benchmarks-fixture": "make benchmarks-readme",
     "bench-pipeline": "make bench-pipeline",
     "bench-teacher": "make bench-teacher",
+    "backend-gap": "make demo-readme bench-backend-gap",
     "gpu-h200": "bench/gpu_check.sh on one H200 (its header says how), then bench/gpu_results.py",
 }
 TRAINING = ("train_pretrain_torchvision.json", "train_pretrain_dali.json")
@@ -241,6 +242,7 @@ DEPENDS = {
     "benchmarks-fixture": (*TRAINING, "plans.json", "metrics.json"),
     "bench-pipeline": ("plans.json",),
     "bench-teacher": (),
+    "backend-gap": (*TRAINING, "plans.json"),
     "gpu-h200": (),
 }
 
