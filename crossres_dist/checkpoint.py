@@ -29,13 +29,14 @@ from typing import Any
 import torch
 
 from . import rundir
+from .errors import CrossresError
 
 log = logging.getLogger(__name__)
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CrossresError, RuntimeError):
     """The run directory's checkpoints cannot be resumed from; the message says what to do."""
 
 

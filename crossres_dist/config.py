@@ -16,11 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipelines.degradations import parse_steps
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message says what to change."""
+from .errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
 
 
 @dataclass
@@ -317,10 +313,6 @@ class Config:
                 raise bad(key, f"{value} is not a probability in [0, 1]")
         if not self.method.resolutions or any(r < 1 for r in self.method.resolutions):
             raise bad("method.resolutions", "needs at least one resolution, each >= 1 pixel")
-        try:
-            parse_steps(self.method.degradations)
-        except ValueError as err:
-            raise ConfigError(f"{self.source}: {err}") from None
         for key, low, high in (
             ("blur_sigma", 0.0, 50.0),
             ("jpeg_quality", 1, 100),

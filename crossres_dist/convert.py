@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import CrossresError
 from .models import build_model
 from .weights import WeightsError, assign, read_state
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         info = convert(args.source, args.target)
-    except WeightsError as err:
+    except CrossresError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(

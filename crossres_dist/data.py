@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.degradations import parse_steps
 from pipelines.sources import DataError, Sample
 
 from .check_data import Manifest, check_files, default_manifest, is_fatal
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +179,13 @@ def check_identities(train: list[Sample], identities: dict[str, int], data_cfg) 
             f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
             f"training image(s), fewer than {data_cfg.min_images_per_identity}"
         )
+
+
+def check_degradations(cfg) -> None:
+    """method.degradations names steps the pipelines know, with probabilities in [0, 1]: checked
+    here, where the pipelines' registry is known (the config module does not import them),
+    before any process group or file is touched."""
+    try:
+        parse_steps(cfg.method.degradations)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source}: {err}") from None

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import CrossresError
+
 log = logging.getLogger(__name__)
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -24,7 +26,7 @@ SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELI
 MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
-class LaunchError(RuntimeError):
+class LaunchError(CrossresError, RuntimeError):
     """The launch environment is incomplete or the rendezvous cannot be reached."""
 
 
@@ -221,7 +223,7 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-class PeerStopped(RuntimeError):
+class PeerStopped(CrossresError, RuntimeError):
     """Another rank stopped with an error it has reported itself (in one line): this rank ends
     quietly with the same exit code rather than with a traceback from the broken collective."""
 
@@ -239,6 +241,17 @@ def agree_on_failure(error: BaseException | None, device: torch.device, what: st
         raise error
     if failed:
         raise PeerStopped(2, what)
+
+
+def gather_in_order(mine: torch.Tensor, count: int) -> torch.Tensor | None:
+    """Rank r holds rows r, r + world, ... of a `count`-row result (eval_plans' strided shards,
+    padded to equal length); rank 0 gets the rows back in order, padding removed."""
+    world = world_size()
+    if world > 1:
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        mine = torch.stack(gathered, dim=1).reshape(-1, mine.shape[1])
+    return mine[:count].cpu() if rank() == 0 else None
 
 
 def all_reduce_max(value: float, device: torch.device) -> float:

@@ -29,7 +29,8 @@ from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import DataError
 
 from . import distributed, logs
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError, CrossresError
 from .eval.features import (
     Extractor,
     cache_path,
@@ -251,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     try:
         for text in args.degrade:
-            parse_condition(text)  # a bad --degrade is refused before any work
+            try:
+                parse_condition(text)  # a bad --degrade is refused before any work
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         evaluate(args)
-    except (ConfigError, DataError, WeightsError, ValueError) as err:
+    except (CrossresError, DataError) as err:
         if _is_rank_zero():  # every rank refuses alike; one says why
             print(f"error: {err}", file=sys.stderr)
         return 2

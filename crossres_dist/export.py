@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import CrossresError
 from .models import build_model
 from .weights import WeightsError, read_state
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = load(args.checkpoint)
-    except WeightsError as err:
+    except CrossresError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.onnx:

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CrossresError
 from .models import ModelSpec, defaults_for
 
 
-class FormatError(ValueError):
+class FormatError(CrossresError, ValueError):
     """A weights file that cannot be read or does not fit; the message names file and key."""
 
 

@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import CrossresError
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
 GOLDEN = REPO / "tests" / "assets" / "golden"
@@ -36,7 +38,7 @@ README = REPO / "README.md"
 REQUIRED = ("commit", "date", "command", "versions", "hardware", "data", "golden", "wall_s")
 
 
-class DirtyTree(RuntimeError):
+class DirtyTree(CrossresError, RuntimeError):
     pass
 
 

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import CrossresError
+
 log = logging.getLogger(__name__)
 
 
-class DiskFullError(OSError):
+class DiskFullError(CrossresError, OSError):
     """No space left for a run-directory file; the message says where and how much."""
 
     def __str__(self) -> str:
@@ -115,7 +117,7 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(CrossresError, RuntimeError):
     """Another live job holds the run directory; the message names it."""
 
 

@@ -11,11 +11,10 @@ import sys
 
 from pipelines.sources import DataError
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, format_settings_help, load_config
-from .distributed import LaunchError, PeerStopped
-from .rundir import DiskFullError
-from .trainer import SetupError, run
+from .config import format_settings_help, load_config
+from .distributed import PeerStopped
+from .errors import CrossresError
+from .trainer import run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         return run(load_config(args.config, args.overrides))
-    except (ConfigError, SetupError, LaunchError, CheckpointError, DiskFullError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except PeerStopped as err:
         return err.code  # the rank that failed has said why, in one line
+    except (CrossresError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ from .check_data import check_file, is_fatal
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
 from .config import Config
 from .data import (
+    check_degradations,
     check_identities,
     check_run_files,
     check_sizes,
     report_files,
     validation_samples,
 )
+from .errors import CrossresError
 from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
 from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
@@ -52,7 +54,7 @@ EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
 
 
-class SetupError(RuntimeError):
+class SetupError(CrossresError, RuntimeError):
     """A problem found before the first step; the message names the file, key or value."""
 
 
@@ -94,8 +96,34 @@ def preflight(cfg: Config, run_dir: Path, needed_bytes: int) -> None:
         )
 
 
+def random_state() -> dict:
+    """Every global generator's whole state: Python's (with its cached Gaussian), NumPy's (with
+    its position in the key and its cached Gaussian) and torch's CPU generator."""
+    _, words, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": list(words),
+        "python_gauss": gauss,
+        "numpy": keys.tolist(),
+        "numpy_pos": int(pos),
+        "numpy_gauss": [int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def restore_random_state(saved: dict) -> None:
+    """The state random_state() saved. Checkpoints written before the positions were kept resume
+    with position 0, as they always did."""
+    torch.set_rng_state(saved["torch"])
+    random.setstate((3, tuple(saved["python"]), saved.get("python_gauss")))
+    has_gauss, cached = saved.get("numpy_gauss", [0, 0.0])
+    keys = np.array(saved["numpy"], np.uint32)
+    np.random.set_state(("MT19937", keys, saved.get("numpy_pos", 0), has_gauss, cached))
+
+
 class Trainer:
     def __init__(self, cfg: Config) -> None:
+        check_degradations(cfg)
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         self.info = distributed.detect(force=cfg.dist.launcher, port=cfg.dist.port)
@@ -514,11 +542,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "curriculum_p": self.curriculum.p_at(self.images_seen),
             "nonfinite_total": self.nonfinite_total,
-            "random": {
-                "python": list(random.getstate()[1]),
-                "numpy": np.random.get_state()[1].tolist(),
-                "torch": torch.get_rng_state(),
-            },
+            "random": random_state(),
             "config": self.cfg.to_dict(),
             "identities": self.identities,
             "splits": self.splits,
@@ -542,9 +566,7 @@ class Trainer:
         self.images_seen = state["images_seen"]
         self.checkpoints.restore_best(state.get("best_metric"))
         self.nonfinite_total = state.get("nonfinite_total", 0)
-        torch.set_rng_state(state["random"]["torch"])
-        random.setstate((3, tuple(state["random"]["python"]), None))
-        np.random.set_state(("MT19937", np.array(state["random"]["numpy"], np.uint32), 0, 0, 0.0))
+        restore_random_state(state["random"])
         if state.get("world_size", self.world) != self.world:
             # The data position is the step x the global batch, and each image's draws depend on
             # its position only, so a run resumed on another number of ranks sees the same data.

@@ -21,7 +21,6 @@ import torch
 from pipelines import Loader, Sample, eval_plans
 
 from . import distributed, rundir
-from .eval.features import gather_in_order
 from .method import CrossResolutionObjective
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def compute_teacher_features(
         with autocast:
             features, _ = teacher(batch["teacher_view"])
         parts.append(features.float())
-    return gather_in_order(torch.cat(parts), len(data.samples))
+    return distributed.gather_in_order(torch.cat(parts), len(data.samples))
 
 
 def cached_teacher_features(

@@ -101,3 +101,41 @@ def test_curriculum_schedule_values():
     assert abs(c.p_at(35000 * 4 + 1) - 0.5) < 1e-12
     assert c.p_at(35000 * 50) == 1.0
     assert Curriculum(enabled=False, p=0.3).p_at(10**9) == 0.3
+
+
+def test_resume_restores_every_global_generator_exactly():
+    import random
+
+    import numpy as np
+
+    from crossres_dist.trainer import random_state, restore_random_state
+
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached Gaussian in Python's generator
+    np.random.standard_normal()  # and one in NumPy's, after moving its position
+    np.random.random(5)
+    saved = random_state()
+    expected = (
+        random.gauss(0, 1),
+        random.random(),
+        np.random.standard_normal(),
+        np.random.random(3).tolist(),
+        torch.rand(2).tolist(),
+    )
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    restore_random_state(saved)
+    again = (
+        random.gauss(0, 1),
+        random.random(),
+        np.random.standard_normal(),
+        np.random.random(3).tolist(),
+        torch.rand(2).tolist(),
+    )
+    assert again == expected
+    # A checkpoint of the earlier layout (keys only) still restores.
+    old = {"python": saved["python"], "numpy": saved["numpy"], "torch": saved["torch"]}
+    restore_random_state(old)

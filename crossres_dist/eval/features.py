@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from pipelines import Loader, ViewSettings, eval_plans
 from pipelines.degradations import condition_label
@@ -31,17 +30,6 @@ log = logging.getLogger(__name__)
 # Images per resumable chunk: large enough that the pipeline stays busy, small enough that a
 # preemption loses little.
 CHUNK = 4096
-
-
-def gather_in_order(mine: torch.Tensor, count: int) -> torch.Tensor | None:
-    """Rank r holds rows r, r + world, ... of a `count`-row result (eval_plans' strided shards,
-    padded to equal length); rank 0 gets the rows back in order, padding removed."""
-    world = distributed.world_size()
-    if world > 1:
-        gathered = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(gathered, mine)
-        mine = torch.stack(gathered, dim=1).reshape(-1, mine.shape[1])
-    return mine[:count].cpu() if distributed.rank() == 0 else None
 
 
 def load_model(path: str, device: torch.device) -> torch.nn.Module:
@@ -95,7 +83,7 @@ class Extractor:
             if bar is not None:
                 bar.update(min(int(plan.valid.sum()) * world, bar.total - bar.n))
         del stream
-        return gather_in_order(torch.cat(parts), len(samples))
+        return distributed.gather_in_order(torch.cat(parts), len(samples))
 
 
 _DIGESTS: dict[tuple, str] = {}

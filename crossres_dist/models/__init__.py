@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch.nn as nn
 
-from pipelines.plans import MEAN_BGR
+# The released VGGFace2 networks' input: BGR, 0..255, minus this mean (Caffe's convention). The
+# pipelines' default (pipelines.plans.MEAN_BGR) is the same numbers: models know nothing of the
+# pipelines, and tests/test_layers.py checks that the two agree.
+MEAN_BGR = (91.4953, 103.8827, 131.0912)
+
 
 ARCHS = ("seresnet", "iresnet")
 

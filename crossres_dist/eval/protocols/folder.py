@@ -31,7 +31,7 @@ from pipelines.sources import (
 )
 
 from ...checkpoint import load_checkpoint
-from ...config import ConfigError
+from ...errors import ConfigError
 from ...weights import lineage_of
 from ..metrics import cosine, identification, open_set, verification
 from .base import Features, Protocol, unique

@@ -1,0 +1,104 @@
+"""One direction of imports, read from the source with ast (the imports a module makes, and the
+ones those make, within the project):
+
+- pipelines never imports crossres_dist;
+- the models and the configuration never import pipelines (nor DALI through them);
+- training never imports evaluation (eval/); what both need lives in distributed.py;
+- evaluation never imports the trainer or the configuration.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The project modules `path` imports (absolute, relative, and inside functions)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.split(".")[0] in ("crossres_dist", "pipelines")}
+
+
+MODULES = {
+    module_name(p): p
+    for root in ("crossres_dist", "pipelines")
+    for p in sorted((REPO / root).rglob("*.py"))
+}
+
+
+def reaches(start: str) -> set[str]:
+    """Every project module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        current = todo.pop()
+        for target in imports_of(MODULES[current]) if current in MODULES else ():
+            while target and target not in MODULES:  # `from pkg import name`: the package
+                target = target.rpartition(".")[0]
+            if target and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen - {start}
+
+
+TRAINING = [
+    m
+    for m in MODULES
+    if m.startswith("crossres_dist.")
+    and not m.startswith("crossres_dist.eval")
+    and m
+    not in (
+        "crossres_dist.evaluate",
+        "crossres_dist.demo",
+        "crossres_dist.results",
+        "crossres_dist.sweep",
+        "crossres_dist.export",
+    )
+]
+RULES = [
+    *[(m, "crossres_dist", "pipelines sits below crossres_dist") for m in MODULES if m.startswith("pipelines")],
+    *[(m, "pipelines", "models know nothing of the pipelines") for m in MODULES if m.startswith("crossres_dist.models")],
+    ("crossres_dist.config", "pipelines", "the configuration knows nothing of the pipelines"),
+    *[(m, "crossres_dist.eval", "training does not import evaluation") for m in TRAINING],
+    *[(m, "crossres_dist.trainer", "evaluation does not import the trainer") for m in MODULES if m.startswith("crossres_dist.eval.") or m == "crossres_dist.eval"],
+    *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in MODULES if m.startswith("crossres_dist.eval.") or m == "crossres_dist.eval"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("module,forbidden,why", RULES, ids=[f"{m}-{f}" for m, f, _ in RULES])
+def test_imports_run_one_way(module, forbidden, why):
+    bad = sorted(m for m in reaches(module) if m == forbidden or m.startswith(forbidden + "."))
+    assert not bad, f"{module} imports {', '.join(bad)}: {why}"
+
+
+def test_the_rules_see_real_imports():
+    assert "crossres_dist.distributed" in reaches("crossres_dist.validate")
+    assert "pipelines.sources" in reaches("crossres_dist.trainer")
+    assert "crossres_dist.eval.features" in reaches("crossres_dist.evaluate")
+
+
+def test_models_and_pipelines_agree_on_the_released_networks_mean():
+    from crossres_dist.models import MEAN_BGR as MODEL_MEAN
+    from pipelines.plans import MEAN_BGR as PIPELINE_MEAN
+
+    assert MODEL_MEAN == PIPELINE_MEAN
