@@ -50,7 +50,7 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def atomic_save(obj: Any, path: Path, die_midway: bool = False) -> None:
-    def die(f) -> None:  # fault injection (train.inject_kill_during_save): a half-written file
+    def die(f) -> None:  # fault injection (debug.inject_kill_during_save): a half-written file
         f.truncate(f.tell() // 2)
         f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -74,9 +74,9 @@ class CheckpointManager:
         run_dir: Path,
         keep_last: int = 2,
         is_writer: bool = True,
-        kill_during_save_step: int = 0,
     ) -> None:
-        self.kill_during_save_step = kill_during_save_step
+        # debug.inject_kill_during_save (the fault-injection tests set it after construction).
+        self.kill_during_save_step = 0
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
         self.is_writer = is_writer

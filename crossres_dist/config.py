@@ -243,11 +243,17 @@ class TrainConfig:
     # The host reads the device (non-finite steps) and the ranks compare stop flags every this
     # many optimizer steps, and at every log, validation and checkpoint step; nowhere else.
     sync_every: int = 10
-    # Test hook: make the loss non-finite at these optimizer steps (fault-injection tests).
-    inject_nan_steps: list[int] = field(default_factory=list)
     # Stop (as if preempted) after this optimizer step; 0 = never. Used by resume tests.
     stop_after_step: int = 0
-    # Fault injection: rank 0 dies (SIGKILL) half-way through writing this step's checkpoint.
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection for the tests; a real run leaves this section out."""
+
+    # Make the loss non-finite on rank 0 at these optimizer steps.
+    inject_nan_steps: list[int] = field(default_factory=list)
+    # Rank 0 dies (SIGKILL) half-way through writing this step's checkpoint; 0 = never.
     inject_kill_during_save: int = 0
 
 
@@ -277,6 +283,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     # Where the values came from, for error messages; not part of the saved config.
     source: str = field(default="<defaults>", repr=False, compare=False)
 
@@ -417,6 +424,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+# Keys that moved, and where to.
+MOVED = {
+    "train.inject_nan_steps": "debug.inject_nan_steps",
+    "train.inject_kill_during_save": "debug.inject_kill_during_save",
+}
+
+
 def _apply(raw: dict[str, dict[str, Any]], source: str, target: dict[str, dict[str, Any]]) -> None:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
@@ -429,6 +443,11 @@ def _apply(raw: dict[str, dict[str, Any]], source: str, target: dict[str, dict[s
             raise ConfigError(f"{source}: section '{section}' must be a mapping")
         for key, value in values.items():
             hints = _HINTS[section]
+            if f"{section}.{key}" in MOVED:
+                raise ConfigError(
+                    f"{source}: {section}.{key} is now {MOVED[f'{section}.{key}']} (test switches "
+                    "live in the debug section)"
+                )
             if key not in hints:
                 raise ConfigError(
                     f"{source}: unknown key '{section}.{key}' (known: {', '.join(hints)})"

@@ -38,6 +38,7 @@ from .data import (
     validation_samples,
 )
 from .errors import CrossresError
+from .loop import Cadence, MetricWindow, NonFiniteSteps
 from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
 from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
@@ -162,8 +163,8 @@ class Trainer:
             self.run_dir,
             self.cfg.train.keep_last,
             is_writer=self.is_main,
-            kill_during_save_step=self.cfg.train.inject_kill_during_save,
         )
+        self.checkpoints.kill_during_save_step = self.cfg.debug.inject_kill_during_save
         self.resume_state = self._find_resume_point()
         train_samples, val_samples, num_classes = self._setup_data()
         spec = self._setup_networks(num_classes)
@@ -384,8 +385,8 @@ class Trainer:
         self.on_step = None  # a benchmark's hook, called after every optimizer step
         if self.resume_state is not None:
             self._restore(self.resume_state)
-        # Non-finite steps in a row, in all, and the last one's number, kept on the device.
-        self.nonfinite = torch.tensor([0.0, float(self.nonfinite_total), 0.0], device=self.device)
+        self.nonfinite = NonFiniteSteps(self.device, self.nonfinite_total)
+        self.cadence = Cadence.from_config(cfg.train, self.total_steps)
 
     def _setup_validation(self, val_samples: list) -> None:
         """The validation views, and the teacher's features of them (all ranks take part: the
@@ -636,7 +637,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
-        cfg = self.cfg
+        """Orchestrates: one optimizer step at a time (train_step), then what the cadence asks
+        for at that step (log, validate, save), then, at sync points, the ranks' agreement on a
+        preemption."""
         batches = ResilientViews(
             self.planner,
             self.step * self.accumulation,
@@ -654,126 +657,28 @@ class Trainer:
             log.info("the run is already at step %d of %d: validating only", self.step, self.step)
             metrics = self.validate()
         self.model.train()
-        if cfg.model.bn_mode == "frozen":
+        if self.cfg.model.bn_mode == "frozen":
             set_bn_frozen(self.student)
         progress = self._progress()
-        sums = torch.zeros(4, device=self.device)  # loss, ce, feature term, correct
-        window_start, window_images, window_micro = time.perf_counter(), 0, 0
+        window = MetricWindow(self.device)
         while self.step < self.total_steps:
-            # Micro-steps: gradients are synchronised only on the last one (no_sync skips the
-            # all-reduce that would otherwise happen at every backward).
-            for micro in range(self.accumulation):
-                batch = next(batches)
-                teacher_view = batch["teacher_view"].contiguous(memory_format=self.memory_format)
-                student_view = batch["student_view"].contiguous(memory_format=self.memory_format)
-                last = micro == self.accumulation - 1
-                sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()
-                with sync:
-                    with self.autocast:
-                        losses = self.task(teacher_view, student_view, batch["labels"])
-                    loss = losses["loss"]
-                    if self.step + 1 in cfg.train.inject_nan_steps and self.info.rank == 0:
-                        loss = loss * float("nan")
-                    self.scaler.scale(loss / self.accumulation).backward()
-                sums += torch.stack(
-                    [
-                        loss.detach(),
-                        losses["ce"].detach(),
-                        losses["feat"].detach(),
-                        (losses["logits"].argmax(1) == batch["labels"]).sum().float(),
-                    ]
-                )
-                window_images += len(batch["labels"]) * self.world
-                window_micro += 1
-
-            # Optimizer step, decided on the device: a non-finite gradient (the same on every
-            # rank after the all-reduce) makes the fused kernel skip the update, as the fp16
-            # scaler does for overflows. The host learns of it at the next sync point.
-            self.scaler.unscale_(self.optimizer)
-            max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
-            if self.precision == "fp16":
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                nonfinite = (~torch.isfinite(grad_norm)).float()
-                self.optimizer.found_inf = nonfinite
-                self.optimizer.step()
-                self.nonfinite[0] = (self.nonfinite[0] + 1) * nonfinite  # in a row
-                self.nonfinite[1] += nonfinite  # in all
-                self.nonfinite[2] = torch.where(nonfinite > 0, self.step + 1, self.nonfinite[2])
-            self.optimizer.zero_grad(set_to_none=True)
-            self.schedule.after_step()
-            self.step += 1
-            self.images_seen += cfg.optim.global_batch
+            self.train_step(batches, window)
             if progress is not None:
                 progress.update(1)
             if self.on_step is not None:
                 self.on_step(self.step)
-
-            # Sync points: the host looks at the device and the ranks compare stop flags only
-            # here (every train.sync_every steps, and before every log, validation or save).
-            log_now = self.step % cfg.train.log_every == 0 or self.step == self.total_steps
-            validated = self.step % cfg.train.val_every == 0 or self.step == self.total_steps
-            save_now = validated or self.step % cfg.train.checkpoint_every == 0
-            stop_here = self.step == cfg.train.stop_after_step
-            sync_now = log_now or save_now or stop_here or self.step % cfg.train.sync_every == 0
-            if sync_now:
+            now = self.cadence.at(self.step)
+            if now.sync:
                 self._check_nonfinite()
-
-            # Logging: metrics are reduced across ranks only here.
-            if log_now:
-                if self.world > 1:
-                    torch.distributed.all_reduce(sums)
-                n_micro = self.world * window_micro
-                elapsed = time.perf_counter() - window_start
-                values = {
-                    "train/loss": sums[0].item() / n_micro,
-                    "train/ce": sums[1].item() / n_micro,
-                    "train/feat": sums[2].item() / n_micro,
-                    "train/top1": sums[3].item() / max(1, window_images),
-                    "train/lr": self.schedule.lr,
-                    "train/p": self.curriculum.p_at(self.images_seen - cfg.optim.global_batch),
-                    "train/images_per_s": window_images / elapsed,
-                }
-                if self.is_main:
-                    log.info(
-                        "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f "
-                        "%.1f img/s",
-                        self.step,
-                        self.total_steps,
-                        values["train/loss"],
-                        values["train/ce"],
-                        values["train/feat"],
-                        values["train/top1"],
-                        values["train/lr"],
-                        values["train/p"],
-                        values["train/images_per_s"],
-                    )
-                    self.scalars.add(values, self.step)
-                sums.zero_()
-                window_start, window_images, window_micro = time.perf_counter(), 0, 0
-
-            # Validation and checkpoints (rank 0; the others wait in the broadcast).
-            if validated:
+            if now.log:
+                self._log(window)
+            if now.validate:
                 metrics = self.validate()
                 self.save(self.best_metric(metrics))
-            elif save_now:
+            elif now.save:
                 self.save()
-
-            # Preemption: all ranks agree at a sync point.
-            if not sync_now:
-                continue
-            signalled = self.stop_flag.raised is not None
-            if distributed.all_reduce_max(float(signalled), self.device) > 0 or stop_here:
-                if not save_now:
-                    self.save()
-                if stop_here and self.stop_flag.raised is None:
-                    log.info("stopping after step %d as configured", self.step)
-                    break
-                log.warning("preempted: checkpoint at step %d written, exiting", self.step)
-                self._mark_preempted()
-                raise Preempted()
+            if now.sync and self._stop_here(now):
+                break
         if progress is not None:
             progress.close()
         if self.step == self.total_steps:
@@ -782,10 +687,80 @@ class Trainer:
                 self._write_results(metrics, agreement)
         return metrics
 
+    def train_step(self, batches, window: MetricWindow) -> None:
+        """One optimizer step: the micro-steps of the global batch (gradients all-reduced only on
+        the last), then the update, decided on the device: a non-finite gradient (the same on
+        every rank after the all-reduce) makes the fused kernel skip it, as the fp16 scaler does
+        for overflows; the host learns of it at the next sync point."""
+        for micro in range(self.accumulation):
+            batch = next(batches)
+            teacher_view = batch["teacher_view"].contiguous(memory_format=self.memory_format)
+            student_view = batch["student_view"].contiguous(memory_format=self.memory_format)
+            last = micro == self.accumulation - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()
+            with sync:
+                with self.autocast:
+                    losses = self.task(teacher_view, student_view, batch["labels"])
+                loss = losses["loss"]
+                if self.step + 1 in self.cfg.debug.inject_nan_steps and self.info.rank == 0:
+                    loss = loss * float("nan")
+                self.scaler.scale(loss / self.accumulation).backward()
+            window.add({**losses, "loss": loss}, batch["labels"], self.world)
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
+        if self.precision == "fp16":
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            nonfinite = (~torch.isfinite(grad_norm)).float()
+            self.optimizer.found_inf = nonfinite
+            self.optimizer.step()
+            self.nonfinite.update(nonfinite, self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.after_step()
+        self.step += 1
+        self.images_seen += self.cfg.optim.global_batch
+
+    def _log(self, window: MetricWindow) -> None:
+        """The window's means over every rank (reduced only here), to the log and TensorBoard."""
+        values = window.reduce(self.world, torch.distributed.all_reduce)
+        values["train/lr"] = self.schedule.lr
+        values["train/p"] = self.curriculum.p_at(self.images_seen - self.cfg.optim.global_batch)
+        if self.is_main:
+            log.info(
+                "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f %.1f img/s",
+                self.step,
+                self.total_steps,
+                values["train/loss"],
+                values["train/ce"],
+                values["train/feat"],
+                values["train/top1"],
+                values["train/lr"],
+                values["train/p"],
+                values["train/images_per_s"],
+            )
+            self.scalars.add(values, self.step)
+
+    def _stop_here(self, now) -> bool:
+        """At a sync point: every rank agrees whether any was signalled (SIGTERM, SLURM's USR1)
+        and then checkpoints and raises Preempted; train.stop_after_step stops quietly."""
+        signalled = self.stop_flag.raised is not None
+        if distributed.all_reduce_max(float(signalled), self.device) <= 0 and not now.stop:
+            return False
+        if not now.save:
+            self.save()
+        if now.stop and self.stop_flag.raised is None:
+            log.info("stopping after step %d as configured", self.step)
+            return True
+        log.warning("preempted: checkpoint at step %d written, exiting", self.step)
+        self._mark_preempted()
+        raise Preempted()
+
     def _check_nonfinite(self) -> None:
         """At a sync point: report the steps skipped since the last one, and stop (before any
         save) after train.max_nonfinite in a row; the last good checkpoint is then the newest."""
-        in_a_row, total, last = (int(x) for x in self.nonfinite.tolist())
+        in_a_row, total, last = self.nonfinite.read()
         if total > self.nonfinite_total:
             log.warning(
                 "%d non-finite loss/gradient step(s) skipped (the last at step %d; %d in a row)",

@@ -32,7 +32,7 @@ from tests.conftest import (
 def test_kill_during_save_leaves_a_partial_file_that_is_ignored(tmp_path, tiny_teacher):
     run_dir = tmp_path / "killed"
     args = tiny_args(run_dir, tiny_teacher, "train.checkpoint_every=1", "train.val_every=100")
-    died = run_cmd(train_cmd(1, *args, "train.inject_kill_during_save=4"), check=False)
+    died = run_cmd(train_cmd(1, *args, "debug.inject_kill_during_save=4"), check=False)
     assert died.returncode == -signal.SIGKILL
     ckpts = run_dir / "checkpoints"
     assert (ckpts / "step_00000004.pt.tmp").is_file() and not (ckpts / "step_00000004.pt").exists()
@@ -187,7 +187,7 @@ def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
 @pytest.mark.launch
 def test_nan_steps_are_skipped_and_counted(tmp_path, tiny_teacher):
     run_dir = tmp_path / "one-nan"
-    out = run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "train.inject_nan_steps=[2]")))
+    out = run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, "debug.inject_nan_steps=[2]")))
     assert "1 non-finite loss/gradient step(s) skipped (the last at step 2;" in out.stdout
     res = results(run_dir)
     assert res["nonfinite_steps"] == 1 and res["step"] == 6
@@ -202,7 +202,7 @@ def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_te
             *tiny_args(
                 run_dir,
                 tiny_teacher,
-                "train.inject_nan_steps=[3,4,5]",
+                "debug.inject_nan_steps=[3,4,5]",
                 "train.checkpoint_every=1",
                 "train.max_nonfinite=3",
                 "train.keep_last=10",

@@ -1,0 +1,113 @@
+"""The training loop's parts that own their own state: when to act (Cadence), what the logged
+window has summed on the device (MetricWindow), and the non-finite steps the fused optimizer
+skipped (NonFiniteSteps). None of them knows torch.distributed beyond the reduce they are handed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Moments:
+    """What the loop does after an optimizer step."""
+
+    log: bool
+    validate: bool
+    save: bool
+    stop: bool  # train.stop_after_step reached
+    sync: bool  # the host reads the device and the ranks compare stop flags
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When the loop logs, validates, checkpoints and synchronises, from train.* alone. The last
+    step always logs, validates and saves; every log, validation, save and stop is a sync point,
+    and so is every sync_every-th step (the host never waits for the device in between)."""
+
+    total_steps: int
+    log_every: int
+    val_every: int
+    checkpoint_every: int
+    sync_every: int
+    stop_after_step: int = 0
+
+    @classmethod
+    def from_config(cls, train_cfg, total_steps: int) -> Cadence:
+        return cls(
+            total_steps,
+            train_cfg.log_every,
+            train_cfg.val_every,
+            train_cfg.checkpoint_every,
+            train_cfg.sync_every,
+            train_cfg.stop_after_step,
+        )
+
+    def at(self, step: int) -> Moments:
+        last = step == self.total_steps
+        log = step % self.log_every == 0 or last
+        validate = step % self.val_every == 0 or last
+        save = validate or step % self.checkpoint_every == 0
+        stop = step == self.stop_after_step
+        sync = log or save or stop or step % self.sync_every == 0
+        return Moments(log, validate, save, stop, sync)
+
+
+class MetricWindow:
+    """Loss, cross-entropy, feature term and correct predictions summed on the device over the
+    micro-steps since the last log; the host reads them only when the window is reduced."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(4, device=device)
+        self._restart()
+
+    def _restart(self) -> None:
+        self.started, self.images, self.micro_steps = time.perf_counter(), 0, 0
+
+    def add(self, losses: dict[str, torch.Tensor], labels: torch.Tensor, world: int) -> None:
+        correct = (losses["logits"].argmax(1) == labels).sum().float()
+        self.sums += torch.stack(
+            [losses["loss"].detach(), losses["ce"].detach(), losses["feat"].detach(), correct]
+        )
+        self.images += len(labels) * world
+        self.micro_steps += 1
+
+    def reduce(self, world: int, all_reduce=None) -> dict[str, float]:
+        """The window's means over every rank (`all_reduce` sums a tensor across them), and
+        images/s; the window starts again."""
+        if world > 1 and all_reduce is not None:
+            all_reduce(self.sums)
+        n_micro = world * self.micro_steps
+        loss, ce, feat, correct = self.sums.tolist()
+        values = {
+            "train/loss": loss / n_micro,
+            "train/ce": ce / n_micro,
+            "train/feat": feat / n_micro,
+            "train/top1": correct / max(1, self.images),
+            "train/images_per_s": self.images / (time.perf_counter() - self.started),
+        }
+        self.sums.zero_()
+        self._restart()
+        return values
+
+
+class NonFiniteSteps:
+    """Steps whose gradient was not finite (skipped by the optimizer on the device): in a row,
+    in all, and the last one's number, kept on the device until a sync point reads them."""
+
+    def __init__(self, device: torch.device, total_so_far: int) -> None:
+        self.counts = torch.tensor([0.0, float(total_so_far), 0.0], device=device)
+
+    def update(self, nonfinite: torch.Tensor, step: int) -> None:
+        """`nonfinite` is 1.0 when step `step` was skipped, else 0.0 (a device tensor)."""
+        self.counts[0] = (self.counts[0] + 1) * nonfinite  # in a row
+        self.counts[1] += nonfinite  # in all
+        self.counts[2] = torch.where(nonfinite > 0, step, self.counts[2])
+
+    def read(self) -> tuple[int, int, int]:
+        """(in a row, in all, the last one's step): a host synchronisation."""
+        in_a_row, total, last = (int(x) for x in self.counts.tolist())
+        return in_a_row, total, last
