@@ -26,6 +26,7 @@ from pipelines.degradations import Degradations, parse_steps
 from pipelines.sources import DataError, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, logs, rundir
+from .batchnorm import BatchNormReestimation
 from .check_data import check_file, is_fatal
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
 from .config import Config
@@ -386,6 +387,17 @@ class Trainer:
         if self.resume_state is not None:
             self._restore(self.resume_state)
         self.nonfinite = NonFiniteSteps(self.device, self.nonfinite_total)
+        self.bn_reestimation = BatchNormReestimation(
+            cfg.model,
+            self.planner,
+            self.loader,
+            cfg.run.seed,
+            self.autocast,
+            self.memory_format,
+            paired=self.task.paired,
+            find_bad=self._undecodable,
+            on_excluded=self._excluded_during_run,
+        )
         self.cadence = Cadence.from_config(cfg.train, self.total_steps)
 
     def _setup_validation(self, val_samples: list) -> None:
@@ -809,67 +821,11 @@ class Trainer:
                 "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
             )
 
-    @torch.no_grad()
     def recalibrate_bn(self) -> None:
-        """Re-estimate the student's BatchNorm running statistics (model.bn_recalibrate) before a
-        validation, as a plain average over bn_recalibrate_images training views (all ranks,
-        averaged), so that evaluation, selection and the checkpoint normalise with statistics of
-        the weights as they are. The views come from a stream of their own (another seed,
-        starting at this step): the training order is untouched, and a resumed run
-        re-estimates on the same images. In batch mode training never reads these statistics."""
-        cfg = self.cfg
-        use_view = "teacher_view" if cfg.model.bn_recalibrate == "clean" else "student_view"
-        p_now = self.curriculum.p_at(self.images_seen)
-        planner = TrainPlanner(
-            self.planner.samples,
-            self.views,
-            cfg.data.micro_batch,
-            self.info.rank,
-            self.world,
-            cfg.run.seed + 7919,
-            lambda images: p_now,
+        """model.bn_recalibrate before a validation (crossres_dist/batchnorm.py)."""
+        self.bn_reestimation(
+            self.student, self.step, self.curriculum.p_at(self.images_seen), self.world
         )
-        # The same set as training's: a file that cannot be decoded here is named and left out
-        # of training too, and one training has left out is never read here.
-        planner.excluded = self.planner.excluded
-        batches = ResilientViews(
-            planner,
-            self.step,
-            self.loader.reseeded(cfg.run.seed + 7919),
-            self._undecodable,
-            self._excluded_during_run,
-        )
-        student = unwrap(self.student)
-        was_training = student.training
-        norms = [
-            m for m in student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        ]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        student.train()
-        images = 0
-        # "mixed": what the student trains on (both views of each face when paired).
-        paired = use_view == "student_view" and self.task.paired
-        while images < cfg.model.bn_recalibrate_images:
-            batch = next(batches)
-            view = batch[use_view]
-            if paired:
-                view = torch.cat([view, batch["teacher_view"]])
-            with self.autocast:
-                student(view.contiguous(memory_format=self.memory_format))
-            images += len(view) * self.world
-        del batches
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-            if self.world > 1:
-                for stats in (m.running_mean, m.running_var):
-                    torch.distributed.all_reduce(stats)
-                    stats /= self.world
-        student.train(was_training)
-        if was_training and cfg.model.bn_mode == "frozen":
-            set_bn_frozen(student)
 
     def rank_agreement(self) -> dict:
         """Every rank's learning rate and parameter checksum (gathered on all ranks): DDP and the

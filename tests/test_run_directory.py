@@ -5,6 +5,7 @@ directory or in a one-line error that says what to do."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,15 +211,16 @@ def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_te
             code = job.wait(timeout=120)
         text = log.read_text()
         # torchrun reports the failed workers with a traceback of its own: what the workers
-        # printed is everything before it.
-        workers = text.split("torch.distributed.elastic")[0]
+        # printed is everything before its first line.
+        workers = re.split(r".*torch[./]distributed[./]elastic", text, maxsplit=1)[0]
         assert code != 0
         lines = [line for line in text.splitlines() if "disk full: cannot write step_" in line]
         assert len(lines) == 1, text[-3000:]  # from rank 0 only; rank 1 stops quietly with it
         assert lines[0].startswith("error: disk full: cannot write step_")
         assert f"in {run_dir / 'checkpoints'}: a checkpoint needs about" in lines[0]
         assert "Traceback" not in workers and "Connection closed" not in workers, workers[-3000:]
-        assert "exitcode  : 2" in text and "exitcode  : 1" not in text, text[-3000:]
+        # Rank 0 exits 2; rank 1 either does too or is ended by torchrun: never 1 (a crash).
+        assert re.search(r"exitcode\s*:\s*2", text) and not re.search(r"exitcode\s*:\s*1\b", text)
         assert not list((run_dir / "checkpoints").glob("*.tmp"))
         filler.unlink()
         # The save that failed is the first after the disk filled: step 15 or a later one,
