@@ -39,22 +39,120 @@ def _round(x):
     return dmath.floor(x + 0.5)
 
 
+# The plan fields the graph reads, by name, with their DALI type and how a plan's array becomes
+# the graph's input: one list, so that the graph and its feeder cannot disagree on positions.
+GRAPH_INPUTS = (
+    ("encoded", "UINT8", lambda plan: [np.fromfile(p, dtype=np.uint8) for p in plan.paths]),
+    ("labels", "INT64", lambda plan: plan.labels),
+    ("crop_x", "FLOAT", lambda plan: plan.crop_x),
+    ("crop_y", "FLOAT", lambda plan: plan.crop_y),
+    ("gray", "BOOL", lambda plan: plan.gray),
+    ("degrade", "BOOL", lambda plan: plan.degrade),
+    ("resolution", "FLOAT", lambda plan: plan.resolution),
+    ("flip", "INT32", lambda plan: plan.flip.astype(np.int32)),
+    ("blur_sigma", "FLOAT", lambda plan: plan.blur_sigma),
+    ("jpeg_quality", "INT32", lambda plan: plan.jpeg_quality.astype(np.int32)),
+    ("noise_sigma", "FLOAT", lambda plan: plan.noise_sigma),
+    ("noise_seed", "INT64", lambda plan: plan.noise_seed),
+)
+
+
 def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
     for plan in plans:
-        yield (
-            [np.fromfile(p, dtype=np.uint8) for p in plan.paths],
-            plan.labels,
-            plan.crop_x,
-            plan.crop_y,
-            plan.gray,
-            plan.degrade,
-            plan.resolution,
-            plan.flip.astype(np.int32),
-            plan.blur_sigma,
-            plan.jpeg_quality.astype(np.int32),
-            plan.noise_sigma,
-            plan.noise_seed,
-        )
+        yield tuple(array(plan) for _, _, array in GRAPH_INPUTS)
+
+
+def _inputs(plans: Iterable[BatchPlan]) -> dict:
+    """The plans' fields as named graph inputs."""
+    outputs = fn.external_source(
+        source=_plan_to_arrays(plans),
+        num_outputs=len(GRAPH_INPUTS),
+        batch=True,
+        dtype=[getattr(types, kind) for _, kind, _ in GRAPH_INPUTS],
+    )
+    return dict(zip((name for name, _, _ in GRAPH_INPUTS), outputs))
+
+
+def _decoded(encoded, gray, order, on_gpu: bool):
+    image = fn.decoders.image(encoded, device="mixed" if on_gpu else "cpu", output_type=order)
+    if gray:
+        luma = fn.color_space_conversion(image, image_type=order, output_type=types.GRAY)
+        image = fn.cat(luma, luma, luma, axis=2)
+    return image
+
+
+def _geometry(encoded, crop_x, crop_y, size: float, crop: float) -> dict:
+    """From the JPEG/PNG header, on the CPU whatever the device of the decoded image (the
+    geometry feeds per-sample arguments, which DALI takes from the CPU only): the image resized
+    to shorter side `size` in whole pixels, as the twin computes it, and the crop window in it."""
+    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    shorter = dmath.min(height, width)
+    full_h, full_w = _round(height * size / shorter), _round(width * size / shorter)
+    top = dmath.floor(crop_y * (full_h - crop))
+    left = dmath.floor(crop_x * (full_w - crop))
+    return {
+        "full_h": full_h,
+        "full_w": full_w,
+        "top": top,
+        "left": left,
+        "scale_y": height / full_h,
+        "scale_x": width / full_w,
+    }
+
+
+def _resized_window(image, g: dict, crop: float, interp, scale_y, scale_x):
+    """`image` resized so that only the crop window of the `size` scale is computed."""
+    top, left = g["top"], g["left"]
+    return fn.resize(
+        image,
+        size=[crop, crop],
+        interp_type=interp,
+        antialias=True,
+        roi_relative=False,
+        roi_start=fn.stack(top * scale_y, left * scale_x),
+        roi_end=fn.stack((top + crop) * scale_y, (left + crop) * scale_x),
+    )
+
+
+def _student(image, teacher, x: dict, g: dict, size: float, crop: float, interp):
+    """The degraded student view of the samples drawn for it (DALI conditionals), the teacher
+    view itself for the others. method.md: the whole shorter-side-`size` image is degraded, and
+    only then is the crop taken (pipelines/degradations.py gives the steps' order)."""
+    resolution, blur_sigma, jpeg_quality = x["resolution"], x["blur_sigma"], x["jpeg_quality"]
+    full_h, full_w = g["full_h"], g["full_w"]
+    if x["degrade"]:
+        full = fn.resize(image, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True)
+        small_h = dmath.max(_round(full_h * resolution / size), 1.0)
+        small_w = dmath.max(_round(full_w * resolution / size), 1.0)
+        if (blur_sigma > 0) | (jpeg_quality > 0):
+            # Later steps need the whole image back up before the crop.
+            if resolution > 0:
+                small = fn.resize(
+                    full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
+                )
+                full = fn.resize(
+                    small, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
+                )
+            if blur_sigma > 0:
+                full = fn.gaussian_blur(full, sigma=blur_sigma)
+            if jpeg_quality > 0:
+                full = fn.jpeg_compression_distortion(full, quality=jpeg_quality)
+            student = fn.slice(
+                full,
+                start=fn.cast(fn.stack(g["top"], g["left"]), dtype=types.INT32),
+                shape=[crop, crop],
+                axes=[0, 1],
+            )
+        else:
+            # Down-sampling alone: the up-sampling writes the crop window only.
+            small = fn.resize(
+                full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
+            )
+            student = _resized_window(small, g, crop, interp, small_h / full_h, small_w / full_w)
+    else:
+        student = teacher
+    return student
 
 
 def build_pipeline(
@@ -72,124 +170,25 @@ def build_pipeline(
         raise RuntimeError("nvidia-dali is not installed; use data.backend=torchvision")
     size, crop = float(views.resize_shorter), float(views.crop)
     interp = getattr(types, INTERP[interpolation])
-    on_gpu = device_id is not None
+    order = types.RGB if views.channels == "RGB" else types.BGR
+    normalize = dict(
+        mean=list(views.mean), std=[1.0 / views.scale] * 3, output_layout="CHW", dtype=types.FLOAT
+    )
 
     @pipeline_def(enable_conditionals=True)
     def views_graph():
-        (
-            encoded,
-            labels,
-            crop_x,
-            crop_y,
-            gray,
-            degrade,
-            resolution,
-            flip,
-            blur_sigma,
-            jpeg_quality,
-            noise_sigma,
-            noise_seed,
-        ) = fn.external_source(
-            source=_plan_to_arrays(plans),
-            num_outputs=12,
-            batch=True,
-            dtype=[
-                types.UINT8,
-                types.INT64,
-                types.FLOAT,
-                types.FLOAT,
-                types.BOOL,
-                types.BOOL,
-                types.FLOAT,
-                types.INT32,
-                types.FLOAT,
-                types.INT32,
-                types.FLOAT,
-                types.INT64,
-            ],
-        )
-        order = types.RGB if views.channels == "RGB" else types.BGR
-        image = fn.decoders.image(encoded, device="mixed" if on_gpu else "cpu", output_type=order)
-        if gray:
-            luma = fn.color_space_conversion(image, image_type=order, output_type=types.GRAY)
-            image = fn.cat(luma, luma, luma, axis=2)
-        # From the JPEG/PNG header, on the CPU whatever the device of the decoded image: the
-        # geometry below feeds per-sample arguments, which DALI takes from the CPU only.
-        shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
-        height, width = shape[0], shape[1]
-        shorter = dmath.min(height, width)
-        # The image resized to shorter side `size`, in whole pixels, as the twin computes it.
-        full_h, full_w = _round(height * size / shorter), _round(width * size / shorter)
-        top = dmath.floor(crop_y * (full_h - crop))
-        left = dmath.floor(crop_x * (full_w - crop))
-        scale_y, scale_x = height / full_h, width / full_w
-        teacher = fn.resize(
-            image,
-            size=[crop, crop],
-            interp_type=interp,
-            antialias=True,
-            roi_relative=False,
-            roi_start=fn.stack(top * scale_y, left * scale_x),
-            roi_end=fn.stack((top + crop) * scale_y, (left + crop) * scale_x),
-        )
-        if degrade:
-            # method.md: the whole shorter-side-`size` image is degraded, and only then is the
-            # crop taken (pipelines/degradations.py gives the steps' order).
-            full = fn.resize(
-                image, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
-            )
-            small_h = dmath.max(_round(full_h * resolution / size), 1.0)
-            small_w = dmath.max(_round(full_w * resolution / size), 1.0)
-            up_y, up_x = small_h / full_h, small_w / full_w
-            if (blur_sigma > 0) | (jpeg_quality > 0):
-                # Later steps need the whole image back up before the crop.
-                if resolution > 0:
-                    small = fn.resize(
-                        full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
-                    )
-                    full = fn.resize(
-                        small, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
-                    )
-                if blur_sigma > 0:
-                    full = fn.gaussian_blur(full, sigma=blur_sigma)
-                if jpeg_quality > 0:
-                    full = fn.jpeg_compression_distortion(full, quality=jpeg_quality)
-                student = fn.slice(
-                    full,
-                    start=fn.cast(fn.stack(top, left), dtype=types.INT32),
-                    shape=[crop, crop],
-                    axes=[0, 1],
-                )
-            else:
-                # Down-sampling alone: the up-sampling writes the crop window only.
-                small = fn.resize(
-                    full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
-                )
-                student = fn.resize(
-                    small,
-                    size=[crop, crop],
-                    interp_type=interp,
-                    antialias=True,
-                    roi_relative=False,
-                    roi_start=fn.stack(top * up_y, left * up_x),
-                    roi_end=fn.stack((top + crop) * up_y, (left + crop) * up_x),
-                )
-        else:
-            student = teacher
-        normalize = dict(
-            mean=list(views.mean),
-            std=[1.0 / views.scale] * 3,
-            output_layout="CHW",
-            dtype=types.FLOAT,
-            mirror=flip,
-        )
+        x = _inputs(plans)
+        image = _decoded(x["encoded"], x["gray"], order, device_id is not None)
+        g = _geometry(x["encoded"], x["crop_x"], x["crop_y"], size, crop)
+        teacher = _resized_window(image, g, crop, interp, g["scale_y"], g["scale_x"])
+        student = _student(image, teacher, x, g, size, crop, interp)
         return (
-            fn.crop_mirror_normalize(teacher, **normalize),
-            fn.crop_mirror_normalize(student, **normalize),
-            labels,
-            resolution,
-            noise_sigma,
-            noise_seed,
+            fn.crop_mirror_normalize(teacher, mirror=x["flip"], **normalize),
+            fn.crop_mirror_normalize(student, mirror=x["flip"], **normalize),
+            x["labels"],
+            x["resolution"],
+            x["noise_sigma"],
+            x["noise_seed"],
         )
 
     pipe = views_graph(
