@@ -16,3 +16,7 @@ class CrossresError(Exception):
 
 class ConfigError(CrossresError, ValueError):
     """A configuration value that cannot be used; the message says what to change."""
+
+
+class SetupError(CrossresError, RuntimeError):
+    """A problem found before the first step; the message names the file, key or value."""

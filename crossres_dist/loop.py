@@ -5,6 +5,7 @@ skipped (NonFiniteSteps). None of them knows torch.distributed beyond the reduce
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 
@@ -111,3 +112,24 @@ class NonFiniteSteps:
         """(in a row, in all, the last one's step): a host synchronisation."""
         in_a_row, total, last = (int(x) for x in self.counts.tolist())
         return in_a_row, total, last
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Preempted(Exception):
+    pass
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGUSR1 (SLURM sends one ahead of the time limit); every rank checks
+    the flags of all ranks at each step boundary, so they stop at the same step."""
+
+    def __init__(self) -> None:
+        self.raised: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.raised = signum

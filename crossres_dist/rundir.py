@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import CrossresError
+from .errors import CrossresError, SetupError
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +249,21 @@ def _describe(holder: dict) -> str:
         f"job {holder.get('job', '-')} (host {holder.get('host', '?')}, pid "
         f"{holder.get('pid', '?')}, started {holder.get('started', '?')})"
     )
+
+
+def preflight(run_dir: Path, needed_bytes: int) -> None:
+    """Before the first step: the run directory is writable and holds two checkpoints."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise SetupError(f"run.output_dir: cannot write to {run_dir}: {err.strerror}") from None
+    free = shutil.disk_usage(run_dir).free
+    # Two checkpoints may coexist during a save (the new .tmp and the ones kept).
+    if free < 2 * needed_bytes:
+        raise SetupError(
+            f"run.output_dir: {run_dir} has {free / 2**20:.0f} MiB free, a checkpoint needs "
+            f"{needed_bytes / 2**20:.0f} MiB (twice that during a save); free some space"
+        )

@@ -11,8 +11,6 @@ import logging
 import math
 import os
 import random
-import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -38,8 +36,15 @@ from .data import (
     report_files,
     validation_samples,
 )
-from .errors import CrossresError
-from .loop import Cadence, MetricWindow, NonFiniteSteps
+from .errors import SetupError
+from .loop import (
+    Cadence,
+    MetricWindow,
+    NonFiniteLoss,
+    NonFiniteSteps,
+    Preempted,
+    StopFlag,
+)
 from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
 from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
@@ -54,48 +59,6 @@ log = logging.getLogger(__name__)
 # Exit codes a launcher script can act on.
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
-
-
-class SetupError(CrossresError, RuntimeError):
-    """A problem found before the first step; the message names the file, key or value."""
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-class Preempted(Exception):
-    pass
-
-
-class StopFlag:
-    """Set by SIGTERM / SIGUSR1 (SLURM sends one ahead of the time limit); every rank checks
-    the flags of all ranks at each step boundary, so they stop at the same step."""
-
-    def __init__(self) -> None:
-        self.raised: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum, frame) -> None:
-        self.raised = signum
-
-
-def preflight(cfg: Config, run_dir: Path, needed_bytes: int) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise SetupError(f"run.output_dir: cannot write to {run_dir}: {err.strerror}") from None
-    free = shutil.disk_usage(run_dir).free
-    # Two checkpoints may coexist during a save (the new .tmp and the ones kept).
-    if free < 2 * needed_bytes:
-        raise SetupError(
-            f"run.output_dir: {run_dir} has {free / 2**20:.0f} MiB free, a checkpoint needs "
-            f"{needed_bytes / 2**20:.0f} MiB (twice that during a save); free some space"
-        )
 
 
 def random_state() -> dict:
@@ -193,7 +156,7 @@ class Trainer:
         """One job per run directory: rank 0 locks it before writing anything in it."""
         locked = None
         if self.is_main:
-            preflight(self.cfg, self.run_dir, needed_bytes=0)
+            rundir.preflight(self.run_dir, needed_bytes=0)
             try:
                 self.run_lock = rundir.RunLock(self.run_dir, self.cfg.run.lock_stale_s)
                 self.run_lock.acquire()
@@ -296,7 +259,7 @@ class Trainer:
             checkpoint_bytes = 3 * sum(
                 t.numel() * t.element_size() for t in self.student.state_dict().values()
             )
-            preflight(cfg, self.run_dir, checkpoint_bytes)
+            rundir.preflight(self.run_dir, checkpoint_bytes)
 
         self.memory_format = memory_format_for(self.device, cfg.model.channels_last)
         if self.teacher is not None:
