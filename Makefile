@@ -6,7 +6,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
-	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher bench-backend-gap
+	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher bench-backend-gap \
+	test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -56,10 +57,14 @@ bench-backend-gap: $(VENV)/.installed
 bench-teacher: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
+# How long set-up, make test-fast and make test take on a fresh clone of HEAD (about 20 min).
+test-timing: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
+
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations bench-pipeline \
-	bench-teacher bench-backend-gap
+	bench-teacher bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

@@ -229,6 +229,7 @@ REGENERATE = {
     "bench-pipeline": "make bench-pipeline",
     "bench-teacher": "make bench-teacher",
     "backend-gap": "make demo-readme bench-backend-gap",
+    "test-timing": "make test-timing",
     "gpu-h200": "bench/gpu_check.sh on one H200 (its header says how), then bench/gpu_results.py",
 }
 TRAINING = ("train_pretrain_torchvision.json", "train_pretrain_dali.json")
@@ -245,6 +246,7 @@ DEPENDS = {
     "bench-pipeline": ("plans.json",),
     "bench-teacher": (),
     "backend-gap": (*TRAINING, "plans.json"),
+    "test-timing": (),
     "gpu-h200": (),
 }
 

@@ -18,9 +18,12 @@ def blocks():
 
 @pytest.mark.parametrize("page,name", blocks(), ids=lambda x: getattr(x, "name", x))
 def test_every_block_is_its_result_as_spliced(page, name):
-    assert (results.RESULTS / name / "result.md").is_file(), (
-        f"{page.name} has a {name} block but results/{name}/result.md does not exist"
-    )
+    made = (results.RESULTS / name / "result.md").is_file()
+    if not made and results.block(page.read_text(), name) == "":
+        # A new result's empty block, in the commit that adds its generator (which then runs
+        # on that commit): said, not hidden.
+        pytest.skip(f"results/{name} is not made yet: {results.REGENERATE.get(name, '?')}")
+    assert made, f"{page.name} has a {name} block but results/{name}/result.md does not exist"
     assert results.block(page.read_text(), name) == results.rendered(name, page).rstrip() + "\n", (
         f"the {name} block of {page.relative_to(results.REPO)} differs from results/{name}/: "
         "run `make readme` (edit results through the command that makes them, not by hand)"
