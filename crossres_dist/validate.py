@@ -64,8 +64,14 @@ class ValidationData:
         del stream
 
     def fingerprint(self) -> str:
-        text = json.dumps([[s.path, s.label] for s in self.samples] + [asdict(self.views)])
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        """The validation images (path, label, size and modification time: an image replaced
+        in place is a new one) and the views, for the teacher-feature cache's key."""
+        files = []
+        for s in self.samples:
+            stat = Path(s.path).stat()
+            files.append([s.path, s.label, stat.st_size, stat.st_mtime_ns])
+        text = json.dumps(files + [asdict(self.views)])
+        return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def teacher_key(teacher_source: str) -> str:

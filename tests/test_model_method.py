@@ -117,24 +117,22 @@ def test_resume_restores_every_global_generator_exactly():
     np.random.standard_normal()  # and one in NumPy's, after moving its position
     np.random.random(5)
     saved = random_state()
-    expected = (
-        random.gauss(0, 1),
-        random.random(),
-        np.random.standard_normal(),
-        np.random.random(3).tolist(),
-        torch.rand(2).tolist(),
-    )
+
+    def draws():
+        return (
+            random.gauss(0, 1),
+            random.random(),
+            np.random.standard_normal(),
+            np.random.random(3).tolist(),
+            torch.rand(2).tolist(),
+        )
+
+    expected = draws()
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
     restore_random_state(saved)
-    again = (
-        random.gauss(0, 1),
-        random.random(),
-        np.random.standard_normal(),
-        np.random.random(3).tolist(),
-        torch.rand(2).tolist(),
-    )
+    again = draws()
     assert again == expected
     # A checkpoint of the earlier layout (keys only) still restores.
     old = {"python": saved["python"], "numpy": saved["numpy"], "torch": saved["torch"]}

@@ -48,6 +48,18 @@ SHORT = [
 ]
 
 
+def pretrain_on(faces, *extra: str) -> list[str]:
+    """tests/tiny.yaml's teacher pretraining on a small folder of a few identities."""
+    return [
+        f"data.train={faces}",
+        "run.stage=pretrain",
+        "teacher.checkpoint=",
+        "data.min_images_per_identity=1",
+        "data.min_val_images=1",
+        *extra,
+    ]
+
+
 def lfw_subset(root, identities: int = 5):
     root.mkdir(parents=True)
     for folder in sorted(LFW.iterdir())[:identities]:
@@ -120,15 +132,7 @@ def test_file_names_that_are_not_utf8_train(tmp_path, capsys):
     os.rename(bytes(first), os.fsencode(faces / "s1") + b"/caf\xe9.png")
     named = os.fsdecode(os.fsencode(faces / "s1") + b"/caf\xe9.png")
     assert check_data.main([str(faces), "--manifest", "none"]) == 0
-    overrides = [
-        f"data.train={faces}",
-        "run.stage=pretrain",
-        "teacher.checkpoint=",
-        "data.min_images_per_identity=1",
-        "data.min_val_images=1",
-        "train.precision=fp32",
-    ]
-    result, _ = train_in_process(overrides, tmp_path / "run")
+    result, _ = train_in_process(pretrain_on(faces, "train.precision=fp32"), tmp_path / "run")
     assert result["step"] == 6 and not result["excluded_during_run"]
     splits = json.loads((tmp_path / "run" / "splits.json").read_text())
     images = sum(len(files) for _, _, files in os.walk(faces))
@@ -151,17 +155,8 @@ def test_check_data_names_an_empty_identity_folder_and_the_trainer_warns_of_dupl
     assert "empty_identity_folder" in out and "empty (no images)" in out
     assert "duplicate" in out and "copied_from_s1.png" in out
     shutil.rmtree(faces / "empty")  # the trainer refuses an empty identity (min images)
-    overrides = [
-        f"data.train={faces}",
-        "run.stage=pretrain",
-        "teacher.checkpoint=",
-        "data.min_images_per_identity=1",
-        "data.min_val_images=1",
-        "train.max_steps=1",
-        "train.val_every=1",
-        "train.checkpoint_every=1",
-    ]
-    train_in_process(overrides, tmp_path / "run")
+    steps = ("train.max_steps=1", "train.val_every=1", "train.checkpoint_every=1")
+    train_in_process(pretrain_on(faces, *steps), tmp_path / "run")
     out = capsys.readouterr().out
     assert "1 image(s) have the same contents as another image of the data set" in out
 
@@ -238,3 +233,21 @@ def test_evaluation_refuses_an_unreadable_image_in_one_line_before_any_network(
     assert code == 2 and len(errors) == 1
     assert errors[0].startswith(f"error: {victim}: this image cannot be read (truncated); 1 of ")
     assert not (tmp_path / "eval" / "cache").exists()  # refused before any extraction
+
+
+def test_teacher_feature_cache_key_follows_validation_images_replaced_in_place(tmp_path):
+    from crossres_dist.validate import ValidationData
+    from pipelines import Loader, ViewSettings
+    from pipelines.sources import Sample
+
+    faces = [p for p in sorted((ORL / "s1").iterdir())][:3]
+    copies = []
+    for face in faces:
+        copies.append(tmp_path / face.name)
+        shutil.copy(face, copies[-1])
+    loader = Loader("torchvision", ViewSettings(32, 28, 0.0, [8]), 8, torch.device("cpu"), 1, 0)
+    data = ValidationData([Sample(str(p), 0) for p in copies], loader)
+    before = data.fingerprint()
+    assert data.fingerprint() == before
+    shutil.copy(faces[0], copies[1])  # another face under the same name
+    assert data.fingerprint() != before
