@@ -1,4 +1,5 @@
-"""The files a run reads, checked before the first step.
+"""The run's data: the split, the label map and the files it reads, checked before the first
+step, and what happens to a file that fails to decode during the run.
 
 Every rank checks its share; rank 0 reports. Validation images are always decoded (there are few
 of them, and a validation batch cannot skip a file the way training can); training images as
@@ -18,11 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines import choose_backend
+from pipelines.dali_pipeline import dali_decode_error
 from pipelines.degradations import parse_steps
-from pipelines.sources import DataError, Sample
+from pipelines.sources import DataError, Sample, SplitSpec, load_splits
 
-from .check_data import Manifest, check_files, default_manifest, is_fatal
-from .errors import ConfigError
+from . import distributed, rundir
+from .check_data import Manifest, check_file, check_files, default_manifest, is_fatal
+from .errors import ConfigError, SetupError
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +193,149 @@ def check_degradations(cfg) -> None:
         parse_steps(cfg.method.degradations)
     except ValueError as err:
         raise ConfigError(f"{cfg.source}: {err}") from None
+
+
+@dataclass
+class RunData:
+    """What a run trains and validates on, decided before the first step."""
+
+    train: list[Sample]
+    val: list[Sample]
+    num_classes: int
+    identities: dict[str, int]
+    splits: dict
+    held_out: dict[str, list[Sample]]
+    skipped_before_run: set[str]
+    accumulation: int
+
+
+def prepare_run_data(
+    cfg, run_dir: Path, resume_state: dict | None, checkpoints_dir: Path, rank: int, world: int
+) -> RunData:
+    """One split for every rank, run, seed and evaluation (drawn with data.split_seed, recorded
+    in every checkpoint), one label map (the checkpoint's on resume), the files checked, and the
+    accumulation that keeps the global batch at any world size."""
+    split_spec = SplitSpec.from_config(cfg.data)
+    if resume_state is not None:
+        check_same_split(resume_state, split_spec, checkpoints_dir)
+    label_file = run_dir / "identities.json"
+    splits = load_splits(split_spec, label_map(resume_state, label_file, rank))
+    if not splits.train.samples:
+        raise SetupError(f"data.train: {cfg.data.train} has no training images")
+    val_samples = validation_samples(splits.val.samples, cfg.data)
+    train_set = splits.train
+    files = check_run_files(train_set.samples, val_samples, cfg.data, rank, world)
+    # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
+    report_files(files, cfg.data, len(train_set.samples) + len(val_samples))
+    train_samples = [s for s in train_set.samples if s.path not in files.unusable]
+    val_samples = [s for s in val_samples if s.path not in files.unusable]
+    check_sizes(train_samples, cfg.data, world)
+    check_identities(train_samples, train_set.identities, cfg.data)
+    described = splits.describe()
+    if rank == 0:
+        rundir.write_json(label_file, train_set.identities)
+        rundir.write_json(run_dir / "splits.json", described)
+    num_classes = cfg.model.num_classes or train_set.num_classes
+    if num_classes != train_set.num_classes:
+        raise SetupError(
+            f"model.num_classes: {num_classes}, but {cfg.data.train} has "
+            f"{train_set.num_classes} identities; set model.num_classes=0 to infer it"
+        )
+    log.info(
+        "data: %d training, %d validation and %d test images of %d identities "
+        "(split_seed %d; %s backend)",
+        len(train_samples),
+        len(val_samples),
+        described["counts"]["test"],
+        num_classes,
+        cfg.data.split_seed,
+        choose_backend(cfg.data.backend),
+    )
+    # Global batch = micro batch x ranks x accumulation, whatever the world size.
+    per_step = cfg.data.micro_batch * world
+    if cfg.optim.global_batch % per_step:
+        raise SetupError(
+            f"optim.global_batch={cfg.optim.global_batch} is not a multiple of "
+            f"data.micro_batch x ranks = {cfg.data.micro_batch} x {world}; change one of them"
+        )
+    return RunData(
+        train=train_samples,
+        val=val_samples,
+        num_classes=num_classes,
+        identities=train_set.identities,
+        splits=described,
+        held_out={
+            "val": splits.val.samples,
+            "test": splits.test.samples if splits.test else [],
+        },
+        skipped_before_run=set(files.unusable),
+        accumulation=cfg.optim.global_batch // per_step,
+    )
+
+
+def label_map(resume_state: dict | None, label_file: Path, rank: int) -> dict[str, int] | None:
+    """The label map of this run: the checkpoint's on resume, else the run directory's (an
+    earlier start wrote it), else None (made from the data). Decided on rank 0 and shared,
+    so that no two ranks can read a file another is repairing."""
+    if resume_state is not None:
+        return resume_state["identities"]
+    identities = None
+    if rank == 0:
+        identities = rundir.read_or_none(label_file, rundir.read_json, "label map")
+        if identities is not None and not (
+            isinstance(identities, dict) and all(isinstance(v, int) for v in identities.values())
+        ):
+            log.warning("label map %s is not a name -> label mapping: rebuilding it", label_file)
+            identities = None
+    return distributed.broadcast_object(identities)
+
+
+def check_same_split(resume_state: dict, spec: SplitSpec, checkpoints_dir: Path) -> None:
+    """A resumed run keeps the images it was split on: changing data.train, data.val,
+    data.test or data.split_seed mid-run would train on held-out images."""
+    recorded = resume_state.get("splits")
+    if recorded is None:
+        return
+    for key, value in spec.as_dict().items():
+        if recorded.get(key) != value:
+            raise SetupError(
+                f"data.{key}: the checkpoint in {checkpoints_dir} was trained with "
+                f"{key}={recorded.get(key)!r}, this run asks for {value!r}; resume with the "
+                "same data split (or start a new run.name)"
+            )
+
+
+def undecodable(paths: list[str], backend: str, device: torch.device) -> dict[str, str]:
+    """The files among `paths` that PIL, or the training backend's decoder, cannot decode."""
+    bad = {}
+    dali = choose_backend(backend) == "dali"
+    device_id = device.index if device.type == "cuda" else None
+    for path in paths:
+        problems = [p for p in check_file(path, 1, decode=True, with_digest=False)[0]]
+        fatal = [p for p in problems if is_fatal(p)]
+        if fatal:
+            bad[path] = fatal[0]
+        elif dali and (why := dali_decode_error(path, device_id)):
+            bad[path] = f"DALI cannot decode it: {why}"
+    return bad
+
+
+def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg, rank: int) -> None:
+    """A decode failure in training: the files are named, excluded, and the run goes on,
+    unless more than data.max_bad_fraction of the training files have failed."""
+    for path, why in bad.items():
+        log.error(
+            "data: %s cannot be decoded (%s): excluded; micro-batch %d rebuilt (rank %d)",
+            path,
+            why,
+            position,
+            rank,
+        )
+    total = len(planner.samples)
+    limit = max(1, int(data_cfg.max_bad_fraction * total))
+    if len(planner.excluded) > limit:
+        raise DataError(
+            f"data.max_bad_fraction: {len(planner.excluded)} of {total} training files "
+            f"could not be decoded during the run (limit {limit}); check the data with "
+            "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
+        )

@@ -10,31 +10,25 @@ import contextlib
 import logging
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pipelines import Loader, ResilientViews, TrainPlanner, ViewSettings, choose_backend
-from pipelines.dali_pipeline import dali_decode_error
+from pipelines import Loader, ResilientViews, TrainPlanner, ViewSettings
 from pipelines.degradations import Degradations, parse_steps
-from pipelines.sources import DataError, SplitSpec, load_splits, sample_key, seen_by
+from pipelines.sources import DataError, sample_key, seen_by
 
 from . import distributed, logs, rundir
 from .batchnorm import BatchNormReestimation
-from .check_data import check_file, is_fatal
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
 from .config import Config
 from .data import (
     check_degradations,
-    check_identities,
-    check_run_files,
-    check_sizes,
-    report_files,
-    validation_samples,
+    excluded_during_run,
+    prepare_run_data,
+    undecodable,
 )
 from .errors import SetupError
 from .loop import (
@@ -50,6 +44,7 @@ from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
 from .optim import Schedule, build_optimizer
 from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .precision import autocast_for, resolve_precision
+from .state import random_state, restore_random_state
 from .validate import ValidationData, cached_teacher_features, evaluate_student
 from .watchdog import Watchdog
 from .weights import WeightsError, assign, lineage_of, read_state
@@ -59,31 +54,6 @@ log = logging.getLogger(__name__)
 # Exit codes a launcher script can act on.
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
-
-
-def random_state() -> dict:
-    """Every global generator's whole state: Python's (with its cached Gaussian), NumPy's (with
-    its position in the key and its cached Gaussian) and torch's CPU generator."""
-    _, words, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": list(words),
-        "python_gauss": gauss,
-        "numpy": keys.tolist(),
-        "numpy_pos": int(pos),
-        "numpy_gauss": [int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-
-
-def restore_random_state(saved: dict) -> None:
-    """The state random_state() saved. Checkpoints written before the positions were kept resume
-    with position 0, as they always did."""
-    torch.set_rng_state(saved["torch"])
-    random.setstate((3, tuple(saved["python"]), saved.get("python_gauss")))
-    has_gauss, cached = saved.get("numpy_gauss", [0, 0.0])
-    keys = np.array(saved["numpy"], np.uint32)
-    np.random.set_state(("MT19937", keys, saved.get("numpy_pos", 0), has_gauss, cached))
 
 
 class Trainer:
@@ -169,64 +139,20 @@ class Trainer:
             logs.add_file(self.run_dir / "train.log")
 
     def _setup_data(self) -> tuple[list, list, int]:
-        """One split for every rank, run, seed and evaluation (drawn with data.split_seed,
-        recorded in every checkpoint), one label map (the checkpoint's on resume); the files
-        checked. Returns the training and validation samples and the number of identities."""
-        cfg, run_dir = self.cfg, self.run_dir
-        split_spec = SplitSpec.from_config(cfg.data)
-        if self.resume_state is not None:
-            self._check_same_split(split_spec)
-        label_file = run_dir / "identities.json"
-        splits = load_splits(split_spec, self._label_map(label_file))
-        if not splits.train.samples:
-            raise SetupError(f"data.train: {cfg.data.train} has no training images")
-        val_samples = validation_samples(splits.val.samples, cfg.data)
-        train_set = splits.train
-        files = check_run_files(
-            train_set.samples, val_samples, cfg.data, self.info.rank, self.world
+        """The run's data (crossres_dist/data.py: prepare_run_data); returns the training and
+        validation samples and the number of identities."""
+        data = prepare_run_data(
+            self.cfg,
+            self.run_dir,
+            self.resume_state,
+            self.checkpoints.dir,
+            self.info.rank,
+            self.world,
         )
-        # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
-        report_files(files, cfg.data, len(train_set.samples) + len(val_samples))
-        self.skipped_before_run = set(files.unusable)
-        train_samples = [s for s in train_set.samples if s.path not in files.unusable]
-        val_samples = [s for s in val_samples if s.path not in files.unusable]
-        check_sizes(train_samples, cfg.data, self.world)
-        self.identities = train_set.identities
-        self.splits = splits.describe()
-        self._held_out = {
-            "val": splits.val.samples,
-            "test": splits.test.samples if splits.test else [],
-        }
-        check_identities(train_samples, self.identities, cfg.data)
-        if self.is_main:
-            rundir.write_json(label_file, self.identities)
-            rundir.write_json(run_dir / "splits.json", self.splits)
-        num_classes = cfg.model.num_classes or train_set.num_classes
-        if num_classes != train_set.num_classes:
-            raise SetupError(
-                f"model.num_classes: {num_classes}, but {cfg.data.train} has "
-                f"{train_set.num_classes} identities; set model.num_classes=0 to infer it"
-            )
-        log.info(
-            "data: %d training, %d validation and %d test images of %d identities "
-            "(split_seed %d; %s backend)",
-            len(train_samples),
-            len(val_samples),
-            self.splits["counts"]["test"],
-            num_classes,
-            cfg.data.split_seed,
-            choose_backend(cfg.data.backend),
-        )
-        # Global batch = micro batch x ranks x accumulation, whatever the world size.
-        per_step = cfg.data.micro_batch * self.world
-        if cfg.optim.global_batch % per_step:
-            raise SetupError(
-                f"optim.global_batch={cfg.optim.global_batch} is not a multiple of "
-                f"data.micro_batch x ranks = {cfg.data.micro_batch} x {self.world}; "
-                "change one of them"
-            )
-        self.accumulation = cfg.optim.global_batch // per_step
-        return train_samples, val_samples, num_classes
+        self.skipped_before_run = data.skipped_before_run
+        self.identities, self.splits, self._held_out = data.identities, data.splits, data.held_out
+        self.accumulation = data.accumulation
+        return data.train, data.val, data.num_classes
 
     def _setup_networks(self, num_classes: int) -> ModelSpec:
         """The student (from the teacher, a checkpoint, or the resumed state), the frozen
@@ -402,40 +328,6 @@ class Trainer:
             return None
         log.info("resuming from %s", chosen)
         return state if self.is_main else load_checkpoint(Path(chosen))
-
-    def _label_map(self, label_file: Path) -> dict[str, int] | None:
-        """The label map of this run: the checkpoint's on resume, else the run directory's (an
-        earlier start wrote it), else None (made from the data). Decided on rank 0 and shared,
-        so that no two ranks can read a file another is repairing."""
-        if self.resume_state is not None:
-            return self.resume_state["identities"]
-        identities = None
-        if self.is_main:
-            identities = rundir.read_or_none(label_file, rundir.read_json, "label map")
-            if identities is not None and not (
-                isinstance(identities, dict)
-                and all(isinstance(v, int) for v in identities.values())
-            ):
-                log.warning(
-                    "label map %s is not a name -> label mapping: rebuilding it", label_file
-                )
-                identities = None
-        return distributed.broadcast_object(identities)
-
-    def _check_same_split(self, spec: SplitSpec) -> None:
-        """A resumed run keeps the images it was split on: changing data.train, data.val,
-        data.test or data.split_seed mid-run would train on held-out images."""
-        recorded = self.resume_state.get("splits")
-        if recorded is None:
-            return
-        current = spec.as_dict()
-        for key, value in current.items():
-            if recorded.get(key) != value:
-                raise SetupError(
-                    f"data.{key}: the checkpoint in {self.checkpoints.dir} was trained with "
-                    f"{key}={recorded.get(key)!r}, this run asks for {value!r}; resume with the "
-                    "same data split (or start a new run.name)"
-                )
 
     def _build_teacher(self, student_spec):
         cfg = self.cfg
@@ -751,38 +643,10 @@ class Trainer:
             )
 
     def _undecodable(self, paths: list[str]) -> dict[str, str]:
-        """The files among `paths` that PIL, or the training backend's decoder, cannot decode."""
-        bad = {}
-        dali = choose_backend(self.cfg.data.backend) == "dali"
-        device_id = self.device.index if self.device.type == "cuda" else None
-        for path in paths:
-            problems = [p for p in check_file(path, 1, decode=True, with_digest=False)[0]]
-            fatal = [p for p in problems if is_fatal(p)]
-            if fatal:
-                bad[path] = fatal[0]
-            elif dali and (why := dali_decode_error(path, device_id)):
-                bad[path] = f"DALI cannot decode it: {why}"
-        return bad
+        return undecodable(paths, self.cfg.data.backend, self.device)
 
     def _excluded_during_run(self, bad: dict[str, str], position: int) -> None:
-        """A decode failure in training: the files are named, excluded, and the run goes on,
-        unless more than data.max_bad_fraction of the training files have failed."""
-        for path, why in bad.items():
-            log.error(
-                "data: %s cannot be decoded (%s): excluded; micro-batch %d rebuilt (rank %d)",
-                path,
-                why,
-                position,
-                self.info.rank,
-            )
-        total = len(self.planner.samples)
-        limit = max(1, int(self.cfg.data.max_bad_fraction * total))
-        if len(self.planner.excluded) > limit:
-            raise DataError(
-                f"data.max_bad_fraction: {len(self.planner.excluded)} of {total} training files "
-                f"could not be decoded during the run (limit {limit}); check the data with "
-                "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
-            )
+        excluded_during_run(bad, position, self.planner, self.cfg.data, self.info.rank)
 
     def recalibrate_bn(self) -> None:
         """model.bn_recalibrate before a validation (crossres_dist/batchnorm.py)."""

@@ -108,7 +108,7 @@ def test_resume_restores_every_global_generator_exactly():
 
     import numpy as np
 
-    from crossres_dist.trainer import random_state, restore_random_state
+    from crossres_dist.state import random_state, restore_random_state
 
     random.seed(3)
     np.random.seed(3)
