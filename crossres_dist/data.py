@@ -22,11 +22,12 @@ import torch
 from pipelines import choose_backend
 from pipelines.dali_pipeline import dali_decode_error
 from pipelines.degradations import parse_steps
-from pipelines.sources import DataError, Sample, SplitSpec, load_splits
+from pipelines.sources import DataError, Sample, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, rundir
 from .check_data import Manifest, check_file, check_files, default_manifest, is_fatal
 from .errors import ConfigError, SetupError
+from .weights import lineage_of
 
 log = logging.getLogger(__name__)
 
@@ -339,3 +340,42 @@ def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg, r
             f"could not be decoded during the run (limit {limit}); check the data with "
             "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
         )
+
+
+def record_lineage(cfg, resume_state, held_out_parts, splits, is_main: bool) -> list[dict]:
+    """What the checkpoints this run starts from were trained on, kept in every checkpoint
+    so that the evaluator can refuse images any of them saw. A teacher that trained on
+    this run's validation or test images is reported: the student's numbers would leak."""
+    sources = [cfg.teacher.checkpoint] if cfg.run.stage == "crossres" else []
+    if cfg.student.init not in ("teacher", ""):
+        sources.append(cfg.student.init)
+    if resume_state is not None and "lineage" in resume_state:
+        lineage = resume_state["lineage"]
+    else:
+        lineage = [record for source in sources for record in lineage_of(source)]
+    if not is_main:
+        return lineage
+    held_out = {
+        sample_key(s.path) for part in ("val", "test") for s in held_out_parts.get(part, [])
+    }
+    mine = {k: splits[k] for k in ("train", "val", "test", "root", "split_seed")}
+    for record in lineage:
+        if {k: record.get(k) for k in mine} == mine:
+            continue  # the same split: disjoint by construction
+        try:
+            seen = seen_by(record)
+        except DataError as err:
+            log.warning("cannot check what an earlier checkpoint trained on: %s", err)
+            continue
+        leaked = held_out & seen.train
+        if leaked:
+            log.warning(
+                "%d of this run's validation/test images (e.g. %s) were training images of "
+                "the checkpoint it starts from (data.train=%s, split_seed=%s): its "
+                "evaluation will be refused; train the teacher on the same data.split_seed",
+                len(leaked),
+                sorted(leaked)[0],
+                record["train"],
+                record["split_seed"],
+            )
+    return lineage

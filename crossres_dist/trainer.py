@@ -18,7 +18,7 @@ import torch
 
 from pipelines import Loader, ResilientViews, TrainPlanner, ViewSettings
 from pipelines.degradations import Degradations, parse_steps
-from pipelines.sources import DataError, sample_key, seen_by
+from pipelines.sources import DataError
 
 from . import distributed, logs, rundir
 from .batchnorm import BatchNormReestimation
@@ -28,6 +28,7 @@ from .data import (
     check_degradations,
     excluded_during_run,
     prepare_run_data,
+    record_lineage,
     undecodable,
 )
 from .errors import SetupError
@@ -39,15 +40,16 @@ from .loop import (
     Preempted,
     StopFlag,
 )
-from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum, freeze
+from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum
 from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
+from .networks import build_teacher
 from .optim import Schedule, build_optimizer
 from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .precision import autocast_for, resolve_precision
 from .state import random_state, restore_random_state
 from .validate import ValidationData, cached_teacher_features, evaluate_student
 from .watchdog import Watchdog
-from .weights import WeightsError, assign, lineage_of, read_state
+from .weights import WeightsError, assign, read_state
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,7 @@ class Trainer:
         self.student = build_model(spec)
         self.teacher = None
         if cfg.run.stage == "crossres":
-            self.teacher, teacher_state = self._build_teacher(spec)
+            self.teacher, teacher_state = build_teacher(cfg, spec)
             if self.resume_state is None and cfg.student.init == "teacher":
                 assign(
                     self.student,
@@ -180,7 +182,9 @@ class Trainer:
             assign(self.student, state, cfg.student.init, cfg.student.replace_classifier)
         if self.resume_state is not None:
             self.student.load_state_dict(self.resume_state["student"])
-        self._record_lineage()
+        self.lineage = record_lineage(
+            cfg, self.resume_state, self._held_out, self.splits, self.is_main
+        )
         if self.is_main:
             checkpoint_bytes = 3 * sum(
                 t.numel() * t.element_size() for t in self.student.state_dict().values()
@@ -328,75 +332,6 @@ class Trainer:
             return None
         log.info("resuming from %s", chosen)
         return state if self.is_main else load_checkpoint(Path(chosen))
-
-    def _build_teacher(self, student_spec):
-        cfg = self.cfg
-        state, file_spec = read_state(cfg.teacher.checkpoint)
-        layers = tuple(cfg.teacher.layers) or (
-            file_spec.layers if file_spec else student_spec.layers
-        )
-        width = cfg.teacher.width or (file_spec.width if file_spec else student_spec.width)
-        if file_spec is not None and file_spec.arch != student_spec.arch:
-            raise SetupError(
-                f"model.arch: the teacher {cfg.teacher.checkpoint} is a {file_spec.arch}, the "
-                f"student a {student_spec.arch}; both must be of one family (one input "
-                f"normalisation): set model.arch={file_spec.arch}"
-            )
-        if file_spec is not None and file_spec.input_size not in (0, cfg.data.crop):
-            raise SetupError(
-                f"data.crop: the teacher {cfg.teacher.checkpoint} takes {file_spec.input_size} px "
-                f"faces, data.crop is {cfg.data.crop}; set data.crop={file_spec.input_size}"
-            )
-        teacher_spec = spec_from_config(
-            cfg.model, student_spec.num_classes, layers, width, cfg.data.crop
-        )
-        teacher = build_model(teacher_spec)
-        if teacher_spec.feature_dim != student_spec.feature_dim:
-            raise SetupError(
-                f"teacher.checkpoint: the teacher's feature has {teacher_spec.feature_dim} "
-                f"dimensions, the student's {student_spec.feature_dim}; the MSE term needs them "
-                "equal (change model.width or teacher.width)"
-            )
-        assign(teacher, state, cfg.teacher.checkpoint, cfg.student.replace_classifier)
-        return freeze(teacher), state
-
-    def _record_lineage(self) -> None:
-        """What the checkpoints this run starts from were trained on, kept in every checkpoint
-        so that the evaluator can refuse images any of them saw. A teacher that trained on
-        this run's validation or test images is reported: the student's numbers would leak."""
-        cfg = self.cfg
-        sources = [cfg.teacher.checkpoint] if cfg.run.stage == "crossres" else []
-        if cfg.student.init not in ("teacher", ""):
-            sources.append(cfg.student.init)
-        if self.resume_state is not None and "lineage" in self.resume_state:
-            self.lineage = self.resume_state["lineage"]
-        else:
-            self.lineage = [record for source in sources for record in lineage_of(source)]
-        if not self.is_main:
-            return
-        held_out = {
-            sample_key(s.path) for part in ("val", "test") for s in self._held_out.get(part, [])
-        }
-        mine = {k: self.splits[k] for k in ("train", "val", "test", "root", "split_seed")}
-        for record in self.lineage:
-            if {k: record.get(k) for k in mine} == mine:
-                continue  # the same split: disjoint by construction
-            try:
-                seen = seen_by(record)
-            except DataError as err:
-                log.warning("cannot check what an earlier checkpoint trained on: %s", err)
-                continue
-            leaked = held_out & seen.train
-            if leaked:
-                log.warning(
-                    "%d of this run's validation/test images (e.g. %s) were training images of "
-                    "the checkpoint it starts from (data.train=%s, split_seed=%s): its "
-                    "evaluation will be refused; train the teacher on the same data.split_seed",
-                    len(leaked),
-                    sorted(leaked)[0],
-                    record["train"],
-                    record["split_seed"],
-                )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
