@@ -15,17 +15,21 @@ from PIL import Image
 
 from crossres_dist.check_data import Manifest, check_dataset, default_manifest
 from crossres_dist.checkpoint import load_checkpoint
-from pipelines import DALI_AVAILABLE
 from pipelines.sources import SplitSpec, load_splits
-from tests.conftest import ORL, error_lines, results, run_cmd, tiny_args, train_cmd
+from tests.conftest import (
+    ORL,
+    error_lines,
+    needs_dali,
+    results,
+    run_cmd,
+    tiny_args,
+    train_cmd,
+)
 
 BACKENDS = [
     pytest.param(
         "dali",
-        marks=pytest.mark.skipif(
-            not DALI_AVAILABLE,
-            reason="nvidia-dali is not installed; runs wherever make test installed it (CI does)",
-        ),
+        marks=needs_dali,
     ),
     "torchvision",
 ]

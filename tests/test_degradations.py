@@ -33,12 +33,8 @@ from pipelines.degradations import (
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from pipelines.twin import jpeg
-from tests.conftest import LFW, needs_lfw
+from tests.conftest import LFW, needs_dali, needs_lfw
 
-needs_dali = pytest.mark.skipif(
-    not DALI_AVAILABLE,
-    reason="nvidia-dali is not installed; runs wherever make test installed it (CI does)",
-)
 VIEWS = ViewSettings(128, 112, 0.0, [8])
 
 

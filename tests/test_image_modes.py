@@ -2,13 +2,10 @@
 same 8-bit BGR pixels (docs/operations.md says how each mode is converted)."""
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from pipelines import DALI_AVAILABLE
 from pipelines.twin import decode
-
-needs_dali = pytest.mark.skipif(not DALI_AVAILABLE, reason="nvidia-dali is not installed")
+from tests.conftest import needs_dali
 
 
 def dali_decode(path) -> np.ndarray:

@@ -10,7 +10,7 @@ from PIL import Image
 from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
 from pipelines.dali_pipeline import MEAN_BGR, DaliViews
 from pipelines.sources import SplitSpec, load_source, load_splits
-from tests.conftest import LFW, needs_lfw
+from tests.conftest import LFW, needs_dali, needs_lfw
 
 BACKENDS = ["dali", "torchvision"]
 
@@ -154,10 +154,7 @@ def test_restored_stream_continues_exactly(backend):
             assert torch.equal(got[key], expected[key]), key
 
 
-@pytest.mark.skipif(
-    not DALI_AVAILABLE,
-    reason="nvidia-dali is not installed; runs wherever make test installed it (CI does)",
-)
+@needs_dali
 def test_dali_batches_do_not_depend_on_the_number_of_pipelines():
     # The CPU arrangement deals whole batches to single-threaded pipelines in turn; the order,
     # and every pixel, must be those of one pipeline. A finite plan list must end after its
