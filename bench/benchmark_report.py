@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import benchmark_trees  # noqa: E402
 from crossres_dist import results  # noqa: E402
+from crossres_dist.eval.features import content_digest  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"
 RUNS = {
@@ -74,7 +75,7 @@ def main() -> int:
     print(body)
     if provenance is not None:
         provenance["demo_checkpoints"] = {
-            str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p): results.file_digest(p)
+            str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p): content_digest(str(p))
             for p in checkpoints
         }
         tables = results.markdown_tables(body)

@@ -50,6 +50,11 @@ def is_fatal(kind: str) -> bool:
     return kind.startswith(FATAL)
 
 
+def first_fatal(problems: list[str]) -> str | None:
+    """The problem that makes a file unusable, if any (the others only note it)."""
+    return next((p for p in problems if is_fatal(p)), None)
+
+
 @dataclass
 class Report:
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))

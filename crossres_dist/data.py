@@ -25,7 +25,7 @@ from pipelines.degradations import parse_steps
 from pipelines.sources import DataError, Sample, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, rundir
-from .check_data import Manifest, check_file, check_files, default_manifest, is_fatal
+from .check_data import Manifest, check_file, check_files, default_manifest, first_fatal
 from .errors import ConfigError, SetupError
 from .weights import lineage_of
 
@@ -80,9 +80,8 @@ def check_run_files(
     known = sum(manifest.recorded(p) is not None for p in mine_train + mine_val) if manifest else 0
     mine = FileReport(from_manifest=known)
     for path, problems in results.items():
-        fatal = [p for p in problems if is_fatal(p)]
-        if fatal:
-            mine.unusable[path] = fatal[0]
+        if fatal := first_fatal(problems):
+            mine.unusable[path] = fatal
         else:
             mine.notes.update(problems)
     if world == 1:
@@ -312,10 +311,8 @@ def undecodable(paths: list[str], backend: str, device: torch.device) -> dict[st
     dali = choose_backend(backend) == "dali"
     device_id = device.index if device.type == "cuda" else None
     for path in paths:
-        problems = [p for p in check_file(path, 1, decode=True, with_digest=False)[0]]
-        fatal = [p for p in problems if is_fatal(p)]
-        if fatal:
-            bad[path] = fatal[0]
+        if fatal := first_fatal(check_file(path, 1, decode=True, with_digest=False)[0]):
+            bad[path] = fatal
         elif dali and (why := dali_decode_error(path, device_id)):
             bad[path] = f"DALI cannot decode it: {why}"
     return bad

@@ -154,14 +154,10 @@ def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
     """Every image the protocol will read is decoded before any network runs (each rank its
     share): a bad one is refused in one line naming it, since evaluating without it would
     change the benchmark."""
-    from .check_data import check_files, is_fatal
+    from .check_data import check_files, first_fatal
 
     results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
-    bad = {}
-    for path, problems in results.items():
-        fatal = [p for p in problems if is_fatal(p)]
-        if fatal:
-            bad[path] = fatal[0]
+    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
     if world > 1:
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, bad)

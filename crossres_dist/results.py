@@ -74,10 +74,6 @@ def golden_digests() -> dict[str, str]:
     }
 
 
-def file_digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def inputs_key(configs: tuple[str, ...], data: list[str | Path]) -> str:
     """A key for stored intermediate results (a study's runs): the behaviour of the code (the
     golden digests, not its bytes: a refactor keeps them), the configs and the data contents."""

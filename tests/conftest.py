@@ -49,23 +49,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What a launcher sets: a test's own processes and in-process runs must not inherit it.
+LAUNCHER_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_",
+    "SLURM_",
+    "OMPI_",
+    "PMI",
+    "TORCHELASTIC",
+)
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "RANK",
-                "WORLD_SIZE",
-                "LOCAL_RANK",
-                "MASTER_",
-                "SLURM_",
-                "OMPI_",
-                "PMI",
-                "TORCHELASTIC",
-            )
-        )
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARIABLES)}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env

@@ -50,11 +50,9 @@ def single_process():
     """One process, no launcher: the trainer's signal handlers are put back afterwards and no
     launcher variables leak in (an in-process trainer runs no watchdog with one rank)."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    hidden = {
-        k: os.environ.pop(k)
-        for k in list(os.environ)
-        if k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "SLURM_", "OMPI_", "PMI"))
-    }
+    from tests.conftest import LAUNCHER_VARIABLES
+
+    hidden = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(LAUNCHER_VARIABLES)}
     try:
         yield
     finally:
