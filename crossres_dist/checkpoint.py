@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from . import rundir
-from .errors import CrossresError
+from . import distributed, rundir
+from .errors import CrossresError, SetupError
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +199,45 @@ class CheckpointManager:
                 best_metric,
             )
             self.best_metric = None
+
+
+def resume_point(manager: CheckpointManager, mode: str) -> dict | None:
+    """The state every rank resumes from (None: a fresh start). Rank 0 chooses the checkpoint
+    (setting aside what it cannot read); every rank loads the one it names, so all resume from
+    the same step. `mode` is run.resume ("never" moves earlier checkpoints aside)."""
+    chosen, state, error = None, None, None
+    if manager.is_writer:
+        try:
+            if mode == "never":
+                manager.start_fresh()
+            else:
+                found = manager.find_latest()
+                if found is not None:
+                    chosen, state = str(found[0]), found[1]
+        except CheckpointError as err:
+            error = str(err)
+    chosen, error = distributed.broadcast_object((chosen, error))
+    if error:
+        raise SetupError(error)
+    if chosen is None:
+        return None
+    log.info("resuming from %s", chosen)
+    return state if manager.is_writer else load_checkpoint(Path(chosen))
+
+
+def save_agreed(
+    manager: CheckpointManager,
+    state: dict,
+    step: int,
+    device: torch.device,
+    metric: float | None = None,
+) -> None:
+    """Rank 0 writes alone; the others learn here whether it could, and stop with it."""
+    error, path = None, None
+    try:
+        path = manager.save(state, step, metric)
+    except rundir.DiskFullError as err:
+        error = err
+    distributed.agree_on_failure(error, device, "rank 0 could not write a checkpoint")
+    if path is not None:
+        log.info("checkpoint %s", path)

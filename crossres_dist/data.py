@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines import choose_backend
+from pipelines import Loader, ViewSettings, choose_backend
 from pipelines.dali_pipeline import dali_decode_error
-from pipelines.degradations import parse_steps
+from pipelines.degradations import Degradations, parse_steps
 from pipelines.sources import DataError, Sample, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, rundir
@@ -86,10 +86,8 @@ def check_run_files(
             mine.notes.update(problems)
     if world == 1:
         return mine
-    gathered = [None] * world
-    torch.distributed.all_gather_object(gathered, mine)
     report = FileReport()
-    for part in gathered:
+    for part in distributed.all_gather_objects(mine):
         report.unusable.update(part.unusable)
         report.notes.update(part.notes)
         report.from_manifest += part.from_manifest
@@ -183,6 +181,41 @@ def check_identities(train: list[Sample], identities: dict[str, int], data_cfg) 
             f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
             f"training image(s), fewer than {data_cfg.min_images_per_identity}"
         )
+
+
+def view_settings(cfg, spec) -> ViewSettings:
+    """How the run's views are made: data.* sizes and draws, the network's own input
+    normalisation (its spec), and the degradation steps of method.*."""
+    return ViewSettings(
+        cfg.data.resize_shorter,
+        cfg.data.crop,
+        cfg.data.grayscale_p,
+        cfg.method.resolutions,
+        cfg.data.hflip_p,
+        spec.channels,
+        spec.mean,
+        spec.scale,
+        Degradations(
+            steps=parse_steps(cfg.method.degradations),
+            resolutions=tuple(cfg.method.resolutions),
+            blur_sigma=tuple(cfg.method.blur_sigma),
+            jpeg_quality=tuple(cfg.method.jpeg_quality),
+            noise_sigma=tuple(cfg.method.noise_sigma),
+        ),
+    )
+
+
+def loader_for(cfg, views: ViewSettings, device: torch.device) -> Loader:
+    """One loader settings object for every stream of batches the run makes."""
+    return Loader(
+        cfg.data.backend,
+        views,
+        cfg.data.micro_batch,
+        device,
+        cfg.data.num_threads,
+        cfg.run.seed,
+        cfg.method.interpolation,
+    )
 
 
 def check_degradations(cfg) -> None:

@@ -223,6 +223,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def all_gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order, on every rank ([obj] without a process group)."""
+    if not is_initialized() or world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class PeerStopped(CrossresError, RuntimeError):
     """Another rank stopped with an error it has reported itself (in one line): this rank ends
     quietly with the same exit code rather than with a traceback from the broken collective."""

@@ -22,8 +22,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import DataError
@@ -159,9 +157,8 @@ def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
     results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
     bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
     if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, bad)
-        bad = {path: why for part in gathered for path, why in part.items()}
+        parts = distributed.all_gather_objects(bad)
+        bad = {path: why for part in parts for path, why in part.items()}
     if bad:
         first = sorted(bad)[0]
         raise DataError(

@@ -79,3 +79,22 @@ class Scalars:
             "tensorboard: cannot write scalars any more (%s); training goes on without them", err
         )
         self.writer = None
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """A tqdm bar of optimizer steps on stderr (sparse when stderr is a file), or None when it
+    is disabled or tqdm is not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )

@@ -5,11 +5,16 @@ skipped (NonFiniteSteps). None of them knows torch.distributed beyond the reduce
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,25 @@ class NonFiniteSteps:
         in_a_row, total, last = (int(x) for x in self.counts.tolist())
         return in_a_row, total, last
 
+    def check(self, reported: int, max_in_a_row: int, where: Path) -> int:
+        """At a sync point: warn of the steps skipped since `reported` were, and raise
+        NonFiniteLoss (before any save) after `max_in_a_row` in a row; the last good checkpoint,
+        in `where`, is then the newest. Returns the total so far."""
+        in_a_row, total, last = self.read()
+        if total > reported:
+            log.warning(
+                "%d non-finite loss/gradient step(s) skipped (the last at step %d; %d in a row)",
+                total - reported,
+                last,
+                in_a_row,
+            )
+        if in_a_row >= max_in_a_row:
+            raise NonFiniteLoss(
+                f"{in_a_row} non-finite steps in a row at step {last}; the last good checkpoint "
+                f"is in {where} (lower optim.lr or use train.precision=fp32)"
+            )
+        return total
+
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -120,6 +144,16 @@ class NonFiniteLoss(RuntimeError):
 
 class Preempted(Exception):
     pass
+
+
+def mark_preempted(step: int) -> None:
+    """Tell a launcher script (slurm/train.sh) that the stop was a preemption with a checkpoint
+    written, in $CROSSRES_PREEMPTED_FILE: the exit code alone cannot, since srun may kill the
+    slower ranks once one has exited."""
+    marker = os.environ.get("CROSSRES_PREEMPTED_FILE")
+    if marker:
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(marker).write_text(f"{step}\n")
 
 
 class StopFlag:

@@ -28,6 +28,14 @@ class Curriculum:
     increment: float = 0.1
     step_images: int = 35000
 
+    @classmethod
+    def from_config(cls, method_cfg, stage: str) -> Curriculum:
+        """method.p / method.curriculum*; a pretrained teacher never sees degraded views."""
+        if stage == "pretrain":
+            return cls(False, 0.0)
+        m = method_cfg
+        return cls(m.curriculum, m.p, m.curriculum_start, m.curriculum_increment, m.curriculum_step)
+
     def p_at(self, images_seen: int) -> float:
         if not self.enabled:
             return self.p

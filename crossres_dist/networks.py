@@ -1,5 +1,5 @@
-"""The frozen teacher a cross-resolution run learns from, built from its file and checked
-against the student before any work."""
+"""The networks of a run: the student, from where it starts, and the frozen teacher it learns
+from, built from its file and checked against the student before any work."""
 
 from __future__ import annotations
 
@@ -41,3 +41,27 @@ def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
         )
     assign(teacher, state, cfg.teacher.checkpoint, cfg.student.replace_classifier)
     return freeze(teacher), state
+
+
+def build_networks(
+    cfg, spec: ModelSpec, resume_state: dict | None
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The student and, for the crossres stage, the frozen teacher. The student starts from the
+    resumed state, else from student.init ("teacher": the teacher's weights; a path: that file's;
+    empty: a seeded random initialisation)."""
+    # Seeded before the first random initialisation: every rank starts from the same weights
+    # (DDP would broadcast rank 0's anyway) and every rerun from the same ones.
+    torch.manual_seed(cfg.run.seed)
+    student = build_model(spec)
+    teacher = None
+    init = cfg.student.init
+    if cfg.run.stage == "crossres":
+        teacher, teacher_state = build_teacher(cfg, spec)
+        if resume_state is None and init == "teacher":
+            assign(student, teacher_state, cfg.teacher.checkpoint, cfg.student.replace_classifier)
+    if resume_state is None and init not in ("teacher", ""):
+        state, _ = read_state(init)
+        assign(student, state, init, cfg.student.replace_classifier)
+    if resume_state is not None:
+        student.load_state_dict(resume_state["student"])
+    return student, teacher

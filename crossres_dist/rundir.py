@@ -267,3 +267,21 @@ def preflight(run_dir: Path, needed_bytes: int) -> None:
             f"run.output_dir: {run_dir} has {free / 2**20:.0f} MiB free, a checkpoint needs "
             f"{needed_bytes / 2**20:.0f} MiB (twice that during a save); free some space"
         )
+
+
+def lock_run(run_dir: Path, stale_s: float, is_main: bool, broadcast) -> RunLock | None:
+    """One job per run directory: rank 0 checks the disk and locks the directory before
+    anything is written in it; `broadcast` (rank 0's object to every rank) tells the others
+    whether it could. Returns rank 0's lock."""
+    lock, locked = None, None
+    if is_main:
+        preflight(run_dir, needed_bytes=0)
+        try:
+            lock = RunLock(run_dir, stale_s)
+            lock.acquire()
+        except RunLockedError as err:
+            lock, locked = None, str(err)
+    locked = broadcast(locked)
+    if locked:
+        raise SetupError(locked)
+    return lock

@@ -4,9 +4,13 @@ random generator, whole, so that a resumed run draws what an uninterrupted one w
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from .errors import SetupError
 
 
 def random_state() -> dict:
@@ -32,3 +36,49 @@ def restore_random_state(saved: dict) -> None:
     has_gauss, cached = saved.get("numpy_gauss", [0, 0.0])
     keys = np.array(saved["numpy"], np.uint32)
     np.random.set_state(("MT19937", keys, saved.get("numpy_pos", 0), has_gauss, cached))
+
+
+class TrainState:
+    """Where the run is: the optimizer steps taken, the images every rank has seen together (the
+    data position and the curriculum's p follow from them), the non-finite steps skipped so far,
+    and every global generator. Stateful: the checkpoint takes ``state_dict()`` and a resume
+    hands it back to ``load_state_dict``, under the keys checkpoints have always used."""
+
+    def __init__(self, p_at: Callable[[int], float]) -> None:
+        self.p_at = p_at  # the curriculum's p for a number of images seen
+        self.step = 0
+        self.images_seen = 0
+        self.nonfinite_total = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "curriculum_p": self.p_at(self.images_seen),
+            "nonfinite_total": self.nonfinite_total,
+            "random": random_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.images_seen = state["images_seen"]
+        self.nonfinite_total = state.get("nonfinite_total", 0)
+        restore_random_state(state["random"])
+
+
+def check_resumable(state: dict, total_steps: int, global_batch: int, where: Path) -> None:
+    """A checkpoint this run can continue: one line naming the key to change otherwise."""
+    if state["step"] > total_steps:
+        # Training cannot be undone: a shorter run than the one resumed is a mistake in the
+        # overrides (a job array's shared run.name, a lowered train.max_steps), not a no-op.
+        raise SetupError(
+            f"train.max_steps: {where} holds a checkpoint at step {state['step']}, past the "
+            f"{total_steps} steps this run asks for; raise train.max_steps (or train.epochs), "
+            "or set run.resume=never to start over"
+        )
+    saved_batch = state["config"]["optim"]["global_batch"]
+    if saved_batch != global_batch:
+        raise SetupError(
+            f"optim.global_batch: the checkpoint was trained with {saved_batch}, this run asks "
+            f"for {global_batch}; resume with the same global batch"
+        )

@@ -10,26 +10,24 @@ import contextlib
 import logging
 import math
 import os
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-from pipelines import Loader, ResilientViews, TrainPlanner, ViewSettings
-from pipelines.degradations import Degradations, parse_steps
+from pipelines import ResilientViews, TrainPlanner
 from pipelines.sources import DataError
 
 from . import distributed, logs, rundir
 from .batchnorm import BatchNormReestimation
-from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, unwrap
+from .checkpoint import CheckpointManager, resume_point, save_agreed, unwrap
 from .config import Config
 from .data import (
     check_degradations,
     excluded_during_run,
+    loader_for,
     prepare_run_data,
     record_lineage,
     undecodable,
+    view_settings,
 )
 from .errors import SetupError
 from .loop import (
@@ -39,17 +37,18 @@ from .loop import (
     NonFiniteSteps,
     Preempted,
     StopFlag,
+    mark_preempted,
 )
 from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum
-from .models import ModelSpec, build_model, set_bn_frozen, spec_from_config
-from .networks import build_teacher
+from .models import ModelSpec, set_bn_frozen, spec_from_config
+from .networks import build_networks
 from .optim import Schedule, build_optimizer
 from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .precision import autocast_for, resolve_precision
-from .state import random_state, restore_random_state
-from .validate import ValidationData, cached_teacher_features, evaluate_student
+from .state import TrainState, check_resumable
+from .validate import Validator
 from .watchdog import Watchdog
-from .weights import WeightsError, assign, read_state
+from .weights import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +93,18 @@ class Trainer:
     def _setup(self) -> None:
         """Every check before the first step, in phases: the run directory, the data, the
         networks, the optimisation, the validation targets."""
-        self._lock_run_dir()
+        self.run_lock = rundir.lock_run(
+            self.run_dir, self.cfg.run.lock_stale_s, self.is_main, distributed.broadcast_object
+        )
+        if self.is_main:
+            logs.add_file(self.run_dir / "train.log")
         self.checkpoints = CheckpointManager(
             self.run_dir,
             self.cfg.train.keep_last,
             is_writer=self.is_main,
         )
         self.checkpoints.kill_during_save_step = self.cfg.debug.inject_kill_during_save
-        self.resume_state = self._find_resume_point()
+        self.resume_state = resume_point(self.checkpoints, self.cfg.run.resume)
         train_samples, val_samples, num_classes = self._setup_data()
         spec = self._setup_networks(num_classes)
         self._setup_optimisation(spec, train_samples)
@@ -123,22 +126,6 @@ class Trainer:
             cfg.optim.global_batch,
             self.total_steps,
         )
-
-    def _lock_run_dir(self) -> None:
-        """One job per run directory: rank 0 locks it before writing anything in it."""
-        locked = None
-        if self.is_main:
-            rundir.preflight(self.run_dir, needed_bytes=0)
-            try:
-                self.run_lock = rundir.RunLock(self.run_dir, self.cfg.run.lock_stale_s)
-                self.run_lock.acquire()
-            except rundir.RunLockedError as err:
-                self.run_lock, locked = None, str(err)
-        locked = distributed.broadcast_object(locked)
-        if locked:
-            raise SetupError(locked)
-        if self.is_main:
-            logs.add_file(self.run_dir / "train.log")
 
     def _setup_data(self) -> tuple[list, list, int]:
         """The run's data (crossres_dist/data.py: prepare_run_data); returns the training and
@@ -163,25 +150,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
-        # Seeded before the first random initialisation: every rank starts from the same weights
-        # (DDP would broadcast rank 0's anyway) and every rerun from the same ones.
-        torch.manual_seed(cfg.run.seed)
-        self.student = build_model(spec)
-        self.teacher = None
-        if cfg.run.stage == "crossres":
-            self.teacher, teacher_state = build_teacher(cfg, spec)
-            if self.resume_state is None and cfg.student.init == "teacher":
-                assign(
-                    self.student,
-                    teacher_state,
-                    cfg.teacher.checkpoint,
-                    cfg.student.replace_classifier,
-                )
-        if self.resume_state is None and cfg.student.init not in ("teacher", ""):
-            state, _ = read_state(cfg.student.init)
-            assign(self.student, state, cfg.student.init, cfg.student.replace_classifier)
-        if self.resume_state is not None:
-            self.student.load_state_dict(self.resume_state["student"])
+        self.student, self.teacher = build_networks(cfg, spec, self.resume_state)
         self.lineage = record_lineage(
             cfg, self.resume_state, self._held_out, self.splits, self.is_main
         )
@@ -219,43 +188,9 @@ class Trainer:
         """The views and their loader, the curriculum, the batch plans, the optimizer and its
         schedule; the resumed state restored."""
         cfg = self.cfg
-        self.views = ViewSettings(
-            cfg.data.resize_shorter,
-            cfg.data.crop,
-            cfg.data.grayscale_p,
-            cfg.method.resolutions,
-            cfg.data.hflip_p,
-            # The network's own input normalisation, from its spec.
-            spec.channels,
-            spec.mean,
-            spec.scale,
-            Degradations(
-                steps=parse_steps(cfg.method.degradations),
-                resolutions=tuple(cfg.method.resolutions),
-                blur_sigma=tuple(cfg.method.blur_sigma),
-                jpeg_quality=tuple(cfg.method.jpeg_quality),
-                noise_sigma=tuple(cfg.method.noise_sigma),
-            ),
-        )
-        # One loader settings object for every stream of batches this run makes.
-        self.loader = Loader(
-            cfg.data.backend,
-            self.views,
-            cfg.data.micro_batch,
-            self.device,
-            cfg.data.num_threads,
-            cfg.run.seed,
-            cfg.method.interpolation,
-        )
-        self.curriculum = Curriculum(
-            cfg.method.curriculum,
-            cfg.method.p,
-            cfg.method.curriculum_start,
-            cfg.method.curriculum_increment,
-            cfg.method.curriculum_step,
-        )
-        if cfg.run.stage == "pretrain":
-            self.curriculum = Curriculum(False, 0.0)
+        self.views = view_settings(cfg, spec)
+        self.loader = loader_for(cfg, self.views, self.device)
+        self.curriculum = Curriculum.from_config(cfg.method, cfg.run.stage)
         self.planner = TrainPlanner(
             train_samples,
             self.views,
@@ -273,79 +208,51 @@ class Trainer:
         self.optimizer = build_optimizer(self.student.parameters(), cfg.optim, self.device)
         self.schedule = Schedule(self.optimizer, cfg.optim, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.step = 0
-        self.images_seen = 0
-        self.nonfinite_total = 0
+        self.state = TrainState(self.curriculum.p_at)
         self.on_step = None  # a benchmark's hook, called after every optimizer step
         if self.resume_state is not None:
             self._restore(self.resume_state)
-        self.nonfinite = NonFiniteSteps(self.device, self.nonfinite_total)
-        self.bn_reestimation = BatchNormReestimation(
-            cfg.model,
-            self.planner,
-            self.loader,
-            cfg.run.seed,
-            self.autocast,
-            self.memory_format,
-            paired=self.task.paired,
-            find_bad=self._undecodable,
-            on_excluded=self._excluded_during_run,
-        )
+        self.nonfinite = NonFiniteSteps(self.device, self.state.nonfinite_total)
         self.cadence = Cadence.from_config(cfg.train, self.total_steps)
 
     def _setup_validation(self, val_samples: list) -> None:
-        """The validation views, and the teacher's features of them (all ranks take part: the
-        teacher may be sharded), from the cache when it is valid."""
+        """Validation (BatchNorm re-estimated first if model.bn_recalibrate asks) and the
+        teacher's features of the validation views (all ranks take part: the teacher may be
+        sharded), from the cache when it is valid."""
         cfg = self.cfg
-        self.val_data = ValidationData(val_samples, self.loader, cfg.data.val_cache_mb)
-        self.val_resolutions = list(
-            dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
-        )
-        self.val_teacher_features = None
-        if self.teacher is not None and self.objective.uses_teacher:
-            self.val_teacher_features = cached_teacher_features(
-                self.teacher,
-                cfg.teacher.checkpoint,
-                self.val_data,
-                self.run_dir / "cache",
+        recalibrate = None
+        if cfg.model.bn_recalibrate != "off":
+            reestimate = BatchNormReestimation(
+                cfg.model,
+                self.planner,
+                self.loader,
+                cfg.run.seed,
                 self.autocast,
+                self.memory_format,
+                paired=self.task.paired,
+                find_bad=self._undecodable,
+                on_excluded=self._excluded_during_run,
             )
 
-    def _find_resume_point(self) -> dict | None:
-        """Rank 0 chooses the checkpoint (setting aside what it cannot read); every rank loads
-        the one it names, so all resume from the same step."""
-        chosen, state, error = None, None, None
-        if self.is_main:
-            try:
-                if self.cfg.run.resume == "never":
-                    self.checkpoints.start_fresh()
-                else:
-                    found = self.checkpoints.find_latest()
-                    if found is not None:
-                        chosen, state = str(found[0]), found[1]
-            except CheckpointError as err:
-                error = str(err)
-        chosen, error = distributed.broadcast_object((chosen, error))
-        if error:
-            raise SetupError(error)
-        if chosen is None:
-            return None
-        log.info("resuming from %s", chosen)
-        return state if self.is_main else load_checkpoint(Path(chosen))
+            def recalibrate() -> None:
+                p_now = self.curriculum.p_at(self.state.images_seen)
+                reestimate(self.student, self.state.step, p_now, self.world)
+
+        self.validator = Validator(
+            cfg, val_samples, self.loader, self.teacher, self.objective, self.autocast, recalibrate
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
+        """The checkpoint: the student and its spec, the optimisation, where the run is
+        (TrainState), and what the run was (config, label map, splits, lineage, world size)."""
         return {
             "student": unwrap(self.student).state_dict(),
             "model_spec": self.student.spec.as_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "images_seen": self.images_seen,
-            "curriculum_p": self.curriculum.p_at(self.images_seen),
-            "nonfinite_total": self.nonfinite_total,
-            "random": random_state(),
+            **self.state.state_dict(),
             "config": self.cfg.to_dict(),
             "identities": self.identities,
             "splits": self.splits,
@@ -354,139 +261,82 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        if state["step"] > self.total_steps:
-            # Training cannot be undone: a shorter run than the one resumed is a mistake in the
-            # overrides (a job array's shared run.name, a lowered train.max_steps), not a no-op.
-            raise SetupError(
-                f"train.max_steps: {self.checkpoints.dir} holds a checkpoint at step "
-                f"{state['step']}, past the {self.total_steps} steps this run asks for; raise "
-                "train.max_steps (or train.epochs), or set run.resume=never to start over"
-            )
+        check_resumable(state, self.total_steps, self.cfg.optim.global_batch, self.checkpoints.dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
-        self.images_seen = state["images_seen"]
+        self.state.load_state_dict(state)
         self.checkpoints.restore_best(state.get("best_metric"))
-        self.nonfinite_total = state.get("nonfinite_total", 0)
-        restore_random_state(state["random"])
         if state.get("world_size", self.world) != self.world:
             # The data position is the step x the global batch, and each image's draws depend on
             # its position only, so a run resumed on another number of ranks sees the same data.
             log.info("resuming a %d-rank run on %d ranks", state["world_size"], self.world)
-        saved_batch = state["config"]["optim"]["global_batch"]
-        if saved_batch != self.cfg.optim.global_batch:
-            raise SetupError(
-                f"optim.global_batch: the checkpoint was trained with {saved_batch}, this run asks "
-                f"for {self.cfg.optim.global_batch}; resume with the same global batch"
-            )
 
     def save(self, metric: float | None = None) -> None:
-        error, path = None, None
-        try:
-            path = self.checkpoints.save(self.state_dict(), self.step, metric)
-        except rundir.DiskFullError as err:
-            error = err
-        # Rank 0 writes alone: the others learn here whether it could, and stop with it.
-        distributed.agree_on_failure(error, self.device, "rank 0 could not write a checkpoint")
-        if path is not None:
-            log.info("checkpoint %s", path)
+        save_agreed(self.checkpoints, self.state_dict(), self.state.step, self.device, metric)
 
-    # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        if self.cfg.model.bn_recalibrate != "off":
-            self.recalibrate_bn()
-        metrics = {}
+        """Validation (validate.py: Validator), then what depends on it: the plateau schedule
+        and TensorBoard."""
+        metrics = self.validator(unwrap(self.student), self.state.step)
+        self.schedule.after_validation(self.validator.plateau_metric(metrics))
         if self.is_main:
-            t0 = time.perf_counter()
-            metrics = evaluate_student(
-                unwrap(self.student),
-                self.val_data,
-                self.val_resolutions,
-                self.val_teacher_features,
-                self.objective,
-                self.autocast,
-            )
-            low = f"val/{self.cfg.method.val_resolution}px"
-            log.info(
-                "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f "
-                "loss %.4f | %s",
-                self.step,
-                time.perf_counter() - t0,
-                metrics["val/full/top1"],
-                metrics["val/full/loss"],
-                low[4:],
-                metrics[f"{low}/top1"],
-                metrics[f"{low}/loss"],
-                " ".join(
-                    f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items() if k.endswith("top1")
-                ),
-            )
-        # The other ranks wait here (within dist.timeout_s) and all take rank 0's numbers.
-        metrics = distributed.broadcast_object(metrics)
-        drive = metrics[f"val/{self.cfg.method.val_resolution}px/loss"]
-        self.schedule.after_validation(drive)
-        if self.is_main:
-            self.scalars.add(metrics, self.step)
+            self.scalars.add(metrics, self.state.step)
         return metrics
-
-    def best_metric(self, metrics: dict[str, float]) -> float:
-        """The checkpoint kept as best: highest low-resolution top-1 (method.md); a pretrained
-        teacher is judged at full resolution."""
-        if self.cfg.run.stage == "pretrain":
-            return metrics["val/full/top1"]
-        return metrics[f"val/{self.cfg.method.val_resolution}px/top1"]
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
         """Orchestrates: one optimizer step at a time (train_step), then what the cadence asks
         for at that step (log, validate, save), then, at sync points, the ranks' agreement on a
         preemption."""
+        state = self.state
         batches = ResilientViews(
             self.planner,
-            self.step * self.accumulation,
+            state.step * self.accumulation,
             self.loader,
             self._undecodable,
             self._excluded_during_run,
         )
         metrics: dict[str, float] = {}
-        if self.step == 0:
+        if state.step == 0:
             metrics = self.validate()
-            self.save(self.best_metric(metrics))
-        elif self.step == self.total_steps:
+            self.save(self.validator.best_metric(metrics))
+        elif state.step == self.total_steps:
             # A finished run started again (a requeue after the last save, a rerun array task):
             # nothing to train, but results.json gets the final metrics, not an empty set.
-            log.info("the run is already at step %d of %d: validating only", self.step, self.step)
+            log.info("the run is already at step %d of %d: validating only", state.step, state.step)
             metrics = self.validate()
         self.model.train()
         if self.cfg.model.bn_mode == "frozen":
             set_bn_frozen(self.student)
-        progress = self._progress()
+        progress = logs.progress_bar(
+            self.total_steps, state.step, self.is_main and self.cfg.train.progress_bar
+        )
         window = MetricWindow(self.device)
-        while self.step < self.total_steps:
+        while state.step < self.total_steps:
             self.train_step(batches, window)
             if progress is not None:
                 progress.update(1)
             if self.on_step is not None:
-                self.on_step(self.step)
-            now = self.cadence.at(self.step)
+                self.on_step(state.step)
+            now = self.cadence.at(state.step)
             if now.sync:
-                self._check_nonfinite()
+                state.nonfinite_total = self.nonfinite.check(
+                    state.nonfinite_total, self.cfg.train.max_nonfinite, self.checkpoints.dir
+                )
             if now.log:
                 self._log(window)
             if now.validate:
                 metrics = self.validate()
-                self.save(self.best_metric(metrics))
+                self.save(self.validator.best_metric(metrics))
             elif now.save:
                 self.save()
             if now.sync and self._stop_here(now):
                 break
         if progress is not None:
             progress.close()
-        if self.step == self.total_steps:
-            agreement = self.rank_agreement()
-            if self.is_main:
-                self._write_results(metrics, agreement)
+        if state.step == self.total_steps:
+            self._write_results(metrics)
         return metrics
 
     def train_step(self, batches, window: MetricWindow) -> None:
@@ -494,6 +344,7 @@ class Trainer:
         the last), then the update, decided on the device: a non-finite gradient (the same on
         every rank after the all-reduce) makes the fused kernel skip it, as the fp16 scaler does
         for overflows; the host learns of it at the next sync point."""
+        step = self.state.step + 1
         for micro in range(self.accumulation):
             batch = next(batches)
             teacher_view = batch["teacher_view"].contiguous(memory_format=self.memory_format)
@@ -504,7 +355,7 @@ class Trainer:
                 with self.autocast:
                     losses = self.task(teacher_view, student_view, batch["labels"])
                 loss = losses["loss"]
-                if self.step + 1 in self.cfg.debug.inject_nan_steps and self.info.rank == 0:
+                if step in self.cfg.debug.inject_nan_steps and self.info.rank == 0:
                     loss = loss * float("nan")
                 self.scaler.scale(loss / self.accumulation).backward()
             window.add({**losses, "loss": loss}, batch["labels"], self.world)
@@ -518,21 +369,22 @@ class Trainer:
             nonfinite = (~torch.isfinite(grad_norm)).float()
             self.optimizer.found_inf = nonfinite
             self.optimizer.step()
-            self.nonfinite.update(nonfinite, self.step + 1)
+            self.nonfinite.update(nonfinite, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.after_step()
-        self.step += 1
-        self.images_seen += self.cfg.optim.global_batch
+        self.state.step = step
+        self.state.images_seen += self.cfg.optim.global_batch
 
     def _log(self, window: MetricWindow) -> None:
         """The window's means over every rank (reduced only here), to the log and TensorBoard."""
         values = window.reduce(self.world, torch.distributed.all_reduce)
         values["train/lr"] = self.schedule.lr
-        values["train/p"] = self.curriculum.p_at(self.images_seen - self.cfg.optim.global_batch)
+        images_before = self.state.images_seen - self.cfg.optim.global_batch
+        values["train/p"] = self.curriculum.p_at(images_before)
         if self.is_main:
             log.info(
                 "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f %.1f img/s",
-                self.step,
+                self.state.step,
                 self.total_steps,
                 values["train/loss"],
                 values["train/ce"],
@@ -542,7 +394,7 @@ class Trainer:
                 values["train/p"],
                 values["train/images_per_s"],
             )
-            self.scalars.add(values, self.step)
+            self.scalars.add(values, self.state.step)
 
     def _stop_here(self, now) -> bool:
         """At a sync point: every rank agrees whether any was signalled (SIGTERM, SLURM's USR1)
@@ -553,29 +405,12 @@ class Trainer:
         if not now.save:
             self.save()
         if now.stop and self.stop_flag.raised is None:
-            log.info("stopping after step %d as configured", self.step)
+            log.info("stopping after step %d as configured", self.state.step)
             return True
-        log.warning("preempted: checkpoint at step %d written, exiting", self.step)
-        self._mark_preempted()
+        log.warning("preempted: checkpoint at step %d written, exiting", self.state.step)
+        if self.is_main:
+            mark_preempted(self.state.step)
         raise Preempted()
-
-    def _check_nonfinite(self) -> None:
-        """At a sync point: report the steps skipped since the last one, and stop (before any
-        save) after train.max_nonfinite in a row; the last good checkpoint is then the newest."""
-        in_a_row, total, last = self.nonfinite.read()
-        if total > self.nonfinite_total:
-            log.warning(
-                "%d non-finite loss/gradient step(s) skipped (the last at step %d; %d in a row)",
-                total - self.nonfinite_total,
-                last,
-                in_a_row,
-            )
-        self.nonfinite_total = total
-        if in_a_row >= self.cfg.train.max_nonfinite:
-            raise NonFiniteLoss(
-                f"{in_a_row} non-finite steps in a row at step {last}; the last good checkpoint "
-                f"is in {self.checkpoints.dir} (lower optim.lr or use train.precision=fp32)"
-            )
 
     def _undecodable(self, paths: list[str]) -> dict[str, str]:
         return undecodable(paths, self.cfg.data.backend, self.device)
@@ -583,66 +418,33 @@ class Trainer:
     def _excluded_during_run(self, bad: dict[str, str], position: int) -> None:
         excluded_during_run(bad, position, self.planner, self.cfg.data, self.info.rank)
 
-    def recalibrate_bn(self) -> None:
-        """model.bn_recalibrate before a validation (crossres_dist/batchnorm.py)."""
-        self.bn_reestimation(
-            self.student, self.step, self.curriculum.p_at(self.images_seen), self.world
-        )
-
-    def rank_agreement(self) -> dict:
-        """Every rank's learning rate and parameter checksum (gathered on all ranks): DDP and the
-        broadcast plateau decisions must keep them identical."""
+    def _write_results(self, metrics: dict[str, float]) -> None:
+        """results.json (rank 0), with every rank's learning rate and parameter checksum: DDP
+        and the broadcast plateau decisions must keep them identical."""
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in self.student.parameters()))
         mine = [self.schedule.lr, checksum, sorted(self.planner.excluded)]
-        everyone = [mine]
-        if self.world > 1:
-            everyone = [None] * self.world
-            torch.distributed.all_gather_object(everyone, mine)
-        return {
+        everyone = distributed.all_gather_objects(mine)
+        if not self.is_main:
+            return
+        agreement = {
             "lr_per_rank": [e[0] for e in everyone],
             "param_checksum_per_rank": [e[1] for e in everyone],
             "ranks_agree": all(e[:2] == everyone[0][:2] for e in everyone),
             "excluded_during_run": sorted({path for e in everyone for path in e[2]}),
         }
-
-    def _write_results(self, metrics: dict[str, float], agreement: dict) -> None:
         if not agreement["ranks_agree"]:
             log.error("ranks disagree at the end of training: %s", agreement)
         results = {
             **agreement,
-            "step": self.step,
-            "images_seen": self.images_seen,
+            "step": self.state.step,
+            "images_seen": self.state.images_seen,
             "final": metrics,
             "best_metric": self.checkpoints.best_metric,
-            "nonfinite_steps": self.nonfinite_total,
+            "nonfinite_steps": self.state.nonfinite_total,
             "skipped_before_run": sorted(self.skipped_before_run),
         }
         rundir.write_json(self.run_dir / "results.json", results)
-
-    def _mark_preempted(self) -> None:
-        """Tell a launcher script that the stop was a preemption with a checkpoint written: the
-        exit code alone cannot, since srun may kill the slower ranks once one has exited."""
-        marker = os.environ.get("CROSSRES_PREEMPTED_FILE")
-        if marker and self.is_main:
-            Path(marker).parent.mkdir(parents=True, exist_ok=True)
-            Path(marker).write_text(f"{self.step}\n")
-
-    def _progress(self):
-        if not (self.is_main and self.cfg.train.progress_bar):
-            return None
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return None
-        return tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        )
 
     def close(self) -> None:
         if self.watchdog is not None:

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
@@ -175,3 +176,78 @@ def evaluate_student(
         metrics[f"val/{name}/ce"] = s["ce"] / s["n"]
         metrics[f"val/{name}/loss"] = s["loss"] / s["n"]
     return metrics
+
+
+class Validator:
+    """A validation at a step: BatchNorm statistics re-estimated first when model.bn_recalibrate
+    asks for it (all ranks), then the student on rank 0 at full resolution and at every
+    validated resolution, and rank 0's metrics handed to every rank. Owns the validation views
+    and the teacher's features of them (computed once by all ranks, cached on disk)."""
+
+    def __init__(
+        self,
+        cfg,
+        samples: list[Sample],
+        loader: Loader,
+        teacher: torch.nn.Module | None,
+        objective: CrossResolutionObjective,
+        autocast: AbstractContextManager,
+        recalibrate_bn=None,
+    ) -> None:
+        self.method, self.stage = cfg.method, cfg.run.stage
+        self.data = ValidationData(samples, loader, cfg.data.val_cache_mb)
+        self.resolutions = list(
+            dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
+        )
+        self.objective, self.autocast = objective, autocast
+        self.recalibrate_bn = recalibrate_bn  # None: model.bn_recalibrate=off
+        self.teacher_features = None
+        if teacher is not None and objective.uses_teacher:
+            self.teacher_features = cached_teacher_features(
+                teacher, cfg.teacher.checkpoint, self.data, cfg.run_dir / "cache", autocast
+            )
+
+    def __call__(self, student: torch.nn.Module, step: int) -> dict[str, float]:
+        if self.recalibrate_bn is not None:
+            self.recalibrate_bn()
+        metrics = {}
+        if distributed.rank() == 0:
+            t0 = time.perf_counter()
+            metrics = evaluate_student(
+                student,
+                self.data,
+                self.resolutions,
+                self.teacher_features,
+                self.objective,
+                self.autocast,
+            )
+            self._log(metrics, step, time.perf_counter() - t0)
+        # The other ranks wait here (within dist.timeout_s) and all take rank 0's numbers.
+        return distributed.broadcast_object(metrics)
+
+    def _log(self, metrics: dict[str, float], step: int, seconds: float) -> None:
+        low = f"{self.method.val_resolution}px"
+        log.info(
+            "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f loss %.4f | %s",
+            step,
+            seconds,
+            metrics["val/full/top1"],
+            metrics["val/full/loss"],
+            low,
+            metrics[f"val/{low}/top1"],
+            metrics[f"val/{low}/loss"],
+            " ".join(
+                f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items() if k.endswith("top1")
+            ),
+        )
+
+    def plateau_metric(self, metrics: dict[str, float]) -> float:
+        """What optim's plateau schedule watches: the low-resolution validation loss."""
+        return metrics[f"val/{self.method.val_resolution}px/loss"]
+
+    def best_metric(self, metrics: dict[str, float]) -> float:
+        """The checkpoint kept as best: highest low-resolution top-1 (method.md); a pretrained
+        teacher is judged at full resolution."""
+        if self.stage == "pretrain":
+            return metrics["val/full/top1"]
+        return metrics[f"val/{self.method.val_resolution}px/top1"]
