@@ -165,7 +165,7 @@ class MethodConfig:
     # Degraded views go down to one of these shorter sides (pixels), drawn uniformly.
     resolutions: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
     # The steps a degraded view goes through, each "name" or "name:probability", applied in the
-    # order downsample, gaussian_blur, jpeg, noise (pipelines/degradations.py).
+    # order gamma, downsample, gaussian_blur, jpeg, noise (pipelines/degradations/).
     degradations: list[str] = field(default_factory=lambda: ["downsample"])
     # gaussian_blur draws its sigma uniformly from [low, high] (pixels at data.resize_shorter).
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 2.0])
@@ -173,6 +173,9 @@ class MethodConfig:
     jpeg_quality: list[int] = field(default_factory=lambda: [20, 80])
     # noise draws its sigma uniformly from [low, high] (levels of 0..255).
     noise_sigma: list[float] = field(default_factory=lambda: [2.0, 10.0])
+    # The ranges of the other registered steps, by step name: {gamma: [0.5, 2.0]} (each step's
+    # module in pipelines/degradations/ says what its range means, and has its default).
+    ranges: dict[str, list[float]] = field(default_factory=dict)
     # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"
     # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
@@ -318,16 +321,6 @@ class Config:
             value = getattr(getattr(self, section), name)
             if not 0.0 <= value <= 1.0:
                 raise bad(key, f"{value} is not a probability in [0, 1]")
-        if not self.method.resolutions or any(r < 1 for r in self.method.resolutions):
-            raise bad("method.resolutions", "needs at least one resolution, each >= 1 pixel")
-        for key, low, high in (
-            ("blur_sigma", 0.0, 50.0),
-            ("jpeg_quality", 1, 100),
-            ("noise_sigma", 0.0, 255.0),
-        ):
-            bounds = getattr(self.method, key)
-            if len(bounds) != 2 or not low <= bounds[0] <= bounds[1] <= high:
-                raise bad(f"method.{key}", f"{bounds}: needs [low, high] within [{low}, {high}]")
         if self.method.lambda_feat < 0:
             raise bad("method.lambda_feat", "must be >= 0")
         if self.method.curriculum and self.method.curriculum_step <= 0:
@@ -400,6 +393,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return _coerce(value, args[0], where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(hint)
+        return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -448,10 +446,13 @@ def _apply(raw: dict[str, dict[str, Any]], source: str, target: dict[str, dict[s
                     f"{source}: {section}.{key} is now {MOVED[f'{section}.{key}']} (test switches "
                     "live in the debug section)"
                 )
-            if key not in hints:
+            key, _, entry = key.partition(".")  # section.mapping.entry=value: one entry
+            if key not in hints or (entry and typing.get_origin(hints[key]) is not dict):
                 raise ConfigError(
                     f"{source}: unknown key '{section}.{key}' (known: {', '.join(hints)})"
                 )
+            if entry:
+                value = {**target.get(section, {}).get(key, {}), entry: value}
             target.setdefault(section, {})[key] = _coerce(
                 value, hints[key], f"{source}: {section}.{key}"
             )

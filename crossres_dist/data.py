@@ -21,7 +21,7 @@ import torch
 
 from pipelines import Loader, ViewSettings, choose_backend
 from pipelines.dali_pipeline import dali_decode_error
-from pipelines.degradations import Degradations, parse_steps
+from pipelines.degradations import STEPS, Degradations, check_ranges, parse_steps
 from pipelines.sources import DataError, Sample, SplitSpec, load_splits, sample_key, seen_by
 
 from . import distributed, rundir
@@ -195,14 +195,18 @@ def view_settings(cfg, spec) -> ViewSettings:
         spec.channels,
         spec.mean,
         spec.scale,
-        Degradations(
-            steps=parse_steps(cfg.method.degradations),
-            resolutions=tuple(cfg.method.resolutions),
-            blur_sigma=tuple(cfg.method.blur_sigma),
-            jpeg_quality=tuple(cfg.method.jpeg_quality),
-            noise_sigma=tuple(cfg.method.noise_sigma),
-        ),
+        Degradations(steps=parse_steps(cfg.method.degradations), **configured_ranges(cfg.method)),
     )
+
+
+def configured_ranges(method_cfg) -> dict[str, list]:
+    """Every registered step's range as configured, by its range key: a key of its own in the
+    method section (resolutions, blur_sigma ...) or an entry of method.ranges."""
+    ranges = {f"ranges.{name}": values for name, values in method_cfg.ranges.items()}
+    for step in STEPS.values():
+        if hasattr(method_cfg, step.range_key):
+            ranges[step.range_key] = getattr(method_cfg, step.range_key)
+    return ranges
 
 
 def loader_for(cfg, views: ViewSettings, device: torch.device) -> Loader:
@@ -219,11 +223,13 @@ def loader_for(cfg, views: ViewSettings, device: torch.device) -> Loader:
 
 
 def check_degradations(cfg) -> None:
-    """method.degradations names steps the pipelines know, with probabilities in [0, 1]: checked
+    """method.degradations names steps the pipelines know, with probabilities in [0, 1], and
+    every step's range is one it allows (method.ranges names registered steps only): checked
     here, where the pipelines' registry is known (the config module does not import them),
     before any process group or file is touched."""
     try:
         parse_steps(cfg.method.degradations)
+        check_ranges(configured_ranges(cfg.method))
     except ValueError as err:
         raise ConfigError(f"{cfg.source}: {err}") from None
 

@@ -76,7 +76,10 @@ def point_args(path: Path, index: int, extra: list[str] | tuple = ()) -> list[st
         f"run.output_dir={output_dir}",
         f"run.name={name}",
     ]
-    load_config(args[1], [*args[2:], *extra])  # refuse a bad point before any job starts
+    # Refuse a bad point before any job starts (the degradation steps from their registry).
+    from .data import check_degradations
+
+    check_degradations(load_config(args[1], [*args[2:], *extra]))
     return args
 
 

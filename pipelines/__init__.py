@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .dali_pipeline import DALI_AVAILABLE, DaliViews
-from .degradations import add_noise
+from .degradations import VIEW_STEPS
 from .plans import BatchPlan, TrainPlanner, ViewSettings, eval_plans
 from .sources import DataError, Dataset, Sample, load_splits
 from .twin import TwinViews
@@ -87,27 +87,24 @@ def build_views(
     interpolation: str = "linear",
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of {teacher_view, student_view, labels, resolution, ...} for the given plans.
-    The image steps run in the backend's graph; noise, on the finished student view, here: the
-    same code (and numbers) for both backends."""
+    The image steps run in the backend's graph; the steps on the finished student view (noise)
+    here: the same code (and numbers) for both backends."""
     if choose_backend(backend) == "dali":
         batches = DaliViews(plans, views, batch_size, device, num_threads, seed, interpolation)
     else:
         batches = TwinViews(
             plans, views, device, num_workers=num_threads, interpolation=interpolation
         )
-    return _with_noise(batches, views)
+    return _on_view_steps(batches, views)
 
 
-def _with_noise(batches, views: ViewSettings):
+def _on_view_steps(batches, views: ViewSettings):
+    """The steps that act on the finished view (noise), for the samples whose plan field says
+    so (host tensors: no device synchronisation for the batches they skip)."""
     for batch in batches:
-        if not (batch["noise_sigma"] > 0).any():  # the plans' fields decide (host tensors)
-            yield batch
-            continue
-        sigma = batch["noise_sigma"].to(batch["student_view"].device)
-        seeds = batch["noise_seed"].to(batch["student_view"].device)
-        batch["student_view"] = add_noise(
-            batch["student_view"], sigma, seeds, views.mean, views.scale
-        )
+        for step in VIEW_STEPS:
+            if (batch[step.field] > 0).any():
+                batch["student_view"] = step.on_view(batch, views.mean, views.scale)
         yield batch
 
 

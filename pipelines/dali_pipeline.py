@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from .degradations import DOWNSAMPLE, GRAPH_STEPS, graph_types, plan_fields
 from .plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
 
 try:
@@ -41,6 +42,7 @@ def _round(x):
 
 # The plan fields the graph reads, by name, with their DALI type and how a plan's array becomes
 # the graph's input: one list, so that the graph and its feeder cannot disagree on positions.
+# Every degradation step's fields follow, from the registry.
 GRAPH_INPUTS = (
     ("encoded", "UINT8", lambda plan: [np.fromfile(p, dtype=np.uint8) for p in plan.paths]),
     ("labels", "INT64", lambda plan: plan.labels),
@@ -48,13 +50,15 @@ GRAPH_INPUTS = (
     ("crop_y", "FLOAT", lambda plan: plan.crop_y),
     ("gray", "BOOL", lambda plan: plan.gray),
     ("degrade", "BOOL", lambda plan: plan.degrade),
-    ("resolution", "FLOAT", lambda plan: plan.resolution),
     ("flip", "INT32", lambda plan: plan.flip.astype(np.int32)),
-    ("blur_sigma", "FLOAT", lambda plan: plan.blur_sigma),
-    ("jpeg_quality", "INT32", lambda plan: plan.jpeg_quality.astype(np.int32)),
-    ("noise_sigma", "FLOAT", lambda plan: plan.noise_sigma),
-    ("noise_seed", "INT64", lambda plan: plan.noise_seed),
 )
+NUMPY_TYPES = {"FLOAT": np.float32, "INT32": np.int32, "INT64": np.int64}
+GRAPH_INPUTS += tuple(
+    (name, kind, lambda plan, n=name, k=kind: plan.steps[n].astype(NUMPY_TYPES[k]))
+    for name, kind in graph_types().items()
+)
+# What the graph returns besides the two views: the labels and every step field (host tensors).
+PASSED_ON = ("labels", *plan_fields())
 
 
 def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
@@ -118,26 +122,17 @@ def _resized_window(image, g: dict, crop: float, interp, scale_y, scale_x):
 def _student(image, teacher, x: dict, g: dict, size: float, crop: float, interp):
     """The degraded student view of the samples drawn for it (DALI conditionals), the teacher
     view itself for the others. method.md: the whole shorter-side-`size` image is degraded, and
-    only then is the crop taken (pipelines/degradations.py gives the steps' order)."""
-    resolution, blur_sigma, jpeg_quality = x["resolution"], x["blur_sigma"], x["jpeg_quality"]
-    full_h, full_w = g["full_h"], g["full_w"]
+    only then is the crop taken (pipelines/degradations/ gives the steps and their order)."""
+    frame = {"size": size, "full_h": g["full_h"], "full_w": g["full_w"], "interp": interp}
     if x["degrade"]:
-        full = fn.resize(image, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True)
-        small_h = dmath.max(_round(full_h * resolution / size), 1.0)
-        small_w = dmath.max(_round(full_w * resolution / size), 1.0)
-        if (blur_sigma > 0) | (jpeg_quality > 0):
+        full = fn.resize(
+            image, size=fn.stack(g["full_h"], g["full_w"]), interp_type=interp, antialias=True
+        )
+        if _any_applied(x, [step for step in GRAPH_STEPS if step is not DOWNSAMPLE]):
             # Later steps need the whole image back up before the crop.
-            if resolution > 0:
-                small = fn.resize(
-                    full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
-                )
-                full = fn.resize(
-                    small, size=fn.stack(full_h, full_w), interp_type=interp, antialias=True
-                )
-            if blur_sigma > 0:
-                full = fn.gaussian_blur(full, sigma=blur_sigma)
-            if jpeg_quality > 0:
-                full = fn.jpeg_compression_distortion(full, quality=jpeg_quality)
+            for step in GRAPH_STEPS:
+                if x[step.field] > 0:
+                    full = step.dali(full, x[step.field], frame)
             student = fn.slice(
                 full,
                 start=fn.cast(fn.stack(g["top"], g["left"]), dtype=types.INT32),
@@ -146,13 +141,21 @@ def _student(image, teacher, x: dict, g: dict, size: float, crop: float, interp)
             )
         else:
             # Down-sampling alone: the up-sampling writes the crop window only.
-            small = fn.resize(
-                full, size=fn.stack(small_h, small_w), interp_type=interp, antialias=True
-            )
-            student = _resized_window(small, g, crop, interp, small_h / full_h, small_w / full_w)
+            def window(small, scale_y, scale_x):
+                return _resized_window(small, g, crop, interp, scale_y, scale_x)
+
+            student = DOWNSAMPLE.dali_window(full, x[DOWNSAMPLE.field], frame, window)
     else:
         student = teacher
     return student
+
+
+def _any_applied(x: dict, steps: list):
+    """Per sample: does any of `steps` apply (its field > 0)?"""
+    applied = x[steps[0].field] > 0
+    for step in steps[1:]:
+        applied = applied | (x[step.field] > 0)
+    return applied
 
 
 def build_pipeline(
@@ -185,10 +188,7 @@ def build_pipeline(
         return (
             fn.crop_mirror_normalize(teacher, mirror=x["flip"], **normalize),
             fn.crop_mirror_normalize(student, mirror=x["flip"], **normalize),
-            x["labels"],
-            x["resolution"],
-            x["noise_sigma"],
-            x["noise_seed"],
+            *(x[name] for name in PASSED_ON),
         )
 
     pipe = views_graph(
@@ -267,17 +267,20 @@ class DaliViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         pipe = self.pipes[self.served % len(self.pipes)]
-        teacher, student, labels, resolution, noise_sigma, noise_seed = pipe.run()
+        teacher, student, *passed_on = pipe.run()
         self.served += 1
-        cpu = torch.device("cpu")
-        return {
+        batch = {
             "teacher_view": self._to_torch(teacher, torch.float32, self.device),
             "student_view": self._to_torch(student, torch.float32, self.device),
-            "labels": self._to_torch(labels, torch.int64, cpu).to(self.device),
-            "resolution": self._to_torch(resolution, torch.float32, cpu),
-            "noise_sigma": self._to_torch(noise_sigma, torch.float32, cpu),
-            "noise_seed": self._to_torch(noise_seed, torch.int64, cpu),
         }
+        # The labels go to the device; the plan's fields stay on the host, in the plan's dtypes
+        # (the graph carries jpeg_quality as int32), where the steps on the finished view read
+        # them.
+        dtypes = {"labels": np.int64, **plan_fields()}
+        for name, values in zip(PASSED_ON, passed_on):
+            batch[name] = torch.from_numpy(np.array(values.as_tensor()).astype(dtypes[name]))
+        batch["labels"] = batch["labels"].to(self.device)
+        return batch
 
 
 def dali_decode_error(path: str, device_id: int | None = None) -> str | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .degradations import FIELDS, Degradations, in_graph
+from .degradations import STEPS, Degradations, in_graph, plan_fields
 from .degradations import draw as draw_steps
 from .sources import Sample
 
@@ -27,25 +27,31 @@ class BatchPlan:
     crop_x: np.ndarray  # float32 in [0, 1]: left edge of the crop window, relative
     crop_y: np.ndarray
     gray: np.ndarray  # bool
-    degrade: np.ndarray  # bool: the image graph degrades the student view (any of its steps)
-    resolution: np.ndarray  # float32, the shorter side in pixels; 0 where not down-sampled
     valid: np.ndarray  # bool; False for padding that repeats an earlier sample
     flip: np.ndarray | None = None  # bool; both views mirrored left-right (None: none are)
-    # The other degradation steps' fields (pipelines/degradations.py); 0 = not applied.
-    blur_sigma: np.ndarray | None = None  # float32, pixels at the resized scale
-    jpeg_quality: np.ndarray | None = None  # float32 (whole numbers), 1..100
-    noise_sigma: np.ndarray | None = None  # float32, levels of 0..255
-    noise_seed: np.ndarray | None = None  # int64
+    # Every degradation step's fields by name (pipelines/degradations/: resolution, blur_sigma,
+    # jpeg_quality, ...; 0 = not applied); missing ones are zeros. Read as attributes too.
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
         if self.flip is None:
             self.flip = np.zeros(n, bool)
-        for name in ("blur_sigma", "jpeg_quality", "noise_sigma"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(n, np.float32))
-        if self.noise_seed is None:
-            self.noise_seed = np.zeros(n, np.int64)
+        for name, dtype in plan_fields().items():
+            if name not in self.steps:
+                self.steps[name] = np.zeros(n, dtype)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Only reached for names that are not dataclass fields: a step's field, by name.
+        steps = self.__dict__.get("steps")
+        if steps is not None and name in steps:
+            return steps[name]
+        raise AttributeError(f"BatchPlan has no field {name!r}")
+
+    @property
+    def degrade(self) -> np.ndarray:
+        """The samples whose student view the image graph degrades (any of its steps)."""
+        return in_graph(self.steps)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -164,10 +170,9 @@ class TrainPlanner:
             crop_x=stream(0).astype(np.float32),
             crop_y=stream(1).astype(np.float32),
             gray=stream(2) < self.views.grayscale_p,
-            degrade=in_graph(fields),
             valid=where < n,
             flip=stream(5) < self.views.hflip_p,
-            **fields,
+            steps=fields,
         )
 
     def _readable(self, perm: np.ndarray, position: int) -> int:
@@ -211,12 +216,11 @@ def eval_plans(
             chosen = positions[start : start + batch]
             m = len(chosen)
             step_fields = {
-                name: np.full(m, fields.get(name, 0), np.float32) for name in FIELDS.values()
+                name: np.full(m, fields.get(name, 0), dtype)
+                for name, dtype in plan_fields().items()
             }
-            step_fields["noise_seed"] = np.full(m, fields.get("noise_seed", 0), np.int64)
-            if step_fields["noise_sigma"].any():
-                # Each probe its own noise, the same at every evaluation.
-                step_fields["noise_seed"] = step_fields["noise_seed"] + chosen
+            for step in STEPS.values():
+                step.for_probes(step_fields, chosen)
             plans.append(
                 (
                     condition,
@@ -226,9 +230,8 @@ def eval_plans(
                         crop_x=np.full(m, 0.5, np.float32),
                         crop_y=np.full(m, 0.5, np.float32),
                         gray=np.zeros(m, bool),
-                        degrade=in_graph(step_fields),
                         valid=valid[start : start + batch],
-                        **step_fields,
+                        steps=step_fields,
                     ),
                 )
             )

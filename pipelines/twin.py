@@ -7,18 +7,16 @@ the golden test compares with DALI's region-of-interest shortcuts.
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from .degradations import GRAPH_STEPS, plan_fields
+from .degradations.downsample import resize_chw
+from .degradations.jpeg import jpeg  # noqa: F401 (the twin's encoder, as tests know it)
 from .plans import BatchPlan, ViewSettings
-
-MODES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
 
 
 def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:
@@ -39,45 +37,17 @@ def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:
     return torch.from_numpy(array.copy())
 
 
-def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
-    mode = MODES[interpolation]
-    kwargs = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
-    return F.interpolate(image[None], size=(height, width), mode=mode, **kwargs)[0]
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A Gaussian of `sigma` pixels on CHW, window 2*ceil(3 sigma)+1, mirrored borders (as
-    DALI), as two 1-D passes."""
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = image.shape[0]
-    padded = F.pad(image[None], (radius, radius, radius, radius), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
-
-
-def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """Through PIL's JPEG encoder and decoder at `quality` (the image as 8-bit)."""
-    array = image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=int(quality))
-    decoded = np.asarray(Image.open(buffer), dtype=np.float32)
-    return torch.from_numpy(decoded.copy()).permute(2, 0, 1)
-
-
 def make_views(
     path: str,
     crop_x: float,
     crop_y: float,
     gray: bool,
-    resolution: float,
+    fields: dict[str, float],
     views: ViewSettings,
     interpolation: str = "linear",
-    blur_sigma: float = 0.0,
-    jpeg_quality: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher view and the student view (before the steps on the finished view) of one
+    image; `fields`: the sample's degradation fields by name."""
     image = decode(path, gray, views.channels).permute(2, 0, 1)
     h, w = image.shape[1:]
     shorter, size, crop = min(h, w), views.resize_shorter, views.crop
@@ -90,68 +60,66 @@ def make_views(
     left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
     mean = torch.tensor(views.mean, dtype=torch.float32).view(3, 1, 1)
     teacher = (full[:, top : top + crop, left : left + crop] - mean) * views.scale
-    if resolution <= 0 and blur_sigma <= 0 and jpeg_quality <= 0:
+    applied = [step for step in GRAPH_STEPS if fields[step.field] > 0]
+    if not applied:
         return teacher, teacher.clone()
     # The steps in their fixed order on the whole resized image, then the crop (method.md).
+    frame = {"size": size, "full_h": full_h, "full_w": full_w, "interpolation": interpolation}
     degraded = full
-    if resolution > 0:
-        small_h = max(int(np.floor(full_h * resolution / size + 0.5)), 1)
-        small_w = max(int(np.floor(full_w * resolution / size + 0.5)), 1)
-        small = resize_chw(full, small_h, small_w, interpolation)
-        degraded = resize_chw(small, full_h, full_w, interpolation)
-    if blur_sigma > 0:
-        degraded = gaussian_blur(degraded, blur_sigma)
-    if jpeg_quality > 0:
-        degraded = jpeg(degraded, int(jpeg_quality))
+    for step in applied:
+        degraded = step.twin(degraded, fields[step.field], frame)
     return teacher, (degraded[:, top : top + crop, left : left + crop] - mean) * views.scale
 
 
 class _SampleViews(torch.utils.data.Dataset):
-    """Indexed by a sample's plan entry (path, crop_x, crop_y, gray, resolution, flip, label)."""
+    """Indexed by a sample's plan entry (a dict: path, crop, gray, flip, label and the
+    degradation fields by name)."""
 
     def __init__(self, views: ViewSettings, interpolation: str):
         self.views, self.interpolation = views, interpolation
 
-    def __getitem__(self, item: tuple) -> tuple:
-        path, crop_x, crop_y, gray, resolution, flip, label, blur, quality, sigma, seed = item
+    def __getitem__(self, entry: dict) -> tuple:
+        fields = {name: entry[name] for name in plan_fields()}
         teacher, student = make_views(
-            path, crop_x, crop_y, gray, resolution, self.views, self.interpolation, blur, quality
+            entry["path"],
+            entry["crop_x"],
+            entry["crop_y"],
+            entry["gray"],
+            fields,
+            self.views,
+            self.interpolation,
         )
-        if flip:
+        if entry["flip"]:
             teacher, student = teacher.flip(2), student.flip(2)
-        return teacher, student, label, resolution, sigma, seed
+        return teacher, student, entry["label"], fields
 
 
-def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[tuple]]:
+def _entries(plans: Iterable[BatchPlan]) -> Iterator[list[dict]]:
     for plan in plans:
         yield [
-            (
-                plan.paths[i],
-                float(plan.crop_x[i]),
-                float(plan.crop_y[i]),
-                bool(plan.gray[i]),
-                float(plan.resolution[i]),
-                bool(plan.flip[i]),
-                int(plan.labels[i]),
-                float(plan.blur_sigma[i]),
-                float(plan.jpeg_quality[i]),
-                float(plan.noise_sigma[i]),
-                int(plan.noise_seed[i]),
-            )
+            {
+                "path": plan.paths[i],
+                "crop_x": float(plan.crop_x[i]),
+                "crop_y": float(plan.crop_y[i]),
+                "gray": bool(plan.gray[i]),
+                "flip": bool(plan.flip[i]),
+                "label": int(plan.labels[i]),
+                **{name: values[i].item() for name, values in plan.steps.items()},
+            }
             for i in range(len(plan))
         ]
 
 
 def _collate(items: list[tuple]) -> dict[str, torch.Tensor]:
-    teacher, student, labels, resolution, noise_sigma, noise_seed = zip(*items)
-    return {
+    teacher, student, labels, fields = zip(*items)
+    batch = {
         "teacher_view": torch.stack(teacher),
         "student_view": torch.stack(student),
         "labels": torch.tensor(labels, dtype=torch.int64),
-        "resolution": torch.tensor(resolution, dtype=torch.float32),
-        "noise_sigma": torch.tensor(noise_sigma, dtype=torch.float32),
-        "noise_seed": torch.tensor(noise_seed, dtype=torch.int64),
     }
+    for name, dtype in plan_fields().items():
+        batch[name] = torch.from_numpy(np.array([f[name] for f in fields], dtype))
+    return batch
 
 
 class TwinViews:
@@ -182,7 +150,9 @@ class TwinViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         batch = next(self._it)
-        on_host = ("resolution", "noise_sigma", "noise_seed")
+        # The plan's fields stay on the host, where the steps on the finished view read them.
+        on_device = ("teacher_view", "student_view", "labels")
         return {
-            k: v if k in on_host else v.to(self.device, non_blocking=True) for k, v in batch.items()
+            k: v.to(self.device, non_blocking=True) if k in on_device else v
+            for k, v in batch.items()
         }

@@ -1,0 +1,82 @@
+"""What a degradation step is: one module per step (this package) owns all of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+class Step:
+    """A degradation step. A subclass sets the class attributes and overrides ``draw`` and
+    either ``twin`` and ``dali`` (a step in the image graph, before the crop) or ``on_view`` (a
+    step on the finished, normalised view, the same torch code for both backends).
+
+    The plan carries the step's ``field`` for every sample, 0 where the step is not applied, so
+    that both backends read the same named numbers and every draw is a pure function of
+    (seed, epoch, position)."""
+
+    name: str  # as written in method.degradations and --degrade
+    field: str  # the plan field holding its parameter
+    # (whether it applies, its parameter): the counter-based streams its draws come from. A
+    # step's numbers never change once released, or earlier runs would not replay.
+    streams: tuple[int, int]
+    range_key: str  # where its range is configured: method.<range_key>
+    default: tuple  # the range when nothing is configured
+    bounds: tuple[float, float]  # what a configured range may span
+    label: str  # its prefix in report labels ("blur" -> "blur2")
+    in_graph: bool = True  # in the image graph (DALI and the twin), else on the finished view
+    dali_type: str = "FLOAT"  # the DALI type of its field
+    # Further plan fields it draws, beyond `field`: name -> (NumPy dtype, DALI type).
+    extra_fields: dict[str, tuple[type, str]] = {}
+
+    @property
+    def fields(self) -> dict[str, tuple[type, str]]:
+        """Every plan field of the step: name -> (NumPy dtype, DALI type). `field` is float32 in
+        the plan (whole numbers where the step needs them) and `dali_type` in the graph."""
+        return {self.field: (np.float32, self.dali_type), **self.extra_fields}
+
+    def draw(
+        self,
+        u: np.ndarray,
+        applied: np.ndarray,
+        value_range: tuple,
+        shorter: int,
+        uniform: Callable[[int], np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """The step's fields for a plan's samples: `u` its parameter stream's draws, `applied`
+        the samples it applies to, `shorter` the resized shorter side, `uniform(k)` any
+        stream's draws."""
+        raise NotImplementedError
+
+    def check_range(self, values) -> str | None:
+        """Why a configured range is not usable (None: it is)."""
+        low, high = self.bounds
+        if len(values) != 2 or not low <= values[0] <= values[1] <= high:
+            return f"{list(values)}: needs [low, high] within [{low:g}, {high:g}]"
+        return None
+
+    def condition(self, value: float) -> dict[str, float]:
+        """The plan fields of an evaluation condition ``name:value``."""
+        return {self.field: value}
+
+    def for_probes(self, fields: dict[str, np.ndarray], positions: np.ndarray) -> None:
+        """Adjust an evaluation condition's fields per probe (by its position), in place."""
+
+    # In the image graph: CHW float 0..255 (twin) / HWC uint8 DataNode (DALI), on the whole
+    # image resized to data.resize_shorter (`frame`: its size, full_h, full_w, interpolation).
+    def twin(self, image: torch.Tensor, value: float, frame: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dali(self, image, value, frame: dict):
+        raise NotImplementedError
+
+    # On the finished view: batch (with the plan's fields as host tensors) -> student view.
+    def on_view(self, batch: dict, mean: tuple[float, ...], scale: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def uniform_in(u: np.ndarray, value_range: tuple) -> np.ndarray:
+    low, high = value_range
+    return low + (high - low) * u
