@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
+from .models import ARCHITECTURES, DEFAULT_ARCH, check_input
 
 
 @dataclass
@@ -95,9 +96,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # The network family: "seresnet" (VGGFace2 SE-ResNet, Caffe BGR input) or "iresnet"
-    # (ArcFace iResNet, RGB (x - 127.5) / 127.5, data.crop = its input side, 112).
-    arch: Literal["seresnet", "iresnet"] = "seresnet"
+    # The network family, one registered in crossres_dist/models/: seresnet (VGGFace2 SE-ResNet,
+    # Caffe BGR input; the paper's) or iresnet (ArcFace iResNet, RGB (x - 127.5) / 127.5,
+    # data.crop = its input side, 112).
+    arch: str = DEFAULT_ARCH
     # Blocks per stage; [3, 4, 6, 3] is SE-ResNet-50 (and iResNet-34), [3, 4, 14, 3] iResNet-50,
     # [3, 13, 30, 3] iResNet-100.
     layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
@@ -342,13 +344,14 @@ class Config:
             )
         if self.dist.backend == "nccl" and self.train.device == "cpu":
             raise bad("dist.backend", "nccl needs train.device=cuda; use gloo on the CPU")
-        stages = 2 ** len(self.model.layers)
-        if self.model.arch == "iresnet" and self.data.crop % stages:
+        if self.model.arch not in ARCHITECTURES:
             raise bad(
-                "data.crop",
-                f"{self.data.crop}: an iresnet with {len(self.model.layers)} stages needs a "
-                f"multiple of {stages} (arcface: 112)",
+                "model.arch",
+                f"{self.model.arch!r} is not a registered architecture "
+                f"(registered: {', '.join(ARCHITECTURES)})",
             )
+        if why := check_input(self.model.arch, self.model.layers, self.data.crop):
+            raise bad("data.crop", why)
         if self.data.val_every_nth < 1:
             raise bad("data.val_every_nth", "must be >= 1")
 

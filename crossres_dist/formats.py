@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import CrossresError
-from .models import ModelSpec, defaults_for
+from .models import ModelSpec, spec_of_state
 
 
 class FormatError(CrossresError, ValueError):
@@ -107,41 +107,13 @@ def infer_layers(caffe_or_attr_names) -> tuple[int, ...]:
     return tuple(counts[s] for s in sorted(counts))
 
 
-def spec_from_state(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> ModelSpec:
-    width = state["conv1.weight"].shape[0]
-    fc = state["fc.weight"]
-    reduction = state["layer1.0.conv3.weight"].shape[0] // state["layer1.0.conv4.weight"].shape[0]
-    return ModelSpec(layers=layers, width=width, num_classes=fc.shape[0], se_reduction=reduction)
-
-
-def is_iresnet_state(state: dict[str, torch.Tensor]) -> bool:
-    """An arcface_torch iResNet state_dict (``backbone.pth``): a PReLU stem and the embedding's
-    BatchNorm1d ``features``."""
-    return "prelu.weight" in state and "features.running_mean" in state
-
-
-def iresnet_spec_from_state(state: dict[str, torch.Tensor]) -> ModelSpec:
-    """The iResNet a state_dict holds: depth from its block names, width from the stem, the
-    embedding and the input side from ``fc`` (last-stage channels x side/16 squared)."""
-    layers = _layers_of(state)
-    width = state["conv1.weight"].shape[0]
-    embedding, fc_inputs = state["fc.weight"].shape
-    last = width * 2 ** (len(layers) - 1)
-    side = round((fc_inputs / last) ** 0.5)
-    if last * side * side != fc_inputs:
-        raise FormatError(f"fc.weight has {fc_inputs} inputs, not {last} x a square side")
-    classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
-    return ModelSpec(
-        **{
-            **defaults_for("iresnet"),
-            "arch": "iresnet",
-            "layers": layers,
-            "width": width,
-            "num_classes": classes,
-            "embedding": embedding,
-            "input_size": side * 2 ** len(layers),
-        }
-    )
+def spec_from_state(state: dict[str, torch.Tensor], source: str) -> ModelSpec | None:
+    """The spec of a state_dict, from the registered family that recognises it (models/);
+    one FormatError line naming the file when it is recognised but does not add up."""
+    try:
+        return spec_of_state(state)
+    except (ValueError, KeyError) as err:
+        raise FormatError(f"{source}: {err}") from None
 
 
 def from_caffe_dict(params: dict, source: str) -> dict[str, torch.Tensor]:
@@ -397,22 +369,18 @@ def _read_any(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
         if not isinstance(params, dict):
             raise FormatError(f"{source}: expected a dict of layers in the .npy file")
         state = from_caffe_dict(params, source)
-        return state, spec_from_state(state, infer_layers(params))
+        return state, spec_from_state(state, source)
     if _is_torch_file(path):
         obj = _torch_load(path, FORM_A_CLASSES)
         if isinstance(obj, _Recorded):  # form A: a whole pickled module
             state = from_attribute_dict(_flatten_module(obj), source)
-            return state, spec_from_state(state, _layers_of(state))
+            return state, spec_from_state(state, source)
         if isinstance(obj, dict) and "student" in obj:  # a project checkpoint
             spec = ModelSpec.from_dict(obj["model_spec"]) if "model_spec" in obj else None
             return obj["student"], spec
         if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            state = dict(obj)
-            if is_iresnet_state(state):  # arcface_torch's backbone.pth
-                return state, iresnet_spec_from_state(state)
-            return state, spec_from_state(
-                state, _layers_of(state)
-            ) if "fc.weight" in state else None
+            state = dict(obj)  # a released backbone (arcface_torch's backbone.pth ...)
+            return state, spec_from_state(state, source)
         raise FormatError(
             f"{source}: a torch file, but neither a checkpoint, a state_dict nor form A"
         )
@@ -426,16 +394,7 @@ def _read_any(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
             state[key[: -len("running_var")] + "num_batches_tracked"] = torch.zeros(
                 (), dtype=torch.long
             )
-    return state, spec_from_state(state, _layers_of(state))
-
-
-def _layers_of(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
-    counts: dict[int, int] = {}
-    for key in state:
-        if key.startswith("layer"):
-            stage, block = key.split(".")[:2]
-            counts[int(stage[5:])] = max(counts.get(int(stage[5:]), 0), int(block) + 1)
-    return tuple(counts[s] for s in sorted(counts))
+    return state, spec_from_state(state, source)
 
 
 def to_caffe_dict(state: dict[str, torch.Tensor], layers: tuple[int, ...]) -> dict:

@@ -126,3 +126,32 @@ def test_the_trainer_orchestrates_and_stays_short():
         if isinstance(node, ast.FunctionDef) and node.name == "train"
     )
     assert train.end_lineno - train.lineno + 1 <= 60
+
+
+def test_architectures_are_named_only_in_their_registry():
+    """Each family registers itself (crossres_dist/models/); no code elsewhere picks one by name
+    (comments and docstrings may name them for readers)."""
+    from crossres_dist.models import ARCHITECTURES
+
+    named = []
+    for name, path in MODULES.items():
+        if name.startswith("crossres_dist.models"):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and any(arch in node.value for arch in ARCHITECTURES)
+            ):
+                named.append(f"{name}:{node.lineno} {node.value!r}")
+    assert set(ARCHITECTURES) >= {"seresnet", "iresnet"}
+    assert not named, f"ask the registry (crossres_dist/models/) instead: {', '.join(named)}"

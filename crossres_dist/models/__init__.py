@@ -12,7 +12,9 @@ Architectures:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch.nn as nn
 
@@ -22,12 +24,13 @@ import torch.nn as nn
 MEAN_BGR = (91.4953, 103.8827, 131.0912)
 
 
-ARCHS = ("seresnet", "iresnet")
+# The paper's network; also what checkpoints written before there were others hold.
+DEFAULT_ARCH = "seresnet"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    arch: str = "seresnet"
+    arch: str = DEFAULT_ARCH
     # Blocks per stage: [3, 4, 6, 3] is SE-ResNet-50; iResNet-50 is [3, 4, 14, 3].
     layers: tuple[int, ...] = (3, 4, 6, 3)
     # Channels of the first stage; each stage doubles them.
@@ -48,9 +51,7 @@ class ModelSpec:
 
     @property
     def feature_dim(self) -> int:
-        if self.arch == "iresnet":
-            return self.embedding
-        return self.width * 2 ** (len(self.layers) - 1) * self.expansion
+        return architecture(self.arch).feature_dim(self)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -66,50 +67,89 @@ class ModelSpec:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What the rest of the project knows of a network family, registered by its own module:
+    how to build it, what it fixes about its spec (its input normalisation, its own sizes), its
+    feature's size, the spec fields it takes from model.*, how to recognise and read its released
+    state dicts, and what input it can take."""
+
+    name: str
+    network: Callable[[ModelSpec], nn.Module]
+    # Spec fields the family fixes: channels, mean, scale (its input) and its own sizes.
+    fixed: dict
+    feature_dim: Callable[[ModelSpec], int]
+    # Further spec fields from the model config section and the input side (data.crop).
+    from_config: Callable[[Any, int], dict] = lambda model_cfg, input_size: {}
+    # A released state_dict of this family (no spec recorded with it)? And its spec.
+    recognises: Callable[[dict], bool] = lambda state: False
+    spec_from_state: Callable[[dict], ModelSpec] | None = None
+    # Why a (layers, input side) cannot be built, in the words of a config error (None: it can).
+    check_input: Callable[[tuple, int], str | None] = lambda layers, side: None
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r} (registered: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[name]
+
+
 def defaults_for(arch: str) -> dict:
-    """What an architecture fixes about its input."""
-    if arch == "iresnet":
-        return {
-            "channels": "RGB",
-            "mean": (127.5, 127.5, 127.5),
-            "scale": 1 / 127.5,
-            "expansion": 1,
-            "embedding": 512,
-        }
-    return {"channels": "BGR", "mean": MEAN_BGR, "scale": 1.0, "expansion": 4}
+    """What an architecture fixes about its spec."""
+    return dict(architecture(arch).fixed)
 
 
 def spec_from_config(
     model_cfg, num_classes: int, layers=None, width: int = 0, input_size: int = 0
 ) -> ModelSpec:
-    arch = model_cfg.arch
-    fixed = defaults_for(arch)
-    if arch == "iresnet":
-        fixed["embedding"] = model_cfg.embedding or fixed["embedding"]
-        fixed["input_size"] = input_size
+    arch = architecture(model_cfg.arch)
     return ModelSpec(
-        arch=arch,
+        arch=arch.name,
         layers=tuple(layers or model_cfg.layers),
         width=width or model_cfg.width,
         num_classes=num_classes,
         se_reduction=model_cfg.se_reduction,
         bn_momentum=model_cfg.bn_momentum,
-        **fixed,
+        **{**arch.fixed, **arch.from_config(model_cfg, input_size)},
     )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """The network of `spec`; it returns ``(feature, logits)`` and has ``stages()`` (the
     blocks FSDP shards one by one) and ``classifier_keys`` (what a new classifier replaces)."""
-    if spec.arch == "seresnet":
-        from .seresnet import SEResNet
+    return architecture(spec.arch).network(spec)
 
-        return SEResNet(spec)
-    if spec.arch == "iresnet":
-        from .iresnet import IResNet
 
-        return IResNet(spec)
-    raise ValueError(f"unknown architecture {spec.arch!r} (known: {', '.join(ARCHS)})")
+def spec_of_state(state: dict) -> ModelSpec | None:
+    """The spec of a released state_dict, from the family that recognises it (None: none
+    does). ValueError when it is recognised but does not add up."""
+    for arch in ARCHITECTURES.values():
+        if arch.recognises(state):
+            return arch.spec_from_state(state)
+    return None
+
+
+def check_input(arch: str, layers, side: int) -> str | None:
+    """Why model.arch cannot take `side` px faces with `layers` (None: it can)."""
+    return architecture(arch).check_input(tuple(layers), side)
+
+
+def layers_of(state: dict) -> tuple[int, ...]:
+    """Blocks per stage from ``layer<stage>.<block>.`` names (both families use them)."""
+    counts: dict[int, int] = {}
+    for key in state:
+        if key.startswith("layer"):
+            stage, block = key.split(".")[:2]
+            counts[int(stage[5:])] = max(counts.get(int(stage[5:]), 0), int(block) + 1)
+    return tuple(counts[s] for s in sorted(counts))
 
 
 def with_classes(spec: ModelSpec, num_classes: int) -> ModelSpec:
@@ -121,3 +161,7 @@ def set_bn_frozen(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+# Each family registers itself (the import order is the order errors list them in).
+from . import seresnet, iresnet  # noqa: E402, F401, I001

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import ModelSpec
+from . import Architecture, ModelSpec, layers_of, register
 
 BN_EPS = 1e-5
 
@@ -91,3 +91,60 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.embed(x)
         return embedding, self.classifier(embedding)
+
+
+def spec_from_state(state: dict[str, torch.Tensor]) -> ModelSpec:
+    """The iResNet a state_dict holds: depth from its block names, width from the stem, the
+    embedding and the input side from ``fc`` (last-stage channels x side/16 squared)."""
+    layers = layers_of(state)
+    width = state["conv1.weight"].shape[0]
+    embedding, fc_inputs = state["fc.weight"].shape
+    last = width * 2 ** (len(layers) - 1)
+    side = round((fc_inputs / last) ** 0.5)
+    if last * side * side != fc_inputs:
+        raise ValueError(f"fc.weight has {fc_inputs} inputs, not {last} x a square side")
+    classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
+    return ModelSpec(
+        **{
+            **ARCHITECTURE.fixed,
+            "arch": "iresnet",
+            "layers": layers,
+            "width": width,
+            "num_classes": classes,
+            "embedding": embedding,
+            "input_size": side * 2 ** len(layers),
+        }
+    )
+
+
+def _check_input(layers: tuple, side: int) -> str | None:
+    stages = 2 ** len(layers)
+    if side % stages:
+        return f"{side}: an iresnet with {len(layers)} stages needs a multiple of {stages} (arcface: 112)"
+    return None
+
+
+ARCHITECTURE = register(
+    Architecture(
+        name="iresnet",
+        network=IResNet,
+        # arcface_torch's input: RGB, (x - 127.5) / 127.5; its 512-d embedding.
+        fixed={
+            "channels": "RGB",
+            "mean": (127.5, 127.5, 127.5),
+            "scale": 1 / 127.5,
+            "expansion": 1,
+            "embedding": 512,
+        },
+        feature_dim=lambda spec: spec.embedding,
+        # model.embedding (0: 512), and the side its fully connected embedding is built for.
+        from_config=lambda model_cfg, side: {
+            "embedding": model_cfg.embedding or 512,
+            "input_size": side,
+        },
+        # arcface_torch's backbone.pth: a PReLU stem and the embedding's BatchNorm1d "features".
+        recognises=lambda state: "prelu.weight" in state and "features.running_mean" in state,
+        spec_from_state=spec_from_state,
+        check_input=_check_input,
+    )
+)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ModelSpec
+from . import MEAN_BGR, Architecture, ModelSpec, layers_of, register
 
 # BatchNorm eps as stored in the Caffe model (float32 of 1e-5).
 BN_EPS = 9.99999974738e-06
@@ -104,3 +104,34 @@ class SEResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.features(x)
         return feature, self.fc(feature)
+
+
+def spec_from_state(state: dict[str, torch.Tensor]) -> ModelSpec:
+    """The SE-ResNet a state_dict (any of the released VGGFace2 forms, read into the project's
+    names) holds: depth from its block names, width from the stem, the SE reduction and the
+    classes from the layers' shapes."""
+    width = state["conv1.weight"].shape[0]
+    reduction = state["layer1.0.conv3.weight"].shape[0] // state["layer1.0.conv4.weight"].shape[0]
+    return ModelSpec(
+        arch="seresnet",
+        layers=layers_of(state),
+        width=width,
+        num_classes=state["fc.weight"].shape[0],
+        se_reduction=reduction,
+    )
+
+
+ARCHITECTURE = register(
+    Architecture(
+        name="seresnet",
+        network=SEResNet,
+        # Caffe's input: BGR, 0..255 minus the VGGFace2 mean, no scaling.
+        fixed={"channels": "BGR", "mean": MEAN_BGR, "scale": 1.0, "expansion": 4},
+        # The pooled last stage.
+        feature_dim=lambda spec: spec.width * 2 ** (len(spec.layers) - 1) * spec.expansion,
+        # The released VGGFace2 forms: a classifier "fc" over SE blocks (conv4/conv5 squeeze and
+        # excite), no embedding layer.
+        recognises=lambda state: "fc.weight" in state and "layer1.0.conv4.weight" in state,
+        spec_from_state=spec_from_state,
+    )
+)
