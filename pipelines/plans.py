@@ -199,7 +199,7 @@ def eval_plans(
     world: int = 1,
 ) -> list[tuple[int | dict | None, BatchPlan]]:
     """Centre crops in a fixed order, for each condition: None (undegraded), a resolution in
-    pixels, or a dict of step fields (``{"jpeg_quality": 20}``, pipelines/degradations.py).
+    pixels, or a dict of step fields (``{"jpeg_quality": 20}``, pipelines/degradations/).
     With several ranks each takes a strided shard padded to equal length; padding is marked
     invalid so that every image is counted exactly once."""
     n = len(samples)
