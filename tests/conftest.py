@@ -157,6 +157,14 @@ def preempted_step(log_text: str) -> int:
 
 
 @pytest.fixture(scope="session")
+def faces():
+    """16 LFW faces spread over the identities (tests that use it are marked needs_lfw)."""
+    from pipelines.sources import load_source
+
+    return load_source(str(LFW)).samples[::80][:16]
+
+
+@pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     """A tiny SE-ResNet with random weights, as a plain state_dict (40 ORL identities)."""
     torch.manual_seed(0)

@@ -33,14 +33,9 @@ from pipelines.degradations import (
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from pipelines.twin import jpeg
-from tests.conftest import LFW, needs_dali, needs_lfw
+from tests.conftest import needs_dali, needs_lfw
 
 VIEWS = ViewSettings(128, 112, 0.0, [8])
-
-
-@pytest.fixture(scope="module")
-def faces():
-    return load_source(str(LFW)).samples[::80][:16]
 
 
 def _views(backend, samples, condition):

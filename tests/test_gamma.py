@@ -16,7 +16,7 @@ import torch
 from crossres_dist.config import ConfigError, load_config
 from crossres_dist.data import check_degradations, configured_ranges, view_settings
 from crossres_dist.models import spec_from_config
-from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
+from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings
 from pipelines.degradations import (
     STEPS,
     Degradations,
@@ -26,25 +26,15 @@ from pipelines.degradations import (
 )
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
-from tests.conftest import LFW, REPO, needs_lfw
+from tests.conftest import REPO, needs_lfw
 from tests.golden import train_in_process
+from tests.test_degradations import _views
 
-VIEWS = ViewSettings(128, 112, 0.0, [8])
 TINY = str(REPO / "tests" / "tiny.yaml")
 
 
 def _config(overrides: list[str]):
     return load_config(TINY, ["teacher.checkpoint=unused.pt", *overrides])
-
-
-@pytest.fixture(scope="module")
-def faces():
-    return load_source(str(LFW)).samples[::80][:16]
-
-
-def _student(backend, samples, condition):
-    plans = [p for _, p in eval_plans(samples, VIEWS, 16, [condition])]
-    return next(build_views(backend, iter(plans), VIEWS, 16, torch.device("cpu"), 1, 0))
 
 
 def _gamma_of(view: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -57,13 +47,13 @@ def _gamma_of(view: torch.Tensor, gamma: float) -> torch.Tensor:
 @needs_lfw
 @pytest.mark.parametrize("gamma", [0.5, 2.0])
 def test_gamma_is_the_power_of_the_clean_view_in_both_backends(faces, gamma):
-    twin = _student("torchvision", faces, {"gamma": gamma})
+    twin = _views("torchvision", faces, {"gamma": gamma})
     assert torch.allclose(twin["student_view"], _gamma_of(twin["teacher_view"], gamma), atol=5e-3)
     # It changed the view, in the direction gamma says (darker above 1, brighter below).
     change = (twin["student_view"] - twin["teacher_view"]).mean()
     assert change < -5 if gamma > 1 else change > 5
     if DALI_AVAILABLE:
-        dali = _student("dali", faces, {"gamma": gamma})
+        dali = _views("dali", faces, {"gamma": gamma})
         diff = (dali["student_view"] - twin["student_view"]).abs()
         assert diff.mean() < 1.0 and diff.flatten().quantile(0.99) < 4, (diff.mean(), diff.max())
 
