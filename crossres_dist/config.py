@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
+from .heads import HEADS
+from .heads import check as check_head
 from .models import ARCHITECTURES, DEFAULT_ARCH, check_input
 
 
@@ -178,6 +180,23 @@ class MethodConfig:
     # The ranges of the other registered steps, by step name: {gamma: [0.5, 2.0]} (each step's
     # module in pipelines/degradations/ says what its range means, and has its default).
     ranges: dict[str, list[float]] = field(default_factory=dict)
+    # The classification head (crossres_dist/heads/): softmax (the network's own linear
+    # classifier; the paper's) or a margin on the cosine to the class centres: cosface, arcface,
+    # adaface (quality-adaptive, by the feature norm).
+    head: str = "softmax"
+    # s, the scale of a margin head's logits (64 in the three papers).
+    margin_scale: float = 64.0
+    # m, a margin head's margin; null for its paper's (cosface 0.35, arcface 0.5, adaface 0.4).
+    margin: float | None = None
+    # AdaFace's h: how strongly the standardised feature norm moves the margin (0.333).
+    adaface_h: float = 0.333
+    # AdaFace's momentum for the running mean and deviation of the feature norms (0.01).
+    adaface_t_alpha: float = 0.01
+    # PartialFC: a margin head's classifier sharded by class over the ranks (1/N memory each).
+    partial_fc: bool = False
+    # PartialFC's sampling: each negative class is kept with this probability per step; every
+    # class of the global batch is always kept (1: the full head's loss).
+    partial_fc_rate: float = 1.0
     # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"
     # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
@@ -352,6 +371,14 @@ class Config:
             )
         if why := check_input(self.model.arch, self.model.layers, self.data.crop):
             raise bad("data.crop", why)
+        if self.method.head not in HEADS:
+            raise bad(
+                "method.head",
+                f"{self.method.head!r} is not a registered head (registered: {', '.join(HEADS)})",
+            )
+        if why := check_head(self.method):
+            key, _, why = why.partition(": ")
+            raise bad(key, why)
         if self.data.val_every_nth < 1:
             raise bad("data.val_every_nth", "must be >= 1")
 

@@ -74,7 +74,9 @@ class MetricWindow:
         self.started, self.images, self.micro_steps = time.perf_counter(), 0, 0
 
     def add(self, losses: dict[str, torch.Tensor], labels: torch.Tensor, world: int) -> None:
-        correct = (losses["logits"].argmax(1) == labels).sum().float()
+        correct = losses.get("correct")  # PartialFC counts its own (it holds the classes)
+        if correct is None:
+            correct = (losses["logits"].argmax(1) == labels).sum().float()
         self.sums += torch.stack(
             [losses["loss"].detach(), losses["ce"].detach(), losses["feat"].detach(), correct]
         )

@@ -70,10 +70,33 @@ class CrossResolutionObjective:
 
     lambda_feat: float = 0.1
     feature_loss: str = "mse"
+    # The head's margin (crossres_dist/heads/; None: softmax, the logits as they are), and
+    # PartialFC when it holds the classes (the network's logits are then empty).
+    margin: nn.Module | None = None
+    partial_fc: nn.Module | None = None
 
     @property
     def uses_teacher(self) -> bool:
         return self.lambda_feat > 0
+
+    def classification(
+        self,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        reduction: str,
+        counted: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The cross-entropy of the head: the network's logits (through the margin), or
+        PartialFC's, of the global batch, over the ranks (with its count of correct rows among
+        the first `counted` of this rank's)."""
+        if self.partial_fc is not None and logits.shape[1] == 0:
+            out = self.partial_fc(features, labels, counted)
+            ce = out["ce"] if reduction == "mean" else out["ce"] * len(labels)
+            return {"ce": ce, "correct": out["correct"]}
+        if self.margin is not None:
+            logits = self.margin(logits, labels, features)
+        return {"ce": F.cross_entropy(logits.float(), labels, reduction=reduction)}
 
     def __call__(
         self,
@@ -82,13 +105,15 @@ class CrossResolutionObjective:
         labels: torch.Tensor,
         teacher_features: torch.Tensor | None,
         reduction: str = "mean",
+        counted: int | None = None,
     ) -> dict[str, torch.Tensor]:
         reduce = torch.mean if reduction == "mean" else torch.sum
-        ce = F.cross_entropy(logits.float(), labels, reduction=reduction)
+        head = self.classification(features, logits, labels, reduction, counted)
+        ce = head["ce"]
         if self.uses_teacher and teacher_features is not None:
             feat = reduce(feature_distance(features, teacher_features, self.feature_loss))
-            return {"ce": ce, "feat": feat, "loss": ce + self.lambda_feat * feat}
-        return {"ce": ce, "feat": torch.zeros((), device=ce.device), "loss": ce}
+            return {**head, "feat": feat, "loss": ce + self.lambda_feat * feat}
+        return {**head, "feat": torch.zeros((), device=ce.device), "loss": ce}
 
 
 class CrossResolutionLoss(nn.Module):
@@ -132,7 +157,9 @@ class CrossResolutionLoss(nn.Module):
             labels = torch.cat([labels, labels])
             target = None if target is None else torch.cat([target, target])
         features, logits = self.student(student_view)
-        losses = self.objective(features, logits, labels, target)
+        # The student views' rows are counted for the training top-1 (the first half if paired).
+        counted = len(labels) // 2 if self.paired else len(labels)
+        losses = self.objective(features, logits, labels, target, counted=counted)
         # For the training top-1: the student views' logits (the first half when paired).
         losses["logits"] = logits[: len(logits) // 2 if self.paired else len(logits)].detach()
         return losses

@@ -63,5 +63,9 @@ def build_networks(
         state, _ = read_state(init)
         assign(student, state, init, cfg.student.replace_classifier)
     if resume_state is not None:
-        student.load_state_dict(resume_state["student"])
+        saved = resume_state["student"]
+        if spec.classifier == "none":
+            # PartialFC's classes, saved as the network's classifier, go back to PartialFC.
+            saved = {k: v for k, v in saved.items() if k not in type(student).classifier_keys}
+        student.load_state_dict(saved)
     return student, teacher

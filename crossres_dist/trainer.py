@@ -1,8 +1,6 @@
-"""The training run: set-up with every check before the first step, then the loop.
-
-Read top to bottom: preflight -> data -> networks -> parallelism -> optimisation -> resume ->
-validation targets -> loop (micro-steps, optimizer step, logging, validation, checkpoint, stop).
-"""
+"""The training run: the components wired with every check before the first step (run
+directory, data, networks and head, parallelism, optimisation, resume, validation), then the loop
+(train_step, then what the cadence asks: log, validate, save, stop). docs/layout.md draws it."""
 
 from __future__ import annotations
 
@@ -10,6 +8,7 @@ import contextlib
 import logging
 import math
 import os
+from dataclasses import replace
 
 import torch
 
@@ -30,6 +29,8 @@ from .data import (
     view_settings,
 )
 from .errors import SetupError
+from .heads import classifier_kind
+from .heads.training import TrainingHead
 from .loop import (
     Cadence,
     MetricWindow,
@@ -150,7 +151,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
+        spec = replace(spec, classifier=classifier_kind(cfg.method))
         self.student, self.teacher = build_networks(cfg, spec, self.resume_state)
+        self.head = TrainingHead(cfg.method, spec, cfg.run.seed, self.device, self.world)
         self.lineage = record_lineage(
             cfg, self.resume_state, self._held_out, self.splits, self.is_main
         )
@@ -178,7 +181,9 @@ class Trainer:
             cfg.model.compile_mode if cfg.model.compile else None,
         )
         lambda_feat = cfg.method.lambda_feat if self.teacher is not None else 0.0
-        self.objective = CrossResolutionObjective(lambda_feat, cfg.method.feature_loss)
+        self.objective = CrossResolutionObjective(
+            lambda_feat, cfg.method.feature_loss, self.head.margin, self.head.partial_fc
+        )
         self.task = CrossResolutionLoss(
             self.model, self.teacher, self.objective, cfg.method.paired and self.teacher is not None
         )
@@ -205,7 +210,8 @@ class Trainer:
         self.total_steps = cfg.train.max_steps or max(
             1, math.ceil(cfg.train.epochs * steps_per_epoch)
         )
-        self.optimizer = build_optimizer(self.student.parameters(), cfg.optim, self.device)
+        trained = [*self.student.parameters(), *self.head.parameters()]
+        self.optimizer = build_optimizer(trained, cfg.optim, self.device)
         self.schedule = Schedule(self.optimizer, cfg.optim, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState(self.curriculum.p_at)
@@ -246,7 +252,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """The checkpoint: the student and its spec, the optimisation, where the run is
         (TrainState), and what the run was (config, label map, splits, lineage, world size)."""
-        return {
+        state = {
             "student": unwrap(self.student).state_dict(),
             "model_spec": self.student.spec.as_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -259,12 +265,15 @@ class Trainer:
             "lineage": self.lineage,
             "world_size": self.world,
         }
+        self.head.add_to_checkpoint(state, unwrap(self.student), self.optimizer)
+        return state
 
     def _restore(self, state: dict) -> None:
         check_resumable(state, self.total_steps, self.cfg.optim.global_batch, self.checkpoints.dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
+        self.head.restore(state, unwrap(self.student), self.optimizer)
         self.state.load_state_dict(state)
         self.checkpoints.restore_best(state.get("best_metric"))
         if state.get("world_size", self.world) != self.world:
@@ -278,7 +287,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation (validate.py: Validator), then what depends on it: the plateau schedule
         and TensorBoard."""
-        metrics = self.validator(unwrap(self.student), self.state.step)
+        with self.head.for_validation(unwrap(self.student)):
+            metrics = self.validator(unwrap(self.student), self.state.step)
         self.schedule.after_validation(self.validator.plateau_metric(metrics))
         if self.is_main:
             self.scalars.add(metrics, self.state.step)
@@ -345,6 +355,7 @@ class Trainer:
         every rank after the all-reduce) makes the fused kernel skip it, as the fp16 scaler does
         for overflows; the host learns of it at the next sync point."""
         step = self.state.step + 1
+        self.head.before_step(step)
         for micro in range(self.accumulation):
             batch = next(batches)
             teacher_view = batch["teacher_view"].contiguous(memory_format=self.memory_format)

@@ -41,6 +41,8 @@ def assign(
     without_classifier = not classifier & set(state)
     for key, value in state.items():
         if key not in target:
+            if key in classifier:
+                continue  # the network holds no classifier (PartialFC holds the classes)
             raise WeightsError(f"{source}: unexpected key '{key}' (not in the network)")
         if tuple(value.shape) != tuple(target[key].shape):
             if key in classifier and replace_classifier:
@@ -65,7 +67,8 @@ def assign(
     filtered = {
         k: v
         for k, v in state.items()
-        if not (replace_classifier and k in classifier and v.shape != target[k].shape)
+        if k in target
+        and not (replace_classifier and k in classifier and v.shape != target[k].shape)
     }
     model.load_state_dict(filtered, strict=False)
 

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # The released VGGFace2 networks' input: BGR, 0..255, minus this mean (Caffe's convention). The
 # pipelines' default (pipelines.plans.MEAN_BGR) is the same numbers: models know nothing of the
@@ -48,6 +50,10 @@ class ModelSpec:
     channels: str = "BGR"
     mean: tuple[float, ...] = MEAN_BGR
     scale: float = 1.0
+    # The classifier layer: "linear" (logits W f + b: the paper's softmax), "cosine" (logits
+    # cos(f, w_c): the class centres of a margin head, crossres_dist/heads/; the bias is kept
+    # in the state dict, frozen at 0) or "none" (PartialFC holds the classes outside).
+    classifier: str = "linear"
 
     @property
     def feature_dim(self) -> int:
@@ -122,10 +128,49 @@ def spec_from_config(
     )
 
 
+class CosineClassifier(nn.Linear):
+    """Cosines between the normalised features and the normalised rows of `weight` (the class
+    centres); `bias` exists so that the keys stay those of a linear classifier, frozen at 0.
+    Made from a weight, so that building one draws nothing from the random generators."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        nn.Module.__init__(self)
+        self.out_features, self.in_features = weight.shape
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(torch.zeros_like(self.weight[:, 0]), requires_grad=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+
+class NoClassifier(nn.Module):
+    """No classifier in the network (PartialFC holds the classes): empty [B, 0] logits."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.new_zeros(len(features), 0)
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The attribute of `model` that holds its classifier layer."""
+    return model.classifier_keys[0].split(".")[0]
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
     """The network of `spec`; it returns ``(feature, logits)`` and has ``stages()`` (the
     blocks FSDP shards one by one) and ``classifier_keys`` (what a new classifier replaces)."""
-    return architecture(spec.arch).network(spec)
+    model = architecture(spec.arch).network(spec)
+    if spec.classifier != "linear":
+        # The same weight (the initial one included: the random draws are those of the
+        # linear layer), another layer.
+        linear = getattr(model, classifier_name(model))
+        if spec.classifier == "cosine":
+            layer = CosineClassifier(linear.weight)
+        elif spec.classifier == "none":
+            layer = NoClassifier()
+        else:
+            raise ValueError(f"unknown classifier {spec.classifier!r} (linear, cosine or none)")
+        setattr(model, classifier_name(model), layer)
+    return model
 
 
 def spec_of_state(state: dict) -> ModelSpec | None:

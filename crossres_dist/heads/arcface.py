@@ -1,0 +1,27 @@
+"""ArcFace (Deng et al., 2019, "ArcFace: Additive Angular Margin Loss"): the target logit is
+s * cos(theta_y + m); m = 0.5, s = 64. Where theta_y + m would pass pi, cos(theta + m) would turn
+back up and reward a worse angle: there the target is cos(theta_y) - m * sin(m), the tangent
+continuation the paper's implementation uses, which keeps decreasing with theta."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import HeadSpec, Margin, register
+
+
+class ArcFace(Margin):
+    def __init__(self, scale: float, margin: float, method_cfg=None) -> None:
+        super().__init__(scale, margin)
+        self.threshold = math.cos(math.pi - margin)  # cos(theta) below it: theta + m > pi
+
+    def target(self, cos_target, features):
+        theta = torch.acos(cos_target.clamp(-1 + 1e-7, 1 - 1e-7))
+        arc = torch.cos(theta + self.margin)
+        linear = cos_target - self.margin * math.sin(self.margin)
+        return torch.where(cos_target > self.threshold, arc, linear)
+
+
+SPEC = register(HeadSpec("arcface", ArcFace, default_margin=0.5, margin_range=(0.0, math.pi / 2)))

@@ -1,0 +1,17 @@
+"""CosFace (Wang et al., 2018, "CosFace: Large Margin Cosine Loss"): the target logit is
+s * (cos(theta_y) - m); m = 0.35 in the paper, s = 64."""
+
+from __future__ import annotations
+
+from . import HeadSpec, Margin, register
+
+
+class CosFace(Margin):
+    def __init__(self, scale: float, margin: float, method_cfg=None) -> None:
+        super().__init__(scale, margin)
+
+    def target(self, cos_target, features):
+        return cos_target - self.margin
+
+
+SPEC = register(HeadSpec("cosface", CosFace, default_margin=0.35, margin_range=(0.0, 1.0)))

@@ -1,0 +1,235 @@
+"""Margin heads (crossres_dist/heads/) against hand computations, and PartialFC
+(crossres_dist/partial_fc.py) against the unsharded head on 1, 2 and 4 gloo ranks, with its
+sampling, its checkpoint and exact resume."""
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from crossres_dist.config import ConfigError, load_config
+from crossres_dist.heads import build_margin
+from crossres_dist.models import ModelSpec, build_model
+from crossres_dist.partial_fc import initial_rows, shard_bounds
+from tests.conftest import TINY, child_env, results, run_cmd, tiny_args, train_cmd
+from tests.golden import train_in_process
+
+TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--standalone"]
+
+# Three embeddings and four class centres, chosen so the target angles differ.
+COS = torch.tensor(
+    [[0.9, 0.1, -0.2, 0.3], [0.2, 0.5, 0.4, -0.1], [-0.95, 0.0, 0.1, 0.2]], dtype=torch.float32
+)
+LABELS = torch.tensor([0, 1, 0])
+NORMS = torch.tensor([30.0, 10.0, 22.0])
+
+
+def settings(head: str, **extra) -> SimpleNamespace:
+    base = dict(head=head, margin=None, margin_scale=64.0, adaface_h=0.333, adaface_t_alpha=0.01)
+    return SimpleNamespace(**{**base, **extra})
+
+
+def features_with_norms(norms: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.tensor([n, 0.0]) for n in norms.tolist()])
+
+
+def expected(targets: list[float]) -> np.ndarray:
+    """64 * cos everywhere, 64 * the moved target cosine at each row's label."""
+    out = COS.double().numpy() * 64
+    for row, (label, value) in enumerate(zip(LABELS.tolist(), targets)):
+        out[row, label] = 64 * value
+    return out
+
+
+def test_cosface_subtracts_m_from_the_target_cosine_only():
+    logits = build_margin(settings("cosface"))(COS, LABELS, features_with_norms(NORMS))
+    targets = [0.9 - 0.35, 0.5 - 0.35, -0.95 - 0.35]
+    assert np.allclose(logits.numpy(), expected(targets), atol=1e-4)
+
+
+def test_arcface_adds_m_to_the_target_angle_and_stays_monotonic_past_pi():
+    m = 0.5
+    logits = build_margin(settings("arcface"))(COS, LABELS, features_with_norms(NORMS))
+    # cos(theta + m) while theta + m <= pi; beyond (the third row: theta = acos(-0.95) = 2.82,
+    # + 0.5 > pi) the paper's code continues with cos(theta) - m sin(m).
+    targets = [math.cos(math.acos(0.9) + m), math.cos(math.acos(0.5) + m)]
+    targets.append(-0.95 - m * math.sin(m))
+    assert math.acos(-0.95) + m > math.pi
+    assert np.allclose(logits.numpy(), expected(targets), atol=1e-4)
+
+
+def test_adaface_moves_the_margin_with_the_standardised_norm():
+    margin = build_margin(settings("adaface")).eval()  # the running statistics as they are
+    margin.norm_mean.fill_(20.0)
+    margin.norm_std.fill_(10.0)
+    logits = margin(COS, LABELS, features_with_norms(NORMS))
+    m, h, eps = 0.4, 0.333, 1e-3
+    targets = []
+    for cos, norm in zip([0.9, 0.5, -0.95], NORMS.tolist()):
+        z = max(-1.0, min(1.0, (norm - 20.0) / (10.0 + eps) * h))
+        g_angle, g_add = -m * z, m * z + m
+        theta = min(max(math.acos(cos) + g_angle, eps), math.pi - eps)
+        targets.append(math.cos(theta) - g_add)
+    # A large norm (30: z = 0.333) gets a smaller angular margin, a small one (10: z = -0.333)
+    # a larger angular and a smaller additive margin.
+    assert np.allclose(logits.numpy(), expected(targets), atol=1e-4)
+
+
+def test_adaface_statistics_follow_the_batch_in_training_only():
+    margin = build_margin(settings("adaface"))
+    margin(COS, LABELS, features_with_norms(NORMS))  # training mode: one update
+    mean, std = NORMS.mean().item(), NORMS.std().item()
+    assert margin.norm_mean.item() == pytest.approx(0.99 * 20 + 0.01 * mean, rel=1e-6)
+    assert margin.norm_std.item() == pytest.approx(0.99 * 100 + 0.01 * std, rel=1e-6)
+    margin.eval()
+    before = margin.norm_mean.clone()
+    margin(COS, LABELS, features_with_norms(NORMS))
+    assert torch.equal(margin.norm_mean, before)
+
+
+def test_a_cosine_classifier_keeps_the_linear_keys_and_answers_with_cosines():
+    spec = ModelSpec(layers=(1, 1), width=4, num_classes=5, se_reduction=4)
+    torch.manual_seed(0)
+    linear = build_model(spec)
+    torch.manual_seed(0)
+    cosine = build_model(ModelSpec(**{**spec.as_dict(), "layers": (1, 1), "classifier": "cosine"}))
+    assert set(linear.state_dict()) == set(cosine.state_dict())
+    assert torch.equal(linear.fc.weight, cosine.fc.weight)  # the same initial draws
+    features, logits = cosine(torch.randn(2, 3, 28, 28))
+    centres = torch.nn.functional.normalize(cosine.fc.weight, dim=1)
+    manual = torch.nn.functional.normalize(features, dim=1) @ centres.T
+    assert torch.allclose(logits, manual, atol=1e-6) and logits.abs().max() <= 1 + 1e-6
+    assert not cosine.fc.bias.requires_grad
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.head=arcface", "method.margin=2"], r"method\.margin: 2\.0 is outside \[0, 1\.571\) for arcface"),
+        (["method.head=cosface", "method.margin=-0.1"], r"method\.margin: -0\.1 is outside \[0, 1\) for cosface"),
+        (["method.head=sphereface"], r"method\.head: 'sphereface' is not a registered head"),
+        (["method.partial_fc=true"], r"method\.partial_fc: needs a margin head"),
+        (["method.head=adaface", "method.partial_fc_rate=1.5"], r"method\.partial_fc_rate: 1\.5 is not in \(0, 1\]"),
+        (["method.head=adaface", "method.adaface_h=0"], r"method\.adaface_h: 0\.0 is not in \(0, 1\]"),
+    ],
+)  # fmt: skip
+def test_bad_head_settings_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_config(TINY, ["teacher.checkpoint=x.pt", *overrides])
+    assert "\n" not in str(refused.value)
+
+
+def test_partial_fc_on_one_rank_with_sampling_says_what_happens(tmp_path, tiny_teacher, capsys):
+    result, rows = train_in_process(
+        [
+            f"teacher.checkpoint={tiny_teacher}",
+            "method.head=arcface",
+            "method.partial_fc=true",
+            "method.partial_fc_rate=0.5",
+            "data.backend=torchvision",
+            "train.precision=fp32",
+            "train.device=cpu",
+        ],
+        tmp_path / "run",
+    )
+    assert result["step"] == 6 and all(math.isfinite(r.get("train/loss", 0)) for r in rows)
+    out = capsys.readouterr().out
+    warned = [line for line in out.splitlines() if "method.partial_fc on 1 rank" in line]
+    assert len(warned) == 1 and "still keeps only 50% of the negative classes" in warned[0]
+
+
+def test_an_adaface_run_checkpoints_its_statistics_and_its_cosine_classifier(
+    tmp_path, tiny_teacher
+):
+    result, rows = train_in_process(
+        [
+            f"teacher.checkpoint={tiny_teacher}",
+            "method.head=adaface",
+            "data.backend=torchvision",
+            "train.precision=fp32",
+            "train.device=cpu",
+        ],
+        tmp_path / "run",
+    )
+    assert result["step"] == 6
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert state["model_spec"]["classifier"] == "cosine"
+    assert set(state["head"]) == {"norm_mean", "norm_std"}
+    assert state["head"]["norm_mean"].item() != 20.0  # it moved from the paper's start
+    # Validation's top-1 comes from the cosine to the class centres (logits within [-1, 1]).
+    assert 0.0 <= result["final"]["val/full/top1"] <= 1.0
+
+
+def test_partial_fc_draws_its_initial_rows_and_bounds_the_same_for_any_sharding():
+    whole = initial_rows(3, 0, 10_000, 8)
+    for world in (2, 3, 4):
+        parts = [initial_rows(3, *shard_bounds(10_000, r, world), 8) for r in range(world)]
+        assert torch.equal(torch.cat(parts), whole)
+    assert [shard_bounds(10, r, 4) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+
+
+@pytest.mark.launch
+def test_partial_fc_equals_the_unsharded_head_and_samples_alike_on_1_2_and_4_ranks(tmp_path):
+    sampled_by_world = {}
+    for ranks in (1, 2, 4):
+        out = tmp_path / f"check-{ranks}.json"
+        worker = ["bench/partial_fc.py", "--worker", "--check", "--out", str(out)]
+        sizes = ["--classes", "40", "--dim", "16", "--batch", "16"]
+        run_cmd([*TORCHRUN, f"--nproc_per_node={ranks}", *worker, *sizes], env=child_env())
+        per_rank = json.loads(out.read_text())
+        assert len(per_rank) == ranks
+        for r in per_rank:
+            for head, v in r["heads"].items():
+                assert v["loss"] == pytest.approx(v["reference_loss"], abs=1e-4), head
+                assert v["feature_grad_diff"] <= 1e-5, head
+                assert v["weight_grad_diff"] <= 1e-5 * v["grad_scale"], head
+                assert v["statistics"] == pytest.approx(v["reference_statistics"], rel=1e-6)
+        labels = set(per_rank[0]["labels"])
+        for step in ("0", "1", "2"):
+            union = sorted(c for r in per_rank for c in r["sampled"][step])
+            for r in per_rank:  # each rank samples inside its own slice
+                start, end = r["bounds"]
+                assert all(start <= c < end for c in r["sampled"][step])
+            assert labels <= set(union)  # every class of the global batch is kept
+            sampled_by_world.setdefault(step, []).append(union)
+    for step, unions in sampled_by_world.items():
+        # The same classes whatever the number of ranks, and about half of them at rate 0.5.
+        assert unions[0] == unions[1] == unions[2], step
+        assert 10 < len(unions[0]) < 40
+
+
+@pytest.mark.launch
+def test_adaface_partial_fc_resumes_exactly_and_on_another_number_of_ranks(tmp_path, tiny_teacher):
+    settings_ = ["method.head=adaface", "method.partial_fc=true", "train.precision=fp32"]
+    whole = tmp_path / "whole"
+    run_cmd(train_cmd(2, *tiny_args(whole, tiny_teacher, *settings_)), timeout=300)
+    halves = tmp_path / "halves"
+    first = tiny_args(halves, tiny_teacher, *settings_, "train.stop_after_step=3")
+    run_cmd(train_cmd(2, *first), timeout=300)
+    checkpoint = halves / "checkpoints" / "step_00000003.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["student"]["fc.weight"].shape[0] == 40  # the whole classifier, from 2 slices
+    assert saved["partial_fc_momentum"].shape == saved["student"]["fc.weight"].shape
+    assert saved["model_spec"]["classifier"] == "cosine"
+    elsewhere = tmp_path / "on-one-rank"
+    shutil.copytree(halves, elsewhere)
+    run_cmd(train_cmd(2, *tiny_args(halves, tiny_teacher, *settings_)), timeout=300)
+    # Resumed on the same 2 ranks: bitwise the uninterrupted run.
+    assert results(halves)["param_checksum_per_rank"] == results(whole)["param_checksum_per_rank"]
+    assert results(halves)["final"] == results(whole)["final"]
+    # Resumed on 1 rank: the classifier's slices become one; it finishes, near the 2-rank run
+    # (only the order of the float sums differs).
+    run_cmd(train_cmd(1, *tiny_args(elsewhere, tiny_teacher, *settings_)), timeout=300)
+    one, two = results(elsewhere), results(whole)
+    assert one["step"] == 6 and one["ranks_agree"]
+    assert one["param_checksum_per_rank"][0] == pytest.approx(
+        two["param_checksum_per_rank"][0], rel=1e-4
+    )
+    final = torch.load(elsewhere / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert final["student"]["fc.weight"].shape == saved["student"]["fc.weight"].shape
