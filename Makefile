@@ -6,8 +6,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
-	results study-orl study-lfw study-orl-degradations bench-pipeline bench-teacher bench-backend-gap \
-	test-timing
+	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads bench-pipeline \
+	bench-teacher bench-partial-fc bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -41,6 +41,18 @@ study-lfw: $(VENV)/.installed
 	  recipe recipe-l0 demo-0 recipe-mse recipe-cos30 recipe-unpaired recipe-stale-bn \
 	  recipe-bn-mixed recipe-bn-momentum recipe-e12
 
+# Margin heads with and without the feature term (docs/heads.md).
+HEAD_VARIANTS = recipe recipe-l0 recipe-cosface recipe-cosface-l0 recipe-arcface recipe-arcface-l0 \
+	recipe-adaface recipe-adaface-l0
+
+study-orl-heads: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data embedded:orl --name orl-heads --readme $(DIRTY) \
+	  --variants $(HEAD_VARIANTS)
+
+study-lfw-heads: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-heads --readme $(DIRTY) \
+	  --variants $(HEAD_VARIANTS)
+
 study-orl-degradations: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data embedded:orl --name orl-degradations --readme $(DIRTY) \
 	  --variants recipe recipe-realistic --probe-degrade gaussian_blur:1.5 jpeg:15
@@ -57,14 +69,18 @@ bench-backend-gap: $(VENV)/.installed
 bench-teacher: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
+# PartialFC's classifier memory per rank, 100k and 1M classes, 1/2/4 gloo ranks (a few minutes).
+bench-partial-fc: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
+
 # How long set-up, make test-fast and make test take on a fresh clone of HEAD (about 20 min).
 test-timing: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
 
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
-results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations bench-pipeline \
-	bench-teacher bench-backend-gap test-timing
+results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
+	study-lfw-heads bench-pipeline bench-teacher bench-partial-fc bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

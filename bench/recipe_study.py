@@ -95,6 +95,14 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-e12": ["train.epochs=12"],
     # Realistic low quality: blur and JPEG besides down-sampling (issue 16's comparison).
     "recipe-realistic": ["method.degradations=[downsample, gaussian_blur:0.5, jpeg:0.5]"],
+    # Margin heads (crossres_dist/heads/) at their papers' settings, with and without the
+    # feature term: does a margin, and AdaFace's quality-adaptive one in particular, add to the
+    # cross-resolution method?
+    **{
+        f"recipe-{head}{suffix}": [f"method.head={head}", *extra]
+        for head in ("cosface", "arcface", "adaface")
+        for suffix, extra in (("", []), ("-l0", ["method.lambda_feat=0"]))
+    },
 }
 
 

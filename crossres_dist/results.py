@@ -221,6 +221,9 @@ REGENERATE = {
     "study-orl": "make study-orl",
     "study-lfw": "make study-lfw",
     "study-orl-degradations": "make study-orl-degradations",
+    "study-orl-heads": "make study-orl-heads",
+    "study-lfw-heads": "make study-lfw-heads",
+    "bench-partial-fc": "make bench-partial-fc",
     "benchmarks-fixture": "make benchmarks-readme",
     "bench-pipeline": "make bench-pipeline",
     "bench-teacher": "make bench-teacher",
@@ -230,6 +233,7 @@ REGENERATE = {
 }
 TRAINING = ("train_pretrain_torchvision.json", "train_pretrain_dali.json")
 TRAINING += ("train_crossres_torchvision.json", "train_crossres_dali.json")
+HEADS = "train_crossres_heads_torchvision.json"
 # Which golden files each result depends on: trained and evaluated networks on all of them; a
 # throughput figure on none (the gate records numbers, not speed), the input pipeline's on the
 # plans it decodes.
@@ -238,6 +242,9 @@ DEPENDS = {
     "study-orl": (*TRAINING, "plans.json", "metrics.json"),
     "study-lfw": (*TRAINING, "plans.json", "metrics.json"),
     "study-orl-degradations": (*TRAINING, "plans.json", "metrics.json"),
+    "study-orl-heads": (*TRAINING, HEADS, "plans.json", "metrics.json"),
+    "study-lfw-heads": (*TRAINING, HEADS, "plans.json", "metrics.json"),
+    "bench-partial-fc": (),
     "benchmarks-fixture": (*TRAINING, "plans.json", "metrics.json"),
     "bench-pipeline": ("plans.json",),
     "bench-teacher": (),

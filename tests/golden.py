@@ -107,18 +107,33 @@ def train_in_process(
     return json.loads((run_dir / "results.json").read_text()), recorder.rows
 
 
-def training_trace(stage: str, backend: str) -> dict:
+def training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> dict:
     # One intra-op thread, whatever the caller uses: the order of float sums is then the same in
     # `make golden` and in the test process.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _training_trace(stage, backend)
+        return _training_trace(stage, backend, extra)
     finally:
         torch.set_num_threads(threads)
 
 
-def _training_trace(stage: str, backend: str) -> dict:
+# The margin heads' traces: each head, and PartialFC (one rank, rate 1) with AdaFace.
+HEAD_RUNS = {
+    "cosface": ("method.head=cosface",),
+    "arcface": ("method.head=arcface",),
+    "adaface": ("method.head=adaface",),
+    "adaface+partial_fc": ("method.head=adaface", "method.partial_fc=true"),
+}
+
+
+def head_traces() -> dict:
+    return {
+        name: training_trace("crossres", "torchvision", extra) for name, extra in HEAD_RUNS.items()
+    }
+
+
+def _training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         common = [
@@ -134,7 +149,7 @@ def _training_trace(stage: str, backend: str) -> dict:
             common += ["run.stage=pretrain", "teacher.checkpoint="]
         else:
             common += [f"teacher.checkpoint={tiny_teacher(tmp / 'teacher.pt')}"]
-        result, rows = train_in_process(common, tmp / "run")
+        result, rows = train_in_process([*common, *extra], tmp / "run")
     rows = [r for r in rows if "train/loss" in r]  # validation rows are logged too
     return {
         "what": f"tiny {stage} run, 1 process, fp32, {backend} backend, {TRAIN_STEPS} steps",
@@ -234,6 +249,7 @@ def golden_values() -> dict[str, callable]:
         for stage in ("pretrain", "crossres")
         for backend in BACKENDS
     }
+    files["train_crossres_heads_torchvision.json"] = head_traces
     files["plans.json"] = plan_digests
     files["metrics.json"] = metric_values
     return files
