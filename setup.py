@@ -29,6 +29,7 @@ setup(
             "crossres-eval=crossres_dist.evaluate:main",
             "crossres-demo=crossres_dist.demo:main",
             "crossres-sweep=crossres_dist.sweep:main",
+            "crossres-pack=crossres_dist.pack:main",
         ]
     },
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipelines.packed import PackedError, container_of, parse_locator, read_encoded
 from pipelines.sources import DataError, load_source, resolve
 
 from . import rundir
@@ -86,11 +88,14 @@ def check_file(
     """Problems of one file, and its content hash (for duplicates; None without with_digest).
     Never raises: every failure is a named problem."""
     p = Path(path)
-    if p.is_symlink() and not p.exists():
+    packed = parse_locator(path) is not None  # a record or tar member: its bytes are read
+    if not packed and p.is_symlink() and not p.exists():
         return ["dangling_symlink"], None
     try:
-        data = p.read_bytes() if with_digest else None
+        data = read_encoded(path) if packed or with_digest else None
         size = len(data) if data is not None else p.stat().st_size
+    except PackedError as err:
+        return ["truncated" if "ends inside" in str(err) else "unreadable"], None
     except OSError:
         return ["unreadable"], None
     if not size:
@@ -98,7 +103,7 @@ def check_file(
     digest = hashlib.sha1(data).hexdigest() if data is not None else None
     problems = []
     try:
-        with Image.open(p) as img:
+        with Image.open(io.BytesIO(data) if data is not None else p) as img:
             mode, dims, kind = img.mode, img.size, img.format
             if kind not in DECODABLE_FORMATS:
                 return [f"unsupported_format_{kind}"], digest
@@ -162,7 +167,7 @@ class Manifest:
         if entry is None:
             return None
         try:
-            stat = os.stat(path)
+            stat = os.stat(container_of(path))
         except OSError:
             return None
         return entry[2] if (stat.st_size, stat.st_mtime_ns) == entry[:2] else None
@@ -171,7 +176,7 @@ class Manifest:
         lines = []
         for file, problems in results.items():
             try:
-                stat = os.stat(file)
+                stat = os.stat(container_of(file))
             except OSError:
                 continue  # a dangling link or a vanished file: checked again next time
             lines.append(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pipelines import Loader, Sample, eval_plans
+from pipelines.packed import container_of
 
 from . import distributed, rundir
 from .method import CrossResolutionObjective
@@ -69,7 +70,7 @@ class ValidationData:
         in place is a new one) and the views, for the teacher-feature cache's key."""
         files = []
         for s in self.samples:
-            stat = Path(s.path).stat()
+            stat = Path(container_of(s.path)).stat()
             files.append([s.path, s.label, stat.st_size, stat.st_mtime_ns])
         text = json.dumps(files + [asdict(self.views)])
         return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .packed import PackedError, packed_kind, read_packed
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 EMBEDDED = {"embedded:orl": Path(__file__).resolve().parent.parent / "data" / "orl_att_faces"}
 
@@ -97,10 +99,32 @@ def read_list_file(
     return Dataset(samples, identities)
 
 
+def read_packed_set(root: Path, identities: dict[str, int] | None = None) -> Dataset:
+    """A packed set (pipelines/packed.py): its samples are locators into the packed files."""
+    try:
+        entries, own = read_packed(root)
+    except PackedError as err:
+        raise DataError(str(err)) from None
+    if not entries:
+        raise DataError(f"{root}: the packed set holds no images")
+    if identities is None or identities == own:
+        return Dataset([Sample(path, label) for path, label in entries], own)
+    # Another label map (a checkpoint's): the same identity names, perhaps other labels.
+    name_of = {label: name for name, label in own.items()}
+    unknown = sorted(set(name_of.values()) - set(identities))
+    if unknown:
+        raise DataError(f"{root}: identity '{unknown[0]}' is not in the label map")
+    return Dataset(
+        [Sample(path, identities[name_of[label]]) for path, label in entries], identities
+    )
+
+
 def load_source(spec: str, root: str = "", identities: dict[str, int] | None = None) -> Dataset:
     path = resolve(spec)
     if path.is_file():
         return read_list_file(path, Path(root) if root else None, identities)
+    if path.is_dir() and packed_kind(path):
+        return read_packed_set(path, identities)
     return scan_image_folder(path, identities)
 
 

@@ -7,6 +7,7 @@ the golden test compares with DALI's region-of-interest shortcuts.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -16,13 +17,14 @@ from PIL import Image
 from .degradations import GRAPH_STEPS, plan_fields
 from .degradations.downsample import resize_chw
 from .degradations.jpeg import jpeg  # noqa: F401 (the twin's encoder, as tests know it)
+from .packed import read_encoded
 from .plans import BatchPlan, ViewSettings
 
 
 def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:
     """HWC float32 0..255 in `channels` order. Grayscale uses ITU-R 601 luma, as DALI and PIL
     do."""
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(read_encoded(path))) as img:
         if img.mode.startswith("I"):
             # 16-bit greyscale: scaled to 8 bits as DALI's decoder does (round(v / 257)), where
             # PIL's own conversion would clip everything above 255 to white.

@@ -20,6 +20,7 @@ import torch
 
 from pipelines import Loader, ViewSettings, eval_plans
 from pipelines.degradations import condition_label
+from pipelines.packed import container_of
 from pipelines.sources import Sample
 
 from .. import distributed, rundir
@@ -91,7 +92,7 @@ _DIGESTS: dict[tuple, str] = {}
 
 def content_digest(path: str) -> str:
     """SHA-256 of a file's contents (a checkpoint's), remembered per (path, size, mtime)."""
-    stat = Path(path).stat()
+    stat = Path(container_of(path)).stat()
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
         digest = hashlib.sha256()
@@ -122,7 +123,7 @@ def cache_key(checkpoint: str, samples: list[Sample], settings: dict, condition)
     a retrained checkpoint under the same name each make another key."""
     files = []
     for s in samples:
-        stat = Path(s.path).stat()
+        stat = Path(container_of(s.path)).stat()
         files.append([s.path, stat.st_size, stat.st_mtime_ns])
     parts = [content_digest(checkpoint), files, settings, condition]
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
