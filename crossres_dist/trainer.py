@@ -8,6 +8,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 from dataclasses import replace
 
 import torch
@@ -48,7 +49,7 @@ from .parallelize import memory_format_for, parallelize_student, shard_teacher
 from .precision import autocast_for, resolve_precision
 from .state import TrainState, check_resumable
 from .validate import Validator
-from .watchdog import Watchdog
+from .watchdog import start_for_run
 from .weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,7 @@ class Trainer:
         self.stop_flag = StopFlag()
         self.scalars = logs.Scalars(None)
         self.run_lock: rundir.RunLock | None = None
-        self.watchdog = None
-        if self.world > 1 and cfg.dist.watchdog_s > 0:
-            self.watchdog = Watchdog(
-                self.info.rank,
-                self.world,
-                self.info.master_addr,
-                self.info.master_port,
-                cfg.dist.watchdog_s,
-            ).start()
+        self.watchdog = start_for_run(self.info, self.world, cfg.dist.watchdog_s)
         try:
             self._setup()
         except (DataError, WeightsError) as err:
@@ -434,7 +427,8 @@ class Trainer:
         and the broadcast plateau decisions must keep them identical."""
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in self.student.parameters()))
-        mine = [self.schedule.lr, checksum, sorted(self.planner.excluded)]
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        mine = [self.schedule.lr, checksum, sorted(self.planner.excluded), peak_rss]
         everyone = distributed.all_gather_objects(mine)
         if not self.is_main:
             return
@@ -443,6 +437,7 @@ class Trainer:
             "param_checksum_per_rank": [e[1] for e in everyone],
             "ranks_agree": all(e[:2] == everyone[0][:2] for e in everyone),
             "excluded_during_run": sorted({path for e in everyone for path in e[2]}),
+            "peak_rss_bytes_per_rank": [e[3] for e in everyone],
         }
         if not agreement["ranks_agree"]:
             log.error("ranks disagree at the end of training: %s", agreement)

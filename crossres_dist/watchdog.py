@@ -122,3 +122,10 @@ class Watchdog:
         for handler in logging.getLogger().handlers:
             handler.flush()
         self.exit_process(EXIT_HUNG)
+
+
+def start_for_run(info, world: int, seconds: float) -> Watchdog | None:
+    """The run's watchdog (dist.watchdog_s), started; None on one rank or when it is off."""
+    if world <= 1 or seconds <= 0:
+        return None
+    return Watchdog(info.rank, world, info.master_addr, info.master_port, seconds).start()

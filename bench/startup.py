@@ -1,0 +1,154 @@
+"""Start-up against the size of the training set: an ImageFolder, a list file, RecordIO and
+webdataset shards.
+
+    python bench/startup.py [--samples 10000 100000 1000000] [--formats folder list rec wds]
+                            [--ranks 2] [--work DIR]
+
+For each size N it makes (once, under --work) N small real face JPEGs in identities of 116
+(VGGFace2's mean), as an ImageFolder with a list file beside it, and packs them with
+crossres-pack as RecordIO and as shards; then it launches a 2-rank training run of a tiny
+network (torchrun, gloo) on each form, with a separate validation list of one image per 100
+identities, and measures from the launch to the first optimizer step's log line, and each rank's
+peak resident memory (results.json). Folder and list runs use ``data.check=off`` (their fastest
+start); packed sets read their index only whatever data.check says. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PER_IDENTITY = 116
+FACES = REPO / "data" / "orl_att_faces"
+
+
+def face_jpegs(count: int = 64) -> list[bytes]:
+    """Small real faces (ORL, 46 x 56 px) as JPEG bytes, to repeat."""
+    from PIL import Image
+
+    out = []
+    for path in sorted(FACES.rglob("*.png"))[:count]:
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.convert("RGB").resize((46, 56)).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def make_folder(root: Path, samples: int) -> None:
+    """N images in identities of PER_IDENTITY, and train.txt listing them."""
+    if (root / "done").is_file():
+        return
+    faces = face_jpegs()
+    lines = []
+    folder = root / "images"
+    for i in range(samples):
+        identity = f"id{i // PER_IDENTITY:07d}"
+        (folder / identity).mkdir(parents=True, exist_ok=True)
+        name = f"{identity}/{i % PER_IDENTITY:04d}.jpg"
+        (folder / name).write_bytes(faces[i % len(faces)])
+        lines.append(f"{name} {identity}\n")
+    (root / "train.txt").write_text("".join(lines))
+    identities = sorted({line.split()[1] for line in lines})
+    (root / "val.txt").write_text(
+        "".join(f"{name}/0000.jpg {name}\n" for name in identities[::100])
+    )
+    (root / "done").write_text("")
+
+
+def pack(root: Path, kind: str) -> Path:
+    out = root / kind
+    if not out.exists():
+        subprocess.run(
+            [sys.executable, "-m", "crossres_dist.pack", str(root / "images"), str(out),
+             "--format", kind, "--per-shard", "10000"],
+            check=True, cwd=REPO, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    return out
+
+
+def time_to_first_step(train: str, val: str, root: str, run_dir: Path, ranks: int) -> dict:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    args = [
+        "--config", str(REPO / "tests" / "tiny.yaml"),
+        f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}",
+        "run.stage=pretrain", "teacher.checkpoint=", "run.resume=never",
+        f"data.train={train}", f"data.val={val}", f"data.root={root}", "data.test=",
+        "data.check=off", "data.backend=torchvision", "train.precision=fp32",
+        "train.max_steps=1", "train.log_every=1", "train.val_every=1000",
+        "optim.global_batch=16", "data.micro_batch=8", "method.report_resolutions=[8]",
+        "data.min_val_images=1",
+    ]  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={ranks}", "-m", "crossres_dist.train", *args,
+    ]  # fmt: skip
+    log = run_dir.with_suffix(".log")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+        first_step = None
+        while process.poll() is None:
+            if first_step is None and "step 1/1" in log.read_text(errors="replace"):
+                first_step = time.perf_counter() - start
+            time.sleep(0.05)
+    if process.returncode != 0:
+        raise RuntimeError(f"{train}: training exited {process.returncode}; see {log}")
+    if first_step is None and "step 1/1" in log.read_text(errors="replace"):
+        first_step = time.perf_counter() - start
+    result = json.loads((run_dir / "results.json").read_text())
+    return {"first_step_s": first_step, "peak_rss_bytes": max(result["peak_rss_bytes_per_rank"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--formats", nargs="+", default=["folder", "list", "rec", "wds"])
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-startup")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args()
+    rows = []
+    for samples in args.samples:
+        root = args.work / f"n{samples}"
+        make_folder(root, samples)
+        for kind in args.formats:
+            train = {
+                "folder": str(root / "images"),
+                "list": str(root / "train.txt"),
+                "rec": str(pack(root, "rec")) if kind == "rec" else "",
+                "wds": str(pack(root, "wds")) if kind == "wds" else "",
+            }[kind]
+            measured = time_to_first_step(
+                train, str(root / "val.txt"), str(root / "images"), root / "runs" / kind, args.ranks
+            )
+            rows.append({"samples": samples, "format": kind, **measured})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(
+        f"Start to the first optimizer step, {args.ranks} ranks (torchrun, gloo), a tiny network, "
+        f"{PER_IDENTITY} images per identity; folder and list with data.check=off, packed sets "
+        "read their index only; peak resident memory of the largest rank\n"
+    )
+    print("| samples | format | start to step 1 (s) | peak memory per rank (MiB) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['samples']:,} | {r['format']} | {r['first_step_s']:.1f} | "
+            f"{r['peak_rss_bytes'] / 2**20:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
