@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .degradations import DOWNSAMPLE, GRAPH_STEPS, graph_types, plan_fields
-from .packed import read_encoded
+from .packed import parse_locator, read_encoded
 from .plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
 
 try:
@@ -37,9 +37,11 @@ except ImportError:  # pragma: no cover - exercised where DALI is not installed
 INTERP = {"linear": "INTERP_LINEAR", "cubic": "INTERP_CUBIC", "nearest": "INTERP_NN"}
 
 
-def encoded(path: str) -> np.ndarray:
+def encoded_bytes(path: str) -> np.ndarray:
     """A sample's encoded bytes (a file, a tar member or a record: pipelines/packed.py)."""
-    return np.frombuffer(read_encoded(path), dtype=np.uint8)
+    if parse_locator(path) is None:
+        return np.fromfile(path, dtype=np.uint8)
+    return np.frombuffer(bytearray(read_encoded(path)), dtype=np.uint8)  # writable, for DALI
 
 
 def _round(x):
@@ -50,7 +52,7 @@ def _round(x):
 # the graph's input: one list, so that the graph and its feeder cannot disagree on positions.
 # Every degradation step's fields follow, from the registry.
 GRAPH_INPUTS = (
-    ("encoded", "UINT8", lambda plan: [encoded(p) for p in plan.paths]),
+    ("encoded", "UINT8", lambda plan: [encoded_bytes(p) for p in plan.paths]),
     ("labels", "INT64", lambda plan: plan.labels),
     ("crop_x", "FLOAT", lambda plan: plan.crop_x),
     ("crop_y", "FLOAT", lambda plan: plan.crop_y),
@@ -297,7 +299,9 @@ def dali_decode_error(path: str, device_id: int | None = None) -> str | None:
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, exec_dynamic=False)
     def one_image():
-        encoded = fn.external_source(source=lambda: [encoded(path)], batch=True, dtype=types.UINT8)
+        encoded = fn.external_source(
+            source=lambda: [encoded_bytes(path)], batch=True, dtype=types.UINT8
+        )
         return fn.decoders.image(
             encoded, device="mixed" if device_id is not None else "cpu", output_type=types.BGR
         )
