@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads bench-pipeline \
-	bench-teacher bench-partial-fc bench-backend-gap test-timing
+	bench-teacher bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -69,6 +69,11 @@ bench-backend-gap: $(VENV)/.installed
 bench-teacher: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
+# Start-up against the set's size (10k, 100k, 1M samples) for a folder, a list file, RecordIO and
+# shards; makes the data under runs/bench-startup once (about 7 GB, minutes).
+bench-startup: $(VENV)/.installed
+	$(PY) -m crossres_dist.results run bench-startup $(DIRTY) -- $(PY) bench/startup.py
+
 # PartialFC's classifier memory per rank, 100k and 1M classes, 1/2/4 gloo ranks (a few minutes).
 bench-partial-fc: $(VENV)/.installed
 	$(PY) -m crossres_dist.results run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
@@ -80,7 +85,7 @@ test-timing: $(VENV)/.installed
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads bench-pipeline bench-teacher bench-partial-fc bench-backend-gap test-timing
+	study-lfw-heads bench-pipeline bench-teacher bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.
