@@ -18,13 +18,14 @@ by class over the ranks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 
-class Margin(nn.Module):
+class Margin(nn.Module, ABC):
     """The margin of a head: (cosines [B, C], labels [B], features [B, D]) -> logits [B, C].
     `labels` may hold -1 for samples whose class is not among the columns (PartialFC's shard):
     their row gets no margin."""
@@ -39,9 +40,9 @@ class Margin(nn.Module):
     def observe(self, features: torch.Tensor) -> None:
         """Every row's feature, before the targets are moved (AdaFace's norm statistics)."""
 
+    @abstractmethod
     def target(self, cos_target: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """The target cosine after the margin (before scaling)."""
-        raise NotImplementedError
 
     def forward(
         self, cos: torch.Tensor, labels: torch.Tensor, features: torch.Tensor

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 
-class Step:
+class Step(ABC):
     """A degradation step. A subclass sets the class attributes and overrides ``draw`` and
     either ``twin`` and ``dali`` (a step in the image graph, before the crop) or ``on_view`` (a
     step on the finished, normalised view, the same torch code for both backends).
@@ -37,6 +38,7 @@ class Step:
         the plan (whole numbers where the step needs them) and `dali_type` in the graph."""
         return {self.field: (np.float32, self.dali_type), **self.extra_fields}
 
+    @abstractmethod
     def draw(
         self,
         u: np.ndarray,
@@ -48,7 +50,6 @@ class Step:
         """The step's fields for a plan's samples: `u` its parameter stream's draws, `applied`
         the samples it applies to, `shorter` the resized shorter side, `uniform(k)` any
         stream's draws."""
-        raise NotImplementedError
 
     def check_range(self, values) -> str | None:
         """Why a configured range is not usable (None: it is)."""
@@ -62,19 +63,21 @@ class Step:
         return {self.field: value}
 
     def for_probes(self, fields: dict[str, np.ndarray], positions: np.ndarray) -> None:
-        """Adjust an evaluation condition's fields per probe (by its position), in place."""
+        """Adjust an evaluation condition's fields per probe (by its position), in place. Most
+        steps apply one value to every probe and leave the fields as they are."""
+        return None
 
     # In the image graph: CHW float 0..255 (twin) / HWC uint8 DataNode (DALI), on the whole
     # image resized to data.resize_shorter (`frame`: its size, full_h, full_w, interpolation).
     def twin(self, image: torch.Tensor, value: float, frame: dict) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name}: a step in the image graph defines twin()")
 
     def dali(self, image, value, frame: dict):
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name}: a step in the image graph defines dali()")
 
     # On the finished view: batch (with the plan's fields as host tensors) -> student view.
     def on_view(self, batch: dict, mean: tuple[float, ...], scale: float) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name}: a step on the finished view defines on_view()")
 
 
 def uniform_in(u: np.ndarray, value_range: tuple) -> np.ndarray:
