@@ -23,7 +23,15 @@ from pipelines import Loader, ViewSettings, choose_backend
 from pipelines.dali_pipeline import dali_decode_error
 from pipelines.degradations import STEPS, Degradations, check_ranges, parse_steps
 from pipelines.packed import parse_locator
-from pipelines.sources import DataError, Sample, SplitSpec, load_splits, sample_key, seen_by
+from pipelines.sources import (
+    DataError,
+    Sample,
+    SplitSpec,
+    collector_paused,
+    load_splits,
+    sample_key,
+    seen_by,
+)
 
 from . import distributed, rundir
 from .check_data import Manifest, check_file, check_files, default_manifest, first_fatal
@@ -261,6 +269,7 @@ class RunData:
     accumulation: int
 
 
+@collector_paused()
 def prepare_run_data(
     cfg, run_dir: Path, resume_state: dict | None, checkpoints_dir: Path, rank: int, world: int
 ) -> RunData:

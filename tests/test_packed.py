@@ -214,6 +214,27 @@ def test_a_truncated_recordio_and_an_index_past_its_end_are_named_with_the_offse
         load_source(str(rec))
 
 
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda lines: lines[:5] + ["7 oops"] + lines[6:], r"train.idx:6: expected 'key<TAB>offset', got '7 oops'"),
+        (lambda lines: lines[:5] + ["7\t0\t1"] + lines[6:], r"train.idx:6: expected 'key<TAB>offset'"),
+        (lambda lines: lines + [lines[3]], r"train.idx: key 3 is listed twice"),
+        (lambda lines: lines[:3] + lines[4:], r"train.idx: no offset for record 3 \(of 1 missing\)"),
+        (lambda lines: lines[1:], r"train.idx: no record 0"),
+    ],
+    ids=["not-a-number", "three-columns", "repeated-key", "missing-record", "no-header"],
+)  # fmt: skip
+def test_a_damaged_index_is_named_by_line_or_key(tmp_path, orl_packed, damage, message):
+    # The index is parsed as arrays for speed; what the arrays refuse is named as by lines.
+    rec = tmp_path / "rec"
+    shutil.copytree(orl_packed["rec"], rec)
+    lines = (rec / "train.idx").read_text().splitlines()
+    (rec / "train.idx").write_text("\n".join(damage(lines)) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_source(str(rec))
+
+
 def test_a_missing_or_truncated_shard_is_named(tmp_path, orl_packed):
     wds = tmp_path / "wds"
     shutil.copytree(orl_packed["wds"], wds)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
-from pipelines.sources import DataError, SplitSpec, load_splits, sample_key
+from pipelines.sources import DataError, SplitSpec, joiner, load_splits, sample_key
 from tests.conftest import (
     LFW,
     TINY,
@@ -66,6 +66,29 @@ def students(tmp_path_factory, tiny_teacher):
         )
         run_cmd(train_cmd(1, *args))
     return dirs
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a/b/c.jpg", "/r/n000002/0001_01.jpg", "x.jpg", "/x.jpg", "b/x.jpg", "/d/.hidden/x.jpg",
+     "a//b/c.jpg", "./a/c.jpg", "a/./b/c.jpg", "a/b/", "a/b/.", "/r/rec/train.rec@1234",
+     "a/../b/c.jpg", "\udcff/\udcfe.jpg"],
+)  # fmt: skip
+def test_sample_key_is_the_identity_folder_and_file_name_as_pathlib_sees_them(path):
+    # The fast string cut must give what Path gives: recorded fingerprints depend on it.
+    from pathlib import Path
+
+    assert sample_key(path) == f"{Path(path).parent.name}/{Path(path).name}"
+
+
+@pytest.mark.parametrize("root", [".", "/", "/data/x", "rel/dir", "/data/x/"])
+def test_a_list_files_paths_join_its_root_as_pathlib_does(root):
+    from pathlib import Path
+
+    under = joiner(Path(root))
+    for rel in ["a/b.jpg", "b.jpg", "./a/b.jpg", "/abs/c.jpg", "a//b.jpg", "a/./b.jpg", "a/b/",
+                ".", "..", "../a.jpg", "a/.", ".hidden/x.jpg"]:  # fmt: skip
+        assert under(rel) == str(Path(root) / rel), rel
 
 
 @pytest.mark.launch
