@@ -12,6 +12,7 @@ are counted in one line each.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +277,7 @@ def prepare_run_data(
     """One split for every rank, run, seed and evaluation (drawn with data.split_seed, recorded
     in every checkpoint), one label map (the checkpoint's on resume), the files checked, and the
     accumulation that keeps the global batch at any world size."""
+    started = time.perf_counter()
     split_spec = SplitSpec.from_config(cfg.data)
     if resume_state is not None:
         check_same_split(resume_state, split_spec, checkpoints_dir)
@@ -304,13 +306,14 @@ def prepare_run_data(
         )
     log.info(
         "data: %d training, %d validation and %d test images of %d identities "
-        "(split_seed %d; %s backend)",
+        "(split_seed %d; %s backend; listed and checked in %.1f s)",
         len(train_samples),
         len(val_samples),
         described["counts"]["test"],
         num_classes,
         cfg.data.split_seed,
         choose_backend(cfg.data.backend),
+        time.perf_counter() - started,
     )
     # Global batch = micro batch x ranks x accumulation, whatever the world size.
     per_step = cfg.data.micro_batch * world

@@ -91,6 +91,29 @@ def test_a_list_files_paths_join_its_root_as_pathlib_does(root):
         assert under(rel) == str(Path(root) / rel), rel
 
 
+def test_an_image_folder_lists_files_at_any_depth_in_path_order(tmp_path):
+    # What sorted(Path.rglob("*")) listed, read with os.scandir: nested and hidden files,
+    # parts order ("a/b" before "a-b"), a dangling symlink kept, a symlinked folder not entered.
+    import os
+
+    from pipelines.sources import scan_image_folder
+
+    files = ["id1/x.jpg", "id1/sub/y.PNG", "id1/sub/.hid/z.jpg", "id1/a-b/q.jpg", "id1/a/b/r.jpg",
+             "id1/a/s.jpeg", "id1/.dot.jpg", "id1/note.txt", "id2/1.jpg", ".hidden/h.jpg",
+             "id2/dir.jpg/inner.jpg"]  # fmt: skip
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "id2" / "dangling.jpg")
+    os.symlink(tmp_path / "id1" / "sub", tmp_path / "id2" / "linkdir")
+    listed = scan_image_folder(tmp_path)
+    assert [(s.path[len(str(tmp_path)) + 1 :], s.label) for s in listed.samples] == [
+        ("id1/.dot.jpg", 0), ("id1/a/b/r.jpg", 0), ("id1/a/s.jpeg", 0), ("id1/a-b/q.jpg", 0),
+        ("id1/sub/.hid/z.jpg", 0), ("id1/sub/y.PNG", 0), ("id1/x.jpg", 0), ("id2/1.jpg", 1),
+        ("id2/dangling.jpg", 1), ("id2/dir.jpg/inner.jpg", 1),
+    ]  # fmt: skip
+
+
 @pytest.mark.launch
 def test_run_seed_changes_the_order_but_not_the_split(students):
     """Two students with other run.seed train on the same images: the recorded split and its
