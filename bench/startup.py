@@ -2,15 +2,16 @@
 webdataset shards.
 
     python bench/startup.py [--samples 10000 100000 1000000] [--formats folder list rec wds]
-                            [--ranks 2] [--work DIR]
+                            [--ranks 2] [--repeats 3] [--work DIR]
 
 For each size N it makes (once, under --work) N small real face JPEGs in identities of 116
 (VGGFace2's mean), as an ImageFolder with a list file beside it, and packs them with
 crossres-pack as RecordIO and as shards; then it launches a 2-rank training run of a tiny
 network (torchrun, gloo) on each form, with a separate validation list of one image per 100
-identities, and measures from the launch to the first optimizer step's log line, and each rank's
-peak resident memory (results.json), and the time rank 0 spent listing and checking the data
-(its "data:" log line). Folder and list runs use ``data.check=off`` (their fastest
+identities. It measures the time from the launch to the first optimizer step's log line, each
+rank's peak resident memory (results.json) and the time rank 0 spent listing and checking the
+data (its "data:" log line), and reports the median of --repeats launches (the formats in turn,
+so that drift touches all alike). Folder and list runs use ``data.check=off`` (their fastest
 start); packed sets read their index only whatever data.check says. Prints a markdown table.
 """
 
@@ -21,6 +22,7 @@ import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -123,30 +125,44 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["folder", "list", "rec", "wds"])
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-startup")
+    parser.add_argument("--repeats", type=int, default=3, help="launches per cell (median)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
     rows = []
     for samples in args.samples:
         root = args.work / f"n{samples}"
         make_folder(root, samples)
+        trains = {
+            "folder": str(root / "images"),
+            "list": str(root / "train.txt"),
+            **{kind: str(pack(root, kind)) for kind in ("rec", "wds") if kind in args.formats},
+        }
+        launches: dict[str, list[dict]] = {kind: [] for kind in args.formats}
+        for _ in range(args.repeats):  # the formats in turn, so that drift touches all alike
+            for kind in args.formats:
+                launches[kind].append(
+                    time_to_first_step(
+                        trains[kind],
+                        str(root / "val.txt"),
+                        str(root / "images"),
+                        root / "runs" / kind,
+                        args.ranks,
+                    )  # fmt: skip
+                )
+                print(json.dumps({"samples": samples, "format": kind, **launches[kind][-1]}),
+                      file=sys.stderr)  # fmt: skip
         for kind in args.formats:
-            train = {
-                "folder": str(root / "images"),
-                "list": str(root / "train.txt"),
-                "rec": str(pack(root, "rec")) if kind == "rec" else "",
-                "wds": str(pack(root, "wds")) if kind == "wds" else "",
-            }[kind]
-            measured = time_to_first_step(
-                train, str(root / "val.txt"), str(root / "images"), root / "runs" / kind, args.ranks
-            )
-            rows.append({"samples": samples, "format": kind, **measured})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+            median = {
+                key: statistics.median(m[key] for m in launches[kind]) for key in launches[kind][0]
+            }
+            rows.append({"samples": samples, "format": kind, **median, "launches": launches[kind]})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(
         f"Start to the first optimizer step, {args.ranks} ranks (torchrun, gloo), a tiny network, "
         f"{PER_IDENTITY} images per identity; folder and list with data.check=off, packed sets "
-        "read their index only; peak resident memory of the largest rank\n"
+        f"read their index only; peak resident memory of the largest rank; medians of "
+        f"{args.repeats} launches\n"
     )
     print(
         "| samples | format | start to step 1 (s) | of which listing and checking the data (s) "
