@@ -167,9 +167,11 @@ def read_index(idx: Path, rec_size: int) -> tuple[np.ndarray, np.ndarray]:
     .rec. Parsed as arrays (a million lines in a fraction of a second); an index that does not
     parse cleanly is read again line by line, for the line that names what is wrong."""
     text = idx.read_text()
+    if not text.strip():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)  # refused as having no record 0
     try:
         table = np.loadtxt(io.StringIO(text), dtype=np.int64, ndmin=2, comments=None)
-    except ValueError:
+    except (ValueError, OverflowError):
         table = np.zeros((0, 3), np.int64)  # not two integers per line: find the line
     if table.shape[1] != 2 or ((table[:, 1] < 0) | (table[:, 1] > rec_size - 8)).any():
         _first_bad_index_line(idx, text, rec_size)

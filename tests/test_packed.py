@@ -222,8 +222,9 @@ def test_a_truncated_recordio_and_an_index_past_its_end_are_named_with_the_offse
         (lambda lines: lines + [lines[3]], r"train.idx: key 3 is listed twice"),
         (lambda lines: lines[:3] + lines[4:], r"train.idx: no offset for record 3 \(of 1 missing\)"),
         (lambda lines: lines[1:], r"train.idx: no record 0"),
+        (lambda lines: [], r"train.idx: no record 0"),
     ],
-    ids=["not-a-number", "three-columns", "repeated-key", "missing-record", "no-header"],
+    ids=["not-a-number", "three-columns", "repeated-key", "missing-record", "no-header", "empty"],
 )  # fmt: skip
 def test_a_damaged_index_is_named_by_line_or_key(tmp_path, orl_packed, damage, message):
     # The index is parsed as arrays for speed; what the arrays refuse is named as by lines.
