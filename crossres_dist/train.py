@@ -7,6 +7,7 @@ under mpirun; see crossres_dist/distributed.py.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from pipelines.sources import DataError
@@ -37,4 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # What a run writes is on disk by now. Freezing the heap spares the interpreter's last
+    # garbage collections, which would walk every object torch and DALI made only to find
+    # nothing left to do: about a second of every rank's exit, on every start and requeue.
+    gc.freeze()
+    sys.exit(code)
