@@ -11,7 +11,7 @@ backends read the same fields by name, and resume and world-size changes stay ex
 0 means the step is not applied to that sample.
 
 A new step is a module here (its fields, streams, draw, twin and DALI operations, label, range
-and config key: see base.Step) and one line in STEPS below.
+and config key: see base.GraphStep and base.ViewStep) and one line in STEPS below.
 """
 
 from __future__ import annotations

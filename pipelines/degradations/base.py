@@ -10,9 +10,9 @@ import torch
 
 
 class Step(ABC):
-    """A degradation step. A subclass sets the class attributes and overrides ``draw`` and
-    either ``twin`` and ``dali`` (a step in the image graph, before the crop) or ``on_view`` (a
-    step on the finished, normalised view, the same torch code for both backends).
+    """A degradation step. A step subclasses GraphStep (in the image graph, before the crop:
+    ``twin`` and ``dali``) or ViewStep (on the finished, normalised view: ``on_view``, the same
+    torch code for both backends), sets the class attributes and defines ``draw``.
 
     The plan carries the step's ``field`` for every sample, 0 where the step is not applied, so
     that both backends read the same named numbers and every draw is a pure function of
@@ -27,7 +27,7 @@ class Step(ABC):
     default: tuple  # the range when nothing is configured
     bounds: tuple[float, float]  # what a configured range may span
     label: str  # its prefix in report labels ("blur" -> "blur2")
-    in_graph: bool = True  # in the image graph (DALI and the twin), else on the finished view
+    in_graph: bool  # in the image graph (DALI and the twin), else on the finished view
     dali_type: str = "FLOAT"  # the DALI type of its field
     # Further plan fields it draws, beyond `field`: name -> (NumPy dtype, DALI type).
     extra_fields: dict[str, tuple[type, str]] = {}
@@ -67,17 +67,32 @@ class Step(ABC):
         steps apply one value to every probe and leave the fields as they are."""
         return None
 
-    # In the image graph: CHW float 0..255 (twin) / HWC uint8 DataNode (DALI), on the whole
-    # image resized to data.resize_shorter (`frame`: its size, full_h, full_w, interpolation).
+
+class GraphStep(Step):
+    """A step in the image graph: CHW float 0..255 (twin) / HWC uint8 DataNode (DALI), on the
+    whole image resized to data.resize_shorter (`frame`: its size, full_h, full_w,
+    interpolation). The two must agree (tests/test_degradations.py)."""
+
+    in_graph = True
+
+    @abstractmethod
     def twin(self, image: torch.Tensor, value: float, frame: dict) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name}: a step in the image graph defines twin()")
+        """The step on the torchvision twin's image."""
 
+    @abstractmethod
     def dali(self, image, value, frame: dict):
-        raise NotImplementedError(f"{self.name}: a step in the image graph defines dali()")
+        """The same step as DALI operators on the graph's image."""
 
-    # On the finished view: batch (with the plan's fields as host tensors) -> student view.
+
+class ViewStep(Step):
+    """A step on the finished view: batch (with the plan's fields as host tensors) -> student
+    view, one torch implementation for both backends."""
+
+    in_graph = False
+
+    @abstractmethod
     def on_view(self, batch: dict, mean: tuple[float, ...], scale: float) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name}: a step on the finished view defines on_view()")
+        """The student view with the step applied."""
 
 
 def uniform_in(u: np.ndarray, value_range: tuple) -> np.ndarray:

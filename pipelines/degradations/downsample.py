@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Step
+from .base import GraphStep
 
 
 def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
@@ -20,7 +20,7 @@ def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str)
     ]
 
 
-class Downsample(Step):
+class Downsample(GraphStep):
     name = "downsample"
     field = "resolution"
     streams = (15, 4)  # the streams it always had, before there were other steps

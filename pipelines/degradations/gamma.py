@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Step
+from .base import GraphStep
 
 
-class Gamma(Step):
+class Gamma(GraphStep):
     name = "gamma"
     field = "gamma"
     streams = (23, 24)

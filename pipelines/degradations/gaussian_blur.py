@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Step, uniform_in
+from .base import GraphStep, uniform_in
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -24,7 +24,7 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-class GaussianBlur(Step):
+class GaussianBlur(GraphStep):
     name = "gaussian_blur"
     field = "blur_sigma"
     streams = (16, 17)

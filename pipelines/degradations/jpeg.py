@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Step
+from .base import GraphStep
 
 
 def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
@@ -22,7 +22,7 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(decoded.copy()).permute(2, 0, 1)
 
 
-class Jpeg(Step):
+class Jpeg(GraphStep):
     name = "jpeg"
     field = "jpeg_quality"
     streams = (18, 19)

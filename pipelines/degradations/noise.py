@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from .base import Step, uniform_in
+from .base import ViewStep, uniform_in
 
 SEED_STREAM = 22
 # The seed of an evaluation condition's noise (each probe adds its index: its own noise, the
@@ -60,7 +60,7 @@ def add_noise(
     return view
 
 
-class Noise(Step):
+class Noise(ViewStep):
     name = "noise"
     field = "noise_sigma"
     streams = (20, 21)
@@ -68,7 +68,6 @@ class Noise(Step):
     default = (2.0, 10.0)
     bounds = (0.0, 255.0)
     label = "noise"
-    in_graph = False
     extra_fields = {"noise_seed": (np.int64, "INT64")}
 
     def draw(self, u, applied, value_range, shorter, uniform):
