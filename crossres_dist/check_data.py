@@ -9,6 +9,7 @@ threshold, identities with too few images, and duplicate files. Exit code 1 if a
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import io
 import json
@@ -23,7 +24,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipelines.packed import PackedError, container_of, parse_locator, read_encoded
+from pipelines.packed import (
+    PackedError,
+    check_recordio_labels,
+    container_of,
+    packed_kind,
+    parse_locator,
+    read_encoded,
+)
 from pipelines.sources import DataError, load_source, resolve
 
 from . import rundir
@@ -62,6 +70,7 @@ class Report:
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     files: int = 0
     identities: int = 0
+    manifest: Path | None = None  # where the manifest was written
 
     def add(self, kind: str, path: str) -> None:
         self.problems[kind].append(path)
@@ -136,9 +145,22 @@ MANIFEST_NAME = ".crossres-manifest.jsonl"
 
 
 def default_manifest(spec: str) -> Path:
-    """A data set's manifest: in its folder (ImageFolder) or beside its list file."""
+    """A data set's manifest: in its folder (ImageFolder, packed set) or beside its list file."""
     root = resolve(spec)
     return (root if root.is_dir() else root.parent) / MANIFEST_NAME
+
+
+def cached_manifest(spec: str) -> Path:
+    """Where a data set's manifest goes when its own folder is read-only (a shared copy on a
+    cluster): the user's cache, keyed by the data set's absolute path."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(str(resolve(spec).absolute()).encode()).hexdigest()[:16]
+    return cache / "crossres-dist" / "manifests" / f"{key}.jsonl"
+
+
+def find_manifest(spec: str) -> Path | None:
+    """The manifest check_data wrote for a data set: in its folder, else in the cache."""
+    return next((p for p in (default_manifest(spec), cached_manifest(spec)) if p.is_file()), None)
 
 
 class Manifest:
@@ -249,6 +271,7 @@ def check_dataset(
     paths: list[str] | None = None,
     manifest: Path | None = None,
     progress: bool = False,
+    fallback: bool = False,
 ) -> Report:
     dataset = load_source(spec, root)
     report = Report(files=len(dataset.samples), identities=dataset.num_classes)
@@ -275,9 +298,33 @@ def check_dataset(
             report.add("empty_identity_folder", f"{names[label]} (no images)")
         elif count < min_images:
             report.add(f"identity_with_fewer_than_{min_images}_images", f"{names[label]} ({count})")
+    folder = resolve(spec)
+    if folder.is_dir() and packed_kind(folder) == "rec":
+        # Every image record's own label against the one training gives it.
+        try:
+            wrong = check_recordio_labels(folder)
+        except PackedError as err:
+            raise DataError(str(err)) from None
+        if wrong:
+            report.add("label_disagrees_with_identity_record", wrong)
     if manifest is not None and decode:
-        Manifest().write(manifest, results)
+        report.manifest = write_manifest(results, manifest, spec, fallback)
     return report
+
+
+def write_manifest(results: dict, manifest: Path, spec: str, fallback: bool) -> Path:
+    """Write the manifest where asked; with `fallback`, a read-only data set's goes to the
+    cache instead (and the report says where)."""
+    try:
+        Manifest().write(manifest, results)
+        return manifest
+    except OSError as err:
+        if not fallback or err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    cached = cached_manifest(spec)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    Manifest().write(cached, results)
+    return cached
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = None
     if not args.headers_only and args.manifest != "none":
         manifest = Path(args.manifest) if args.manifest else default_manifest(args.dataset)
+    # Only the default place falls back to the cache: a path asked for is written or refused.
     try:
         start = time.perf_counter()
         report = check_dataset(
@@ -309,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             manifest=manifest,
             progress=True,
+            fallback=not args.manifest,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -324,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{report.files} files in {elapsed:.1f} s ({report.files / max(elapsed, 1e-9):.0f} files/s)"
     )
-    if manifest is not None:
-        print(f"manifest: {manifest} (training re-checks only files that changed since)")
+    if report.manifest is not None:
+        where = report.manifest
+        if where != manifest:
+            print(f"manifest: {manifest.parent} is read-only: written to the cache instead")
+        print(f"manifest: {where} (training re-checks only files that changed since)")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -35,7 +35,7 @@ from pipelines.sources import (
 )
 
 from . import distributed, rundir
-from .check_data import Manifest, check_file, check_files, default_manifest, first_fatal
+from .check_data import Manifest, check_file, check_files, find_manifest, first_fatal
 from .errors import ConfigError, SetupError
 from .weights import lineage_of
 
@@ -56,11 +56,12 @@ class FileReport:
 
 
 def load_manifest(setting: str, train: str) -> Manifest | None:
-    """``data.manifest``: "auto" (the data set's own, if check_data wrote one), a path, or ""."""
+    """``data.manifest``: "auto" (the one check_data wrote, in the data set's folder or, for a
+    read-only one, in the cache), a path, or ""."""
     if not setting:
         return None
-    path = default_manifest(train) if setting == "auto" else Path(setting)
-    if not path.is_file():
+    path = find_manifest(train) if setting == "auto" else Path(setting)
+    if path is None or not path.is_file():
         if setting == "auto":
             return None
         raise DataError(
@@ -195,12 +196,13 @@ def validation_samples(held_out: list[Sample], data_cfg) -> list[Sample]:
 
 def check_identities(train: list[Sample], identities: dict[str, int], data_cfg) -> None:
     """Every identity keeps data.min_images_per_identity training images."""
+    names = {label: name for name, label in identities.items()}
     counts = np.bincount([s.label for s in train], minlength=len(identities))
     if counts.min() < data_cfg.min_images_per_identity:
-        names = {label: name for name, label in identities.items()}
         label = int(counts.argmin())
         raise DataError(
-            f"data.min_images_per_identity: identity '{names[label]}' has {counts[label]} "
+            f"data.min_images_per_identity: identity '{names.get(label, label)}' has "
+            f"{counts[label]} "
             f"training image(s), fewer than {data_cfg.min_images_per_identity}"
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(message)s"
@@ -41,11 +42,29 @@ def add_file(log_file: Path) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _quiet_writer_thread(previous):
+    """A threading.excepthook that keeps TensorBoard's writer thread's OSError (a full disk)
+    out of the log: the writer raises it again on its next call, and Scalars says so in one
+    line. Every other thread's exception goes to the hook that was there."""
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(
+            args.exc_type, OSError
+        ):
+            return
+        previous(args)
+
+    hook.quiets_tensorboard = True
+    return hook
+
+
 class Scalars:
     """TensorBoard scalars on rank 0; a no-op elsewhere or where tensorboard is missing."""
 
     def __init__(self, log_dir: Path | None) -> None:
         self.writer = None
+        if log_dir is not None and not getattr(threading.excepthook, "quiets_tensorboard", False):
+            threading.excepthook = _quiet_writer_thread(threading.excepthook)
         if log_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import struct
 import tarfile
@@ -43,6 +44,9 @@ IR_HEADER = struct.Struct("<IfQQ")
 LOCATOR = re.compile(r"^(?P<container>.+\.(?:rec|tar))@(?P<offset>\d+)(?::(?P<size>\d+))?$")
 WDS_INDEX = "wds-index.npz"
 IDENTITIES = "identities.json"
+
+
+log = logging.getLogger(__name__)
 
 
 class PackedError(ValueError):
@@ -150,16 +154,9 @@ def packed_kind(folder: Path) -> str | None:
     """ "rec", "wds" or None (not a packed set)."""
     if (folder / "train.rec").is_file() or (folder / "train.idx").is_file():
         return "rec"
-    if (folder / WDS_INDEX).is_file():
+    if (folder / WDS_INDEX).is_file() or any(folder.glob("*.tar")):
         return "wds"
     return None
-
-
-def _identity_names(folder: Path, labels: Iterable[int]) -> dict[str, int]:
-    path = folder / IDENTITIES
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {str(label): label for label in np.unique(np.asarray(labels, np.int64)).tolist()}
 
 
 def read_index(idx: Path, rec_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,12 +208,51 @@ def _offsets_of(wanted: np.ndarray, keys: np.ndarray, offsets: np.ndarray, idx: 
     return offsets[at]
 
 
+def own_labels(rec: Path, offsets: np.ndarray) -> np.ndarray:
+    """Each image record's own label (its IRHeader's, the first of its labels if it has
+    several), gathered from a memory map in one pass instead of a read per record."""
+    size = rec.stat().st_size
+    if not len(offsets):
+        return np.zeros(0, np.int64)
+    data = np.memmap(rec, np.uint8, mode="r")
+    span = 8 + IR_HEADER.size + 4
+    window = np.zeros((len(offsets), span), np.uint8)
+    columns = np.arange(span)
+    for lo in range(0, len(offsets), 1 << 16):  # bounded index arrays at a million records
+        at = np.minimum(offsets[lo : lo + (1 << 16), None] + columns, size - 1)
+        window[lo : lo + len(at)] = data[at]
+    words = window[:, :16].copy().view("<u4")
+    magic, length = words[:, 0], words[:, 1] & ((1 << 29) - 1)
+    flag = words[:, 2]
+    first = np.where(flag > 0, window[:, 32:36].copy().view("<f4")[:, 0], words[:, 3].view("<f4"))
+    bad = np.flatnonzero(magic != MAGIC)
+    if bad.size:
+        raise PackedError(
+            f"{rec}: offset {int(offsets[bad[0]])}: no record starts here (bad magic)"
+        )
+    labels = first.astype(np.int64)
+    # A first part too short for the header (the magic inside it split the record there).
+    with open(rec, "rb") as f:
+        for i in np.flatnonzero(length < np.where(flag > 0, 28, 24)).tolist():
+            o = int(offsets[i])
+            labels[i] = int(split_payload(read_record(f, o, str(rec)), str(rec), o)[1][0])
+    return labels
+
+
 def read_recordio(folder: Path) -> tuple[list[str], list[int], dict[str, int]]:
-    """The locator and label of every image record, in key order, and the identities."""
+    """The locator and label of every image record, in key order, and the identities.
+
+    insightface's MXFaceDataset trains on each image record's own label. The identity records
+    are read here for speed (one read per identity), and checked against the labels of the
+    first and last image of each range: where they disagree (face2rec2 run on a list not
+    grouped by label), each image's own label is taken, as insightface takes it, with a word."""
     rec, idx = folder / "train.rec", folder / "train.idx"
-    for needed in (rec, idx):
-        if not needed.is_file():
-            raise PackedError(f"{needed}: missing (a RecordIO set is train.rec with train.idx)")
+    if rec.is_file() and not idx.is_file():
+        raise PackedError(
+            f"{idx}: missing; index the .rec once with `crossres-pack --index {folder}`"
+        )
+    if not rec.is_file():
+        raise PackedError(f"{rec}: missing (a RecordIO set is train.rec with train.idx)")
     keys, offsets = read_index(idx, rec.stat().st_size)
     if not len(keys) or keys[0] != 0:
         raise PackedError(f"{idx}: no record 0 (the header naming the image records)")
@@ -234,34 +270,141 @@ def read_recordio(folder: Path) -> tuple[list[str], list[int], dict[str, int]]:
                 split_payload(read_record(f, o, str(rec)), str(rec), o)[1]
                 for o in _offsets_of(listed, keys, offsets, idx).tolist()
             ]
-        image_offsets = _offsets_of(images, keys, offsets, idx)
-        if ends:  # labels from the identity records: [start, end) of each identity's images
-            labels = np.full(len(images), -1, np.int64)
-            first = int(images[0]) if len(images) else 0
-            for identity, (start, stop) in enumerate(ends):
-                low, high = (min(max(int(k) - first, 0), len(labels)) for k in (start, stop))
-                labels[low:high] = identity
-            unlabelled = np.flatnonzero(labels < 0)
-            if unlabelled.size:
-                raise PackedError(
-                    f"{rec}: record {int(images[unlabelled[0]])} lies in no identity's range "
-                    f"(of {unlabelled.size} such records)"
-                )
-            labels = labels.tolist()
-        else:  # a set without identity records: every image's own header
-            labels = [
-                int(split_payload(read_record(f, o, str(rec)), str(rec), o)[1][0])
-                for o in image_offsets.tolist()
-            ]
+    image_offsets = _offsets_of(images, keys, offsets, idx)
+    if ends:
+        originals = _labels_from_identity_records(rec, images, image_offsets, ends)
+    else:  # a set without identity records: every image's own header
+        originals = own_labels(rec, image_offsets)
+    labels, identities = numbered(originals, folder, rec)
     prefix = f"{rec}@"  # one str(Path), not one per record
     paths = [f"{prefix}{o}" for o in image_offsets.tolist()]
-    return paths, labels, _identity_names(folder, labels)
+    return paths, labels, identities
+
+
+def _labels_from_identity_records(
+    rec: Path, images: np.ndarray, image_offsets: np.ndarray, ends: list
+) -> np.ndarray:
+    """Each image's label in the .rec's own numbering: that of its identity record's range,
+    checked against the first and last image of every range."""
+    identity_of = np.full(len(images), -1, np.int64)
+    first = int(images[0]) if len(images) else 0
+    spans = []
+    for identity, (start, stop) in enumerate(ends):
+        low, high = (min(max(int(k) - first, 0), len(identity_of)) for k in (start, stop))
+        identity_of[low:high] = identity
+        if high > low:
+            spans.append((identity, low, high - 1))
+    unlabelled = np.flatnonzero(identity_of < 0)
+    if unlabelled.size:
+        raise PackedError(
+            f"{rec}: record {int(images[unlabelled[0]])} lies in no identity's range "
+            f"(of {unlabelled.size} such records)"
+        )
+    ends_at = np.array([i for _, low, high in spans for i in (low, high)], np.int64)
+    sampled = own_labels(rec, image_offsets[ends_at]).reshape(-1, 2)
+    label_of = np.full(len(ends), -1, np.int64)
+    for (identity, _, _), (a, b) in zip(spans, sampled.tolist()):
+        label_of[identity] = a if a == b else -2
+    used = label_of[label_of >= 0]
+    if (label_of == -2).any() or len(np.unique(used)) < len(used):
+        own = own_labels(rec, image_offsets)
+        differs = first_disagreement(identity_of, own)
+        log.warning(
+            "%s: the identity records and the image records' own labels disagree (first at "
+            "record %d: in identity record %d's range, own label %d; %d identity records, %d "
+            "labels): trained on each image record's own label, as insightface's "
+            "MXFaceDataset does",
+            rec,
+            int(images[differs]),
+            int(identity_of[differs]),
+            int(own[differs]),
+            len(ends),
+            len(np.unique(own)),
+        )
+        return own
+    return label_of[identity_of]
+
+
+def first_disagreement(identity_of: np.ndarray, own: np.ndarray) -> int:
+    """The first image whose own label is not the one its identity record's range began with,
+    or that another identity record already claimed."""
+    claimed: dict[int, int] = {}
+    began: dict[int, int] = {}
+    for i, (identity, label) in enumerate(zip(identity_of.tolist(), own.tolist())):
+        began.setdefault(identity, label)
+        if began[identity] != label or claimed.setdefault(label, identity) != identity:
+            return i
+    return 0
+
+
+def check_recordio_labels(folder: Path) -> str | None:
+    """check_data's full comparison: the first image record whose own label differs from the
+    label training gives it (identity records that disagree inside a range), or None."""
+    paths, labels, identities = read_recordio(folder)
+    rec = folder / "train.rec"
+    offsets = np.array([int(p.rsplit("@", 1)[1]) for p in paths], np.int64)
+    own = own_labels(rec, offsets)
+    given = np.array(labels, np.int64)
+    if (folder / IDENTITIES).is_file():
+        expected = given  # crossres-pack's own set: its labels are identities.json's
+    else:  # each class is named by its label in the set
+        name_of = {label: int(name) for name, label in identities.items()}
+        expected = np.array([name_of[label] for label in range(len(name_of))], np.int64)[given]
+    differs = np.flatnonzero(expected != own)
+    if not differs.size:
+        return None
+    i = int(differs[0])
+    return (
+        f"{paths[i]}: own label {int(own[i])}, but its identity record gives "
+        f"{int(expected[i])} ({differs.size} such records): the identity records do not match "
+        "the images; repack the set"
+    )
+
+
+def numbered(originals: np.ndarray, folder: Path, source: Path) -> tuple[list[int], dict]:
+    """Labels 0..K-1 and the identity map of a set whose labels are `originals`.
+
+    A set packed here carries identities.json, whose labels are its own. Elsewhere each class
+    is named by its label in the set (so identities.json in the run maps insightface's label to
+    ours), and labels that are not 0..K-1 (identities filtered out of a shuffled set) are
+    numbered in order, with one line: insightface would size its classifier to the largest
+    label plus one and train the missing classes as never-seen."""
+    path = folder / IDENTITIES
+    if path.is_file():
+        identities = json.loads(path.read_text())
+        known = set(identities.values())
+        unknown = np.setdiff1d(np.unique(originals), np.array(sorted(known), np.int64))
+        if unknown.size:
+            raise PackedError(f"{path}: no identity has label {int(unknown[0])} of {source}")
+        return originals.tolist(), identities
+    present, compact = np.unique(originals, return_inverse=True)
+    if len(present) and (present[0] < 0):
+        raise PackedError(f"{source}: label {int(present[0])} is negative")
+    if len(present) and present[-1] != len(present) - 1:
+        log.info(
+            "%s: labels are sparse (%d identities, labels %d..%d): trained as classes 0..%d, "
+            "each named by its label in the set (identities.json); insightface would size its "
+            "classifier to %d",
+            source,
+            len(present),
+            int(present[0]),
+            int(present[-1]),
+            len(present) - 1,
+            int(present[-1]) + 1,
+        )
+    identities = {str(label): i for i, label in enumerate(present.tolist())}
+    return compact.astype(np.int64).tolist(), identities
 
 
 def read_webdataset(folder: Path) -> tuple[list[str], list[int], dict[str, int]]:
     """The locator and label of every sample listed in ``wds-index.npz``; each shard checked
     to be there and long enough for the samples the index puts in it."""
     index = folder / WDS_INDEX
+    if not index.is_file():
+        raise PackedError(
+            f"{index}: missing: webdataset shards need an index of their samples; make it once "
+            f"with `crossres-pack --index {folder}`"
+        )
     with np.load(index) as data:
         shards = [str(s) for s in data["shards"]]
         shard, offset, size, label = (data[k] for k in ("shard", "offset", "size", "label"))
@@ -281,8 +424,8 @@ def read_webdataset(folder: Path) -> tuple[list[str], list[int], dict[str, int]]
     paths = [
         f"{prefix[s]}@{o}:{n}" for s, o, n in zip(shard.tolist(), offset.tolist(), size.tolist())
     ]
-    labels = label.tolist()
-    return paths, labels, _identity_names(folder, labels)
+    labels, identities = numbered(label.astype(np.int64), folder, index)
+    return paths, labels, identities
 
 
 def read_packed(folder: Path) -> tuple[list[str], list[int], dict[str, int]]:
@@ -291,12 +434,107 @@ def read_packed(folder: Path) -> tuple[list[str], list[int], dict[str, int]]:
     return read_recordio(folder) if kind == "rec" else read_webdataset(folder)
 
 
+# ------------------------------------------------------------------ indexing other tools' sets
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
+LABEL_EXTENSIONS = ("cls", "cls.txt")
+
+
+def index_recordio(rec: Path) -> int:
+    """Write the ``train.idx`` of a .rec that has none (rec2shufrec's output, a copied .rec):
+    every record from the start, each keyed by its IRHeader id as MXNet's writers key them
+    (by its position where the ids repeat). Returns the number of records."""
+    idx = rec.with_suffix(".idx")
+    keys, offsets = [], []
+    size = rec.stat().st_size
+    with open(rec, "rb") as f:
+        offset = 0
+        while offset < size:
+            payload = read_record(f, offset, str(rec))
+            if len(payload) < IR_HEADER.size:
+                raise PackedError(f"{rec}: offset {offset}: a record shorter than its header")
+            keys.append(IR_HEADER.unpack_from(payload)[2])
+            offsets.append(offset)
+            offset = f.tell() + (-f.tell() % 4)
+    if len(set(keys)) < len(keys):
+        log.warning("%s: record ids repeat; keyed by position instead", rec)
+        keys = list(range(len(keys)))
+    write_new(idx, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)).encode())
+    return len(keys)
+
+
+def index_webdataset(folder: Path) -> int:
+    """Write ``wds-index.npz`` for the tar shards in `folder` that another tool wrote
+    (webdataset's ShardWriter, tarp): each sample is the members sharing a key (the name up to
+    its first dot), with one image and its label as text (``.cls``). Returns the samples."""
+    shards = sorted(p.name for p in folder.glob("*.tar"))
+    if not shards:
+        raise PackedError(f"{folder}: no .tar shards to index")
+    rows = []
+    for s, name in enumerate(shards):
+        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        try:
+            with tarfile.open(folder / name) as tar:
+                for member in tar:
+                    if member.isfile():
+                        base = member.name.rsplit("/", 1)[-1]
+                        key, _, ext = base.partition(".")
+                        prefix = member.name[: len(member.name) - len(base)]
+                        samples.setdefault(prefix + key, {})[ext.lower()] = member
+                labels = {}
+                for key, parts in samples.items():
+                    text = next((parts[e] for e in LABEL_EXTENSIONS if e in parts), None)
+                    if text is not None:
+                        labels[key] = tar.extractfile(text).read().decode().strip()
+        except (tarfile.TarError, OSError) as err:
+            raise PackedError(f"{folder / name}: not a readable tar ({err})") from None
+        for key, parts in samples.items():
+            image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
+            if image is None:
+                continue  # not an image sample (metadata, a json)
+            if key not in labels:
+                raise PackedError(f"{folder / name}: sample {key} has no label (.cls)")
+            try:
+                label = int(labels[key])
+            except ValueError:
+                raise PackedError(
+                    f"{folder / name}: sample {key}: label {labels[key]!r} is not an integer"
+                ) from None
+            rows.append((s, image.offset_data, image.size, label))
+    if not rows:
+        raise PackedError(f"{folder}: no image samples in its shards")
+    shard, offset, size, label = (np.array(c, np.int64) for c in zip(*rows))
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        shards=np.array(shards),
+        shard=shard.astype(np.int32),
+        offset=offset,
+        size=size,
+        label=label,
+    )
+    write_new(folder / WDS_INDEX, buffer.getvalue())
+    return len(rows)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet (an index never replaces one)."""
+    try:
+        with open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        raise PackedError(f"{path}: exists already; nothing was written") from None
+
+
 # ------------------------------------------------------------------ writing a packed set
 def write_recordio(
-    items: Iterable[tuple[bytes, int]], count: int, identities: dict[str, int], out: Path
+    items: Iterable[tuple[bytes, int]],
+    count: int,
+    identities: dict[str, int],
+    out: Path,
 ) -> None:
     """`items`: (encoded image, label) grouped by label, in order. Writes train.rec, train.idx
-    (header record 0, the images, one record per identity), property and identities.json."""
+    (header record 0, the images, one record per identity), property (``write_property``)
+    and identities.json."""
     out.mkdir(parents=True, exist_ok=True)
     offsets: list[int] = []
     ranges: dict[int, list[int]] = {}
@@ -314,8 +552,14 @@ def write_recordio(
             offsets.append(rec.tell())
             rec.write(pack_record(ranges_payload(start, end, count + 1 + n)))
     (out / "train.idx").write_text("".join(f"{k}\t{o}\n" for k, o in enumerate(offsets)))
-    (out / "property").write_text(f"{len(identities)},0,0\n")
+    write_property(out, len(identities), (0, 0))
     (out / IDENTITIES).write_text(json.dumps(identities, sort_keys=True))
+
+
+def write_property(out: Path, classes: int, image_size: tuple[int, int]) -> None:
+    """``property`` as insightface's tools write it: ``classes,H,W`` (0,0: sizes vary)."""
+    height, width = image_size
+    (out / "property").write_text(f"{classes},{height},{width}\n")
 
 
 def write_webdataset(

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,6 +155,22 @@ def error_lines(stderr: str) -> list[str]:
 def preempted_step(log_text: str) -> int:
     """The step of the checkpoint a preempted run wrote, read from its log."""
     return int(log_text.split("preempted: checkpoint at step ")[1].split()[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_temp_dir(tmp_path_factory):
+    """Temporary files of this session and of every process it starts (DALI's conditionals
+    write __autograph_generated_file*.py there, and a killed rank never removes its own) land
+    under pytest's own temporary folder, which pytest prunes, not in /tmp."""
+    temp = tmp_path_factory.mktemp("tmp")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(temp)
+    yield temp
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,21 @@ def test_survface_pairs_stored_two_by_n_are_refused(trees, tmp_path, capsys, tin
     )
 
 
+def test_an_empty_survface_gallery_is_refused_before_any_network_runs(
+    trees, tmp_path, capsys, tiny_teacher
+):
+    root = copy(trees, "survface", tmp_path)
+    ident = root / "Face_Identification_Test_Set"
+    for image in (ident / "gallery").iterdir():
+        image.unlink()
+    empty = np.zeros((0, 1), dtype=object)
+    savemat(ident / "gallery_img_ID_pairs.mat", {"gallery_set": empty, "gallery_ids": empty})
+    code, _, err, _ = run(capsys, tiny_teacher, "survface", root, tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{ident / 'gallery'}: no gallery images (gallery_img_ID_pairs.mat names none)" in err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 def test_tinyface_probe_without_a_match_is_said_and_not_counted(
     trees, tmp_path, capsys, tiny_teacher
 ):

@@ -5,9 +5,10 @@ stale."""
 import json
 
 import pytest
+import torch
 
 from crossres_dist import results
-from tests.golden import GOLDEN, compare, golden_values
+from tests.golden import GOLDEN, RTOL, compare, golden_values
 
 FILES = golden_values()
 
@@ -67,5 +68,26 @@ def test_a_checkpoint_written_before_the_components_refactor_resumes_exactly(tmp
     resumed, rows = train_in_process(common, tmp_path / "run")
     uninterrupted, _ = train_in_process(common, tmp_path / "fresh")
     assert resumed["step"] == 6 and rows[0]["step"] == 6  # it resumed: no step before 4 logged
-    assert resumed["param_checksum_per_rank"] == uninterrupted["param_checksum_per_rank"]
-    assert resumed["final"] == uninterrupted["final"]
+    # Resuming is exact: a second resume from the asset gives the same bits.
+    (tmp_path / "again" / "checkpoints").mkdir(parents=True)
+    shutil.copy(assets / "step_00000003.pt", tmp_path / "again" / "checkpoints")
+    again, _ = train_in_process(common, tmp_path / "again")
+    assert again["param_checksum_per_rank"] == resumed["param_checksum_per_rank"]
+    assert again["final"] == resumed["final"]
+    # Against an uninterrupted run of today's code: to the bit where this CPU computes the first
+    # three steps as the asset's machine did; elsewhere (another vector unit sums in another
+    # order, 1e-8 apart at step 3) within the golden files' tolerance.
+    asset = torch.load(assets / "step_00000003.pt", weights_only=False)["student"]
+    fresh = torch.load(tmp_path / "fresh" / "checkpoints" / "step_00000003.pt", weights_only=False)[
+        "student"
+    ]
+    if all(torch.equal(asset[k], fresh[k]) for k in asset):
+        assert resumed["param_checksum_per_rank"] == uninterrupted["param_checksum_per_rank"]
+        assert resumed["final"] == uninterrupted["final"]
+    else:
+        assert resumed["param_checksum_per_rank"] == pytest.approx(
+            uninterrupted["param_checksum_per_rank"], rel=RTOL
+        )
+        for key, value in uninterrupted["final"].items():
+            if isinstance(value, float):
+                assert resumed["final"][key] == pytest.approx(value, rel=RTOL, abs=1e-6), key

@@ -1,7 +1,9 @@
 """ArcFace (Deng et al., 2019, "ArcFace: Additive Angular Margin Loss"): the target logit is
 s * cos(theta_y + m); m = 0.5, s = 64. Where theta_y + m would pass pi, cos(theta + m) would turn
-back up and reward a worse angle: there the target is cos(theta_y) - m * sin(m), the tangent
-continuation the paper's implementation uses, which keeps decreasing with theta."""
+back up and reward a worse angle: there the target is cos(theta_y) - m * sin(m), insightface's
+fallback before 2022 (``easy_margin=False``). It is not a continuation of cos(theta + m): at
+theta = pi - m the target jumps from cos(pi) = -1 to -cos(m) - m * sin(m) (-1.12 at m = 0.5) and
+its slope changes, but it keeps decreasing with theta, which is what the fallback is for."""
 
 from __future__ import annotations
 

@@ -101,6 +101,11 @@ class SurvFace(Protocol):
             gallery, gallery_ids = named_images(
                 ident_dir, "gallery", "gallery_img_ID_pairs", "gallery"
             )
+            if not gallery:
+                raise DataError(
+                    f"{ident_dir / 'gallery'}: no gallery images (gallery_img_ID_pairs.mat "
+                    "names none): identification needs a gallery"
+                )
             mated, mated_ids = named_images(
                 ident_dir, "mated_probe", "mated_probe_img_ID_pairs", "mated_probe"
             )
