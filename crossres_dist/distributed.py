@@ -12,6 +12,9 @@ import logging
 import os
 import socket
 import subprocess
+import sys
+import threading
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -127,19 +130,139 @@ def _detect_mpi(port: int) -> DistInfo:
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     local_rank = local.Get_rank()
     local.Free()
+    # Rank 0 offers every address it has; each rank takes the first it can connect to. The
+    # address its host name resolves to may be a management one that the other nodes cannot
+    # reach, so it is tried first, never trusted.
+    probe = None
     if comm.Get_rank() == 0:
-        addr = socket.gethostbyname(socket.gethostname())
-        endpoint = (addr, port or _free_port())
+        probe = socket.create_server(("", 0), backlog=min(4096, max(16, comm.Get_size())))
+        try:
+            named = [socket.gethostbyname(socket.gethostname())]
+        except OSError:
+            named = []
+        offered = list(dict.fromkeys([*named, *interface_addresses().values()]))
+        offered.sort(key=lambda a: a.startswith("127."))  # loopback last: one host only
+        endpoint = (offered, probe.getsockname()[1], port or _free_port(), socket.gethostname())
     else:
         endpoint = None
-    addr, chosen = comm.bcast(endpoint, root=0)
+    offered, probe_port, chosen, host0 = comm.bcast(endpoint, root=0)
+    addr = next((a for a in offered if _connects(a, probe_port)), None)
+    reached = comm.allgather(addr)
+    failed = None in reached
+    if comm.Get_rank() == 0 and len(reached) > 1 and not failed:
+        # Rank 0 binds where the others reached it, not where its host name points.
+        addr = Counter(reached[1:]).most_common(1)[0][0]
+    comm.Barrier()
+    if probe is not None:
+        probe.close()
+    if failed:
+        raise LaunchError(
+            f"rank {comm.Get_rank()}: none of rank 0's addresses ({', '.join(offered)}, host "
+            f"{host0}) can be reached from {socket.gethostname()}"
+            if addr is None
+            else "another rank cannot reach rank 0 (it says so in its own line)"
+        )
     return DistInfo("mpi", comm.Get_rank(), comm.Get_size(), local_rank, addr, chosen)
+
+
+def _connects(address: str, port: int, timeout_s: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ the network to the others
+@dataclass(frozen=True)
+class Route:
+    """How this host reaches the rendezvous host: the interface and the address it leaves from."""
+
+    host: str
+    address: str  # the rendezvous host's address
+    interface: str
+    local_address: str
+    is_local: bool  # the rendezvous host is this host
+
+
+def interface_addresses() -> dict[str, str]:
+    """Every IPv4 interface of this host and its address (Linux's SIOCGIFADDR)."""
+    import fcntl
+    import struct
+
+    found = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue  # no IPv4 address on it
+            found[name] = socket.inet_ntoa(packed[20:24])
+    return found
+
+
+def resolve(host: str, timeout_s: float = 10.0) -> str:
+    """The IPv4 address of `host`, or a LaunchError within `timeout_s` (a resolver that does
+    not answer must not hold the job)."""
+    answer: list = []
+
+    def lookup():
+        try:
+            answer.append(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
+        except (OSError, UnicodeError) as err:
+            answer.append(err)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not answer:
+        raise LaunchError(f"rendezvous host {host!r} did not resolve within {timeout_s:.0f} s")
+    if isinstance(answer[0], BaseException):
+        raise LaunchError(
+            f"rendezvous host {host!r} does not resolve ({answer[0]}); give its address"
+        )
+    return answer[0]
+
+
+def route_to(host: str, port: int = 9) -> Route:
+    """The interface whose address routes to `host`: the kernel's own choice for a packet to
+    it (a connected UDP socket sends nothing). Refused in one line when no interface does."""
+    address = resolve(host)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((address, port))
+        except OSError as err:
+            raise LaunchError(
+                f"rendezvous host {host} ({address}): no interface of {socket.gethostname()} "
+                f"reaches it ({err.strerror}); check the address, or the network this host is on"
+            ) from None
+        local = s.getsockname()[0]
+    interfaces = interface_addresses()
+    name = next((n for n, a in interfaces.items() if a == local), "lo")
+    return Route(host, address, name, local, address in interfaces.values() or local == address)
+
+
+def choose_interface(master_addr: str) -> str:
+    """Point gloo and NCCL at the interface that reaches the rendezvous host, unless the user
+    named one (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME). Left alone, both take the address the
+    host name resolves to: on many clusters a management address that the other nodes cannot
+    reach, or a container bridge. Returns what was chosen, for the log."""
+    named = {v: os.environ[v] for v in SOCKET_IFNAME_VARS if os.environ.get(v)}
+    if named:
+        return ", ".join(f"{k}={v}" for k, v in named.items()) + " (as set)"
+    route = route_to(master_addr)
+    for variable in SOCKET_IFNAME_VARS:
+        os.environ[variable] = route.interface
+    return f"{route.interface} {route.local_address} (routes to {master_addr})"
+
+
+SOCKET_IFNAME_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
@@ -171,6 +294,7 @@ def init(
     )
     if info.world_size == 1 and info.launcher == "single":
         return
+    network = choose_interface(info.master_addr)
     timeout = datetime.timedelta(seconds=timeout_s)
     device_id = device if device.type == "cuda" else None
     # Under torchrun the agent already serves the store at MASTER_PORT; otherwise rank 0 does.
@@ -201,6 +325,41 @@ def init(
         timeout=timeout,
         device_id=device_id,
     )
+    # Every rank's host and interface, in one line on rank 0: what a lost node is named by.
+    global RANK_HOSTS
+    everyone = all_gather_objects((socket.gethostname(), network))
+    RANK_HOSTS = [host for host, _ in everyone]
+    by_choice: dict[tuple[str, str], list[int]] = {}
+    for r, (host, chosen) in enumerate(everyone):
+        by_choice.setdefault((host, chosen), []).append(r)
+    log.info(
+        "network: %s",
+        "; ".join(f"{ranks_text(r)} on {h}: {c}" for (h, c), r in by_choice.items()),
+    )
+
+
+RANK_HOSTS: list[str] = []  # the host of every rank, once the group has met
+
+
+def ranks_text(ranks: list[int]) -> str:
+    """'rank 3' or 'ranks 2, 3'."""
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m crossres_dist.distributed route HOST``: ``INTERFACE LOCAL_ADDRESS IS_LOCAL``
+    (the launchers' one answer to "which of my addresses do the other nodes reach")."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "route":
+        print("usage: python -m crossres_dist.distributed route HOST", file=sys.stderr)
+        return 2
+    try:
+        route = route_to(args[1])
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(route.interface, route.local_address, "1" if route.is_local else "0")
+    return 0
 
 
 def is_initialized() -> bool:
@@ -281,3 +440,7 @@ def shutdown(graceful: bool = True) -> None:
         if graceful:
             dist.barrier()
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 # Exit codes a launcher script can act on.
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
+EXIT_PEER_LOST = 6  # a collective failed because ranks are gone (their node, their processes)
 
 
 class Trainer:
@@ -464,6 +465,31 @@ class Trainer:
         self.task = self.teacher = None
 
 
+def is_transport_error(err: RuntimeError) -> bool:
+    """gloo and NCCL report a peer that went away as a plain RuntimeError from their transport."""
+    text = str(err)
+    return any(
+        marker in text
+        for marker in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL")
+    )
+
+
+def report_lost_peers(err: RuntimeError, watchdog) -> None:
+    """One line for a collective that failed because peers are gone: which ranks and hosts (the
+    ones whose heartbeat stopped), and what happens next. No traceback: the error is the peer's
+    absence, not a bug of this rank."""
+    reason = str(err).strip().splitlines()[0][-160:]
+    gone = watchdog.silent_ranks(watchdog.timeout_s) if watchdog is not None else []
+    who = watchdog.describe(gone) if gone else "a peer (no watchdog to say which: dist.watchdog_s)"
+    log.error(
+        "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "
+        "requeue resumes from the newest complete checkpoint",
+        who,
+        reason,
+        EXIT_PEER_LOST,
+    )
+
+
 def run(cfg: Config) -> int:
     """Train; return the process exit code (0, EXIT_PREEMPTED or EXIT_NONFINITE)."""
     trainer = None
@@ -486,6 +512,13 @@ def run(cfg: Config) -> int:
     except rundir.DiskFullError as err:
         graceful = getattr(err, "agreed", False)
         raise
+    except RuntimeError as err:
+        if not (distributed.is_initialized() and distributed.world_size() > 1):
+            raise
+        if not isinstance(err, torch.distributed.DistError) and not is_transport_error(err):
+            raise
+        report_lost_peers(err, trainer.watchdog if trainer is not None else None)
+        return EXIT_PEER_LOST
     finally:
         if trainer is not None:
             trainer.close()

@@ -81,14 +81,15 @@ class Watchdog:
             beats += 1
             try:
                 self.store.set(f"beat/{self.rank}", str(beats))
-                for r, (value, since) in list(last_seen.items()):
+                for r, (value, _) in list(last_seen.items()):
                     current = self._read(f"beat/{r}")
                     if current != value:
                         last_seen[r] = (current, now)
-                    elif now - since > self.timeout_s:
-                        who = self._read(f"who/{r}") or ""
-                        self._fire(f"rank {r} ({who})", now - since, who)
-                        return
+                silent = [r for r, (_, since) in last_seen.items() if now - since > self.timeout_s]
+                if silent:
+                    since = min(last_seen[r][1] for r in silent)
+                    self._fire(self.describe(silent), now - since, silent)
+                    return
                 store_ok = now
             except Exception:  # the store does not answer: its host (rank 0) may be frozen
                 if now - store_ok > self.timeout_s:
@@ -98,21 +99,51 @@ class Watchdog:
                     )
                     return
 
+    def describe(self, ranks: list[int]) -> str:
+        """'ranks 2, 3 (host node2)': the silent ranks grouped by the host they ran on."""
+        by_host: dict[str, list[tuple[int, str]]] = {}
+        for r in ranks:
+            who = self._read(f"who/{r}") or "host unknown, pid unknown"
+            host, _, pid = who.removeprefix("host ").partition(", pid ")
+            by_host.setdefault(host, []).append((r, pid))
+        parts = []
+        for host, found in by_host.items():
+            many = "s" if len(found) > 1 else ""
+            rs, pids = (", ".join(x) for x in zip(*((str(r), p) for r, p in found)))
+            parts.append(f"rank{many} {rs} (host {host}, pid{many} {pids})")
+        return "; ".join(parts)
+
+    def silent_ranks(self, wait_s: float) -> list[int]:
+        """The ranks whose heartbeat does not move for `wait_s` (after a collective failed:
+        which peers are gone). The watcher thread is stopped first: one reader of the store."""
+        self.stop()
+        first = {r: self._read(f"beat/{r}") for r in range(self.world) if r != self.rank}
+        deadline = time.monotonic() + wait_s
+        moved: set[int] = set()
+        while time.monotonic() < deadline and len(moved) < len(first):
+            time.sleep(self.interval)
+            moved |= {r for r, v in first.items() if self._read(f"beat/{r}") != v}
+        return [r for r in first if r not in moved]
+
     def _read(self, key: str) -> str | None:
         if not self.store.check([key]):
             return None
         return self.store.get(key).decode()
 
-    def _fire(self, who: str, silent_s: float, record: str = "") -> None:
+    def _fire(self, who: str, silent_s: float, ranks: list[int] = ()) -> None:
         log.error(
-            "watchdog: %s has had no heartbeat for %.0f s (frozen or hung); ending this rank "
-            "so that the launcher restarts the job from its last checkpoint",
+            "watchdog: %s %s had no heartbeat for %.0f s (frozen, or the node is lost); ending "
+            "this rank so that the launcher restarts the job from its last checkpoint",
             who,
+            "have" if len(ranks) > 1 else "has",
             silent_s,
         )
         # A frozen process on this host is killed too: a stopped process ignores the launcher's
         # SIGTERM, and torchrun would wait out its grace period (30 s) before the restart.
-        if record.startswith(f"host {self.host}, pid "):
+        for r in ranks:
+            record = self._read(f"who/{r}") or ""
+            if not record.startswith(f"host {self.host}, pid "):
+                continue
             pid = int(record.rsplit(" ", 1)[1])
             try:
                 os.kill(pid, signal.SIGKILL)

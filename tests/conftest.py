@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,58 @@ def slurm_cluster(tmp_path_factory):
     subprocess.run(["bash", str(script), "start", str(state)], check=True, timeout=120)
     yield {"SLURM_CONF": str(state / "slurm.conf")}
     subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
+
+
+@dataclass(frozen=True)
+class TwoHosts:
+    """The two-host test cluster (tests/cluster/hosts.sh): node1 10.78.0.11 and node2
+    10.78.0.12 on a bridge, each with a management interface that reaches nothing."""
+
+    dir: Path
+    env: dict  # SLURM_CONF for sbatch and squeue from the test
+    hosts: Path  # names resolve to the data network
+    hosts_mgmt: Path  # names resolve to the management addresses, as on many clusters
+
+    def on(self, host: str, *cmd: str, hosts: Path | None = None) -> list[str]:
+        """`cmd` as run on `host`, with the cluster's hosts file (or `hosts`)."""
+        script = REPO / "tests" / "cluster" / "on_host.sh"
+        return ["bash", str(script), host, str(hosts or self.hosts), *cmd]
+
+    def control(self, action: str, host: str) -> None:
+        """hosts.sh kill|revive HOST."""
+        script = REPO / "tests" / "cluster" / "hosts.sh"
+        subprocess.run(["bash", str(script), action, str(self.dir), host], check=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def two_hosts(tmp_path_factory):
+    """A cluster of two hosts with their own addresses, names and slurmd (slurmctld on node1),
+    made of network namespaces; torn down afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            "the two-host cluster needs root to make network namespaces (make test as root)"
+        )
+    for tool in ("ip", "nsenter", "unshare", "munged", "slurmctld", "slurmd"):
+        if not shutil.which(tool):
+            pytest.skip(f"the two-host cluster needs {tool} (make deps installs it as root)")
+    probe = subprocess.run(
+        ["ip", "netns", "add", "crossres-probe"], capture_output=True, text=True, timeout=30
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"network namespaces cannot be made here: {probe.stderr.strip()}")
+    subprocess.run(["ip", "netns", "del", "crossres-probe"], check=True, timeout=30)
+    state = tmp_path_factory.mktemp("two-hosts")
+    script = REPO / "tests" / "cluster" / "hosts.sh"
+    started = subprocess.run(
+        ["bash", str(script), "start", str(state)], capture_output=True, text=True, timeout=180
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield TwoHosts(
+            state, {"SLURM_CONF": str(state / "slurm.conf")}, state / "hosts", state / "hosts-mgmt"
+        )
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(state)], timeout=120)
 
 
 @contextlib.contextmanager

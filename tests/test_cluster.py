@@ -3,7 +3,6 @@ torchrun; and the bootstrap's choice and errors with environments set by the tes
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -139,20 +138,8 @@ def _submit_and_wait(args: list[str], env: dict, timeout: float) -> str:
 
 
 @pytest.mark.launch
-def test_sbatch_train_two_tasks(slurm_cluster, tmp_path, tiny_teacher):
-    env = _slurm_env(slurm_cluster)
-    log = tmp_path / "job-%j.out"
-    args = tiny_args(tmp_path / "slurm-run", tiny_teacher)
-    job = _submit_and_wait([*SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env, 300)
-    text = Path(str(log).replace("%j", job)).read_text()
-    assert "launch: slurm, rank 0 of 2" in text
-    assert (tmp_path / "slurm-run" / "checkpoints" / "step_00000006.pt").is_file()
-    assert results(tmp_path / "slurm-run")["ranks_agree"]
-
-
-@pytest.mark.launch
-def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher):
-    env = _slurm_env(slurm_cluster)
+def test_job_array_trains_each_grid_point_one_on_each_host(two_hosts, tmp_path, tiny_teacher):
+    env = _slurm_env(two_hosts.env)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         (REPO / "tests" / "sweep_tiny.yaml").read_text() + f"output_dir: {tmp_path / 'grid'}\n"
@@ -161,6 +148,7 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
         [
             "--array=0-1",
             *SBATCH_CPU,
+            "--exclusive",  # a whole host each: the two elements run side by side, one per host
             f"--output={tmp_path}/arr-%A_%a.out",
             "slurm/sweep.sh",
             str(sweep),
@@ -171,6 +159,10 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
     )
     runs = sorted((tmp_path / "grid").iterdir())
     assert [r.name for r in runs] == ["000_lambda_feat=0.0", "001_lambda_feat=0.1"]
+    hosts = {
+        log.read_text().split(" on ", 1)[1].split(",")[0] for log in tmp_path.glob("arr-*.out")
+    }
+    assert hosts == {"node1", "node2"}
     lambdas = [
         __import__("yaml").safe_load((r / "config.yaml").read_text())["method"]["lambda_feat"]
         for r in runs
@@ -181,8 +173,8 @@ def test_job_array_trains_each_grid_point(slurm_cluster, tmp_path, tiny_teacher)
 
 
 @pytest.mark.launch
-def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny_teacher):
-    env = _slurm_env(slurm_cluster)
+def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_path, tiny_teacher):
+    env = _slurm_env(two_hosts.env)
     run_dir = tmp_path / "requeue-run"
     log = tmp_path / "requeue.out"
     args = tiny_args(
@@ -193,14 +185,16 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
         "train.checkpoint_every=200",
         "train.log_every=5",
     )
+    two_nodes = [*SBATCH_CPU[:1], "--nodes=2", "--ntasks-per-node=1", *SBATCH_CPU[3:]]
     job = _job_id(
-        run_cmd(["sbatch", *SBATCH_CPU, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
+        run_cmd(["sbatch", *two_nodes, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
     )
     wait_for(log, "step 10/200", timeout=180)
     # What SLURM does ahead of the time limit (--signal=USR1@300): signal every task of the job.
     run_cmd(["scancel", "--signal=USR1", job], env=env)
     _wait_gone(job, env, 400)
     text = log.read_text()
+    assert "on node1,node2" in text and "launch: slurm, rank 0 of 2" in text
     assert "checkpoint written; requeueing" in text
     assert "resuming from" in text and "restart 1" in text
     res = results(run_dir)
@@ -211,56 +205,6 @@ def test_requeue_after_signal_resumes_and_finishes(slurm_cluster, tmp_path, tiny
 
 
 # ----------------------------------------------------------------------------- MPI and torchrun
-@pytest.mark.skipif(
-    not shutil.which("mpirun"),
-    reason="needs Open MPI (openmpi-bin); runs where make deps installed it as root",
-)
-@pytest.mark.launch
-def test_mpirun_trains_through_the_mpi_bootstrap(tmp_path, tiny_teacher):
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (requirements-dev.txt)")
-    env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
-    run_dir = tmp_path / "mpi-run"
-    out = run_cmd(
-        [
-            "bash",
-            "launch/mpirun.sh",
-            "2",
-            "--",
-            *tiny_args(run_dir, tiny_teacher, "train.max_steps=3"),
-        ],
-        env=env,
-        timeout=300,
-    )
-    assert "launch: mpi, rank 0 of 2" in out.stdout
-    assert results(run_dir)["ranks_agree"] and results(run_dir)["step"] == 3
-
-
-@pytest.mark.launch
-def test_two_torchrun_agents_as_two_nodes(tmp_path, tiny_teacher):
-    env = child_env(PATH=f"{VENV_BIN}:{os.environ['PATH']}")
-    endpoint = f"127.0.0.1:{free_port()}"
-    run_dir = tmp_path / "two-nodes"
-    cmd = [
-        "bash",
-        "launch/multinode_torchrun.sh",
-        "2",
-        "1",
-        endpoint,
-        "test-job",
-        *tiny_args(run_dir, tiny_teacher, "train.max_steps=3"),
-    ]
-    agents = [
-        subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [a.communicate(timeout=300)[0] for a in agents]
-    assert [a.returncode for a in agents] == [0, 0], outputs
-    assert any("launch: torchrun, rank 0 of 2" in o for o in outputs)
-    assert results(run_dir)["ranks_agree"]
-
-
 def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tuple[Path, str]:
     """slurm/eval.sh as a 2-element array (one checkpoint x resolutions 8 and 16): the output
     folder, and the name the script gives the checkpoint."""

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Two hosts on one machine for the multi-node tests: network namespaces node1 and node2, each
+# with its own address on a bridge (the data network) and a second interface that reaches
+# nothing (a management address), host names that resolve inside both from a hosts file of the
+# cluster's own (never the machine's /etc/hosts), and a SLURM cluster across them: slurmctld on
+# node1, one slurmd per host (munged is shared: its socket is on the shared file system).
+#   tests/cluster/hosts.sh start DIR   -> DIR/slurm.conf, DIR/hosts, DIR/hosts-mgmt; daemons up
+#   tests/cluster/hosts.sh stop DIR    -> every process of both hosts ended, namespaces removed
+#   tests/cluster/on_host.sh node2 DIR/hosts CMD...   runs CMD on a host
+# Needs root, iproute2 and util-linux's unshare; Debian's slurmctld slurmd slurm-client munge.
+set -euo pipefail
+action=${1:?start|stop}
+dir=${2:?scratch directory}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+BRIDGE=crossres-br0
+HOSTS=(node1 node2)
+# The data network, and one management subnet per host (so that no host has a route to another's
+# management address: a connection that picks it fails at once instead of hanging).
+data_addr() { echo "10.78.0.1$1"; }
+mgmt_addr() { echo "10.79.$1.1$1"; }
+
+start() {
+  stop_hosts
+  ip link add "$BRIDGE" type bridge
+  ip addr add 10.78.0.1/24 dev "$BRIDGE"  # the test's own side, for sbatch and squeue
+  ip link set "$BRIDGE" up
+  printf '127.0.0.1 localhost\n' > "$dir/hosts"
+  printf '127.0.0.1 localhost\n' > "$dir/hosts-mgmt"
+  for i in 1 2; do
+    host=node$i
+    ip netns add "$host"
+    ip link add "veth-$host" type veth peer name eth0 netns "$host"
+    ip link set "veth-$host" master "$BRIDGE" up
+    ip -n "$host" addr add "$(data_addr $i)/24" dev eth0
+    ip -n "$host" link set eth0 up
+    ip -n "$host" link set lo up
+    # The management interface: a veth pair of the host's own, which leads nowhere (no dummy
+    # interfaces on every kernel).
+    ip -n "$host" link add mgmt0 type veth peer name mgmt0-end
+    ip -n "$host" addr add "$(mgmt_addr $i)/24" dev mgmt0
+    ip -n "$host" link set mgmt0-end up
+    ip -n "$host" link set mgmt0 up
+    echo "$(data_addr $i) $host" >> "$dir/hosts"
+    # As on many clusters: every host name resolves to its management address.
+    echo "$(mgmt_addr $i) $host" >> "$dir/hosts-mgmt"
+  done
+  start_slurm
+}
+
+start_slurm() {
+  for bin in munged slurmctld slurmd sbatch scontrol; do
+    command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install slurmctld slurmd slurm-client munge)" >&2; exit 3; }
+  done
+  mkdir -p "$dir/state" "$dir/spool-node1" "$dir/spool-node2" /etc/munge /run/munge /var/lib/munge /var/log/munge
+  if [ ! -s /etc/munge/munge.key ]; then
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
+  chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
+  pgrep -x munged >/dev/null || runuser -u munge -- munged
+  mem_mb=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048) / 2 ))
+  cpus=$(nproc)
+  cat > "$dir/slurm.conf" <<CONF
+ClusterName=crossres2
+SlurmctldHost=node1($(data_addr 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=5
+CredType=cred/munge
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool-%n
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
+SlurmctldLogFile=$dir/slurmctld.log
+SlurmdLogFile=$dir/slurmd-%n.log
+SlurmctldPort=6817
+SlurmdPort=6818
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+# A lost node is declared down within seconds (defaults: 300 s), and its job requeued.
+SlurmdTimeout=10
+SlurmctldTimeout=10
+MessageTimeout=5
+SchedulerParameters=defer_batch,sched_interval=2,bf_interval=2
+KillWait=5
+MinJobAge=600
+NodeName=node1 NodeAddr=$(data_addr 1) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=node2 NodeAddr=$(data_addr 2) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+CONF
+  "$here/on_host.sh" node1 "$dir/hosts" slurmctld -f "$dir/slurm.conf" -i
+  for host in "${HOSTS[@]}"; do start_slurmd "$host"; done
+  export SLURM_CONF=$dir/slurm.conf
+  for _ in $(seq 60); do
+    if [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cE '^(idle|mixed|allocated)')" = 2 ]; then
+      echo "two hosts up: SLURM_CONF=$dir/slurm.conf"; return 0
+    fi
+    sleep 1
+  done
+  echo "the two-host cluster did not come up; logs in $dir" >&2
+  sinfo -N >&2 || true
+  tail -20 "$dir"/slurm*.log >&2 || true
+  exit 1
+}
+
+start_slurmd() {
+  "$here/on_host.sh" "$1" "$dir/hosts" slurmd -N "$1" -f "$dir/slurm.conf"
+}
+
+stop_hosts() {
+  for host in "${HOSTS[@]}"; do
+    if ip netns list | grep -qw "$host"; then
+      pids=$(ip netns pids "$host" || true)
+      [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+      ip netns del "$host" || true
+    fi
+    ip link del "veth-$host" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+}
+
+case "$action" in
+  start) start ;;
+  stop) stop_hosts ;;
+  # The loss of a whole node: every process of HOST (its slurmd, its workers) killed at once.
+  kill) host=${3:?host}; pids=$(ip netns pids "$host"); [ -n "$pids" ] && kill -9 $pids ;;
+  # Its slurmd back (the node rebooted): SLURM returns it to service.
+  revive) start_slurmd "${3:?host}" ;;
+  *) echo "unknown action $action" >&2; exit 2 ;;
+esac
