@@ -107,6 +107,21 @@ def train_in_process(
     return json.loads((run_dir / "results.json").read_text()), recorder.rows
 
 
+def pretrain_in_process(data, run_dir: Path, *extra: str) -> tuple[dict, list[dict]]:
+    """Teacher pretraining on `data` (tests/tiny.yaml, fp32, the CPU), in this process."""
+    return train_in_process(
+        [
+            f"data.train={data}",
+            "run.stage=pretrain",
+            "teacher.checkpoint=",
+            "train.precision=fp32",
+            "train.device=cpu",
+            *extra,
+        ],
+        run_dir,
+    )
+
+
 def training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> dict:
     # One intra-op thread, whatever the caller uses: the order of float sums is then the same in
     # `make golden` and in the test process.

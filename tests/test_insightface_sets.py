@@ -24,7 +24,7 @@ from pipelines.packed import parse_locator, read_encoded
 from pipelines.sources import DataError, load_source
 from tests import mxnet_recordio
 from tests.conftest import LFW, REPO, child_env, needs_lfw
-from tests.golden import train_in_process
+from tests.golden import pretrain_in_process
 
 pytestmark = needs_lfw
 
@@ -45,18 +45,8 @@ def people():
 
 
 def train(data, run_dir, *extra):
-    return train_in_process(
-        [
-            f"data.train={data}",
-            "run.stage=pretrain",
-            "teacher.checkpoint=",
-            "train.precision=fp32",
-            "train.device=cpu",
-            "data.backend=torchvision",
-            "train.max_steps=3",
-            *extra,
-        ],
-        run_dir,
+    return pretrain_in_process(
+        data, run_dir, "data.backend=torchvision", "train.max_steps=3", *extra
     )
 
 

@@ -21,7 +21,7 @@ from pipelines.packed import (
 )
 from pipelines.sources import DataError, SplitSpec, load_source, load_splits
 from tests.conftest import LFW, ORL, needs_dali, needs_lfw
-from tests.golden import train_in_process
+from tests.golden import pretrain_in_process as _train
 
 
 def packed(tmp_path_factory, source, name: str) -> dict:
@@ -143,20 +143,6 @@ def test_a_payload_holding_the_magic_is_split_and_read_back_by_us_and_by_dali(tm
     pipe.build()
     data, label = pipe.run()
     assert np.array(data[0]).tobytes() == image and np.array(label[0]).tolist() == [3.0]
-
-
-def _train(data, run_dir, *extra):
-    return train_in_process(
-        [
-            f"data.train={data}",
-            "run.stage=pretrain",
-            "teacher.checkpoint=",
-            "train.precision=fp32",
-            "train.device=cpu",
-            *extra,
-        ],
-        run_dir,
-    )
 
 
 @pytest.mark.parametrize(

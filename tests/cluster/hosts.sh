@@ -14,6 +14,8 @@ dir=${2:?scratch directory}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/cluster/common.sh
+source "$here/common.sh"
 BRIDGE=crossres-br0
 HOSTS=(node1 node2)
 # The data network, and one management subnet per host (so that no host has a route to another's
@@ -50,48 +52,22 @@ start() {
 }
 
 start_slurm() {
-  for bin in munged slurmctld slurmd sbatch scontrol; do
-    command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install slurmctld slurmd slurm-client munge)" >&2; exit 3; }
-  done
-  mkdir -p "$dir/state" "$dir/spool-node1" "$dir/spool-node2" /etc/munge /run/munge /var/lib/munge /var/log/munge
-  if [ ! -s /etc/munge/munge.key ]; then
-    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-  fi
-  chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
-  chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
-  pgrep -x munged >/dev/null || runuser -u munge -- munged
+  munge_up
+  mkdir -p "$dir/state" "$dir/spool-node1" "$dir/spool-node2"
   mem_mb=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048) / 2 ))
   cpus=$(nproc)
   cat > "$dir/slurm.conf" <<CONF
 ClusterName=crossres2
 SlurmctldHost=node1($(data_addr 1))
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=cred_expire=5
-CredType=cred/munge
-StateSaveLocation=$dir/state
+$(slurm_conf_shared "$dir")
 SlurmdSpoolDir=$dir/spool-%n
-SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd-%n.pid
-SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd-%n.log
-SlurmctldPort=6817
-SlurmdPort=6818
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-JobRequeue=1
 # A lost node is declared down within seconds (defaults: 300 s), and its job requeued.
 SlurmdTimeout=10
 SlurmctldTimeout=10
 MessageTimeout=5
-SchedulerParameters=defer_batch,sched_interval=2,bf_interval=2
 KillWait=5
-MinJobAge=600
 NodeName=node1 NodeAddr=$(data_addr 1) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 NodeName=node2 NodeAddr=$(data_addr 2) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4

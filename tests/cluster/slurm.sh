@@ -9,52 +9,23 @@ dir=${2:?scratch directory}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 conf="$dir/slurm.conf"
+# shellcheck source=tests/cluster/common.sh
+source "$(dirname "$0")/common.sh"
 
 start() {
-  for bin in munged slurmctld slurmd sbatch scontrol; do
-    command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install slurmctld slurmd slurm-client munge)" >&2; exit 3; }
-  done
+  munge_up
   host=$(hostname -s)
   mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   cpus=$(nproc)
-  mkdir -p "$dir/state" "$dir/spool" /etc/munge /run/munge /var/lib/munge /var/log/munge
-  if [ ! -s /etc/munge/munge.key ]; then
-    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-  fi
-  chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
-  chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
-  if ! pgrep -x munged >/dev/null; then
-    runuser -u munge -- munged
-  fi
+  mkdir -p "$dir/state" "$dir/spool"
   cat > "$conf" <<CONF
 ClusterName=crossres
 SlurmctldHost=$host
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-# A requeued job waits cred_expire + 1 s before it may start again (default 120 s, least 5).
-AuthInfo=cred_expire=5
-CredType=cred/munge
-StateSaveLocation=$dir/state
+$(slurm_conf_shared "$dir")
 SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-JobRequeue=1
-# The scheduler and backfill loops run every 2 s (defaults 60 s and 30 s): a requeued job
-# starts as soon as it is eligible, not at the next backfill pass.
-SchedulerParameters=defer_batch,sched_interval=2,bf_interval=2
 KillWait=10
-MinJobAge=600
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
