@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
 demo: $(VENV)/.installed
-	$(PY) -m crossres_dist.demo
+	$(PY) -m tools.demo
 
 # ---------------------------------------------------------------- published results (results/)
 # Each target below makes one result with its provenance (commit, versions, hardware, data digest)
@@ -23,7 +23,7 @@ LFW ?= ../shared/data/lfw_deepfunneled_10to19
 
 # The demo, then its table and plot as results/demo/.
 demo-readme: $(VENV)/.installed
-	$(PY) -m crossres_dist.demo --readme $(DIRTY)
+	$(PY) -m tools.demo --readme $(DIRTY)
 
 # The example benchmark report (every protocol on trees built from the LFW sample, with the
 # demo's networks; run make demo-readme first).
@@ -60,29 +60,29 @@ study-orl-degradations: $(VENV)/.installed
 	  --variants recipe recipe-realistic --probe-degrade gaussian_blur:1.5 jpeg:15
 
 bench-pipeline: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run bench-pipeline --data $(LFW) $(DIRTY) -- \
+	$(PY) -m tools.results run bench-pipeline --data $(LFW) $(DIRTY) -- \
 	  $(PY) bench/pipeline.py --data $(LFW) --repeats 7
 
 # How far DALI's and the twin's probe views (and the demo student's features of them) are apart.
 bench-backend-gap: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run backend-gap --data $(LFW) $(DIRTY) -- \
+	$(PY) -m tools.results run backend-gap --data $(LFW) $(DIRTY) -- \
 	  $(PY) bench/backend_gap.py --checkpoint runs/demo/student/checkpoints/best.pt --data $(LFW)
 
 bench-teacher: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
+	$(PY) -m tools.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
 # Start-up against the set's size (10k, 100k, 1M samples) for a folder, a list file, RecordIO and
 # shards; makes the data under runs/bench-startup once (about 7 GB, minutes).
 bench-startup: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run bench-startup $(DIRTY) -- $(PY) bench/startup.py
+	$(PY) -m tools.results run bench-startup $(DIRTY) -- $(PY) bench/startup.py
 
 # PartialFC's classifier memory per rank, 100k and 1M classes, 1/2/4 gloo ranks (a few minutes).
 bench-partial-fc: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
+	$(PY) -m tools.results run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
 
 # How long set-up, make test-fast and make test take on a fresh clone of HEAD (about 20 min).
 test-timing: $(VENV)/.installed
-	$(PY) -m crossres_dist.results run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
+	$(PY) -m tools.results run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
 
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
@@ -92,10 +92,10 @@ results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradation
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.
 readme: $(VENV)/.installed
-	$(PY) -m crossres_dist.results splice
+	$(PY) -m tools.results splice
 
 stale: $(VENV)/.installed
-	$(PY) -m crossres_dist.results stale
+	$(PY) -m tools.results stale
 
 # The behaviour gate's golden files (tests/assets/golden/), about a minute; commit them with the
 # change that moved them, then `make stale` names the results to regenerate.

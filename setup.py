@@ -23,13 +23,11 @@ setup(
     entry_points={
         "console_scripts": [
             "crossres-train=crossres_dist.train:main",
-            "crossres-check-data=crossres_dist.check_data:main",
-            "crossres-convert=crossres_dist.convert:main",
-            "crossres-export=crossres_dist.export:main",
+            "crossres-check-data=crossres_dist.data.check:main",
+            "crossres-convert=crossres_dist.weights.convert:main",
+            "crossres-export=crossres_dist.weights.export:main",
             "crossres-eval=crossres_dist.evaluate:main",
-            "crossres-demo=crossres_dist.demo:main",
-            "crossres-sweep=crossres_dist.sweep:main",
-            "crossres-pack=crossres_dist.pack:main",
+            "crossres-pack=crossres_dist.data.pack:main",
         ]
     },
 )

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import benchmark_trees  # noqa: E402
-from crossres_dist import results  # noqa: E402
 from crossres_dist.eval.features import content_digest  # noqa: E402
+from tools import results  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"
 RUNS = {

@@ -26,7 +26,7 @@ from bench.step import forward_flops, report  # noqa: E402
 from crossres_dist import distributed  # noqa: E402
 from crossres_dist.config import load_config  # noqa: E402
 from crossres_dist.models import build_model, spec_from_config  # noqa: E402
-from crossres_dist.trainer import Trainer  # noqa: E402
+from crossres_dist.training.trainer import Trainer  # noqa: E402
 from pipelines.sources import load_source  # noqa: E402
 
 

@@ -42,7 +42,7 @@ def check(args, rank: int, world: int) -> dict:
     """PartialFC at rate 1 against the unsharded head (every rank computes the reference on the
     whole batch), for each margin head; and the classes sampled at rate 0.5."""
     from crossres_dist.heads import build_margin
-    from crossres_dist.partial_fc import PartialFC, initial_rows
+    from crossres_dist.heads.partial_fc import PartialFC, initial_rows
 
     generator = torch.Generator().manual_seed(7)
     rows_each, dim, classes = args.batch // world, args.dim, args.classes[0]
@@ -90,7 +90,7 @@ def memory(args, classes: int, rank: int, world: int) -> dict:
     """One step of the classifier alone at `classes` classes: its slice's bytes and the peak
     resident memory of the process (which includes torch itself: compare across N)."""
     from crossres_dist.heads import build_margin
-    from crossres_dist.partial_fc import PartialFC
+    from crossres_dist.heads.partial_fc import PartialFC
 
     pfc = PartialFC(classes, args.dim, build_margin(method_settings("arcface")), 1.0, seed=3)
     optimizer = torch.optim.SGD(pfc.parameters(), lr=0.1, momentum=0.9)

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 # This tree's package, also when the script runs from a snapshot (a worktree) of the repository.
 sys.path.insert(0, str(REPO))
 
-from crossres_dist import results as published  # noqa: E402
 from pipelines.degradations import condition_label, parse_condition  # noqa: E402
+from tools import results as published  # noqa: E402
 
 # What the study's figures depend on besides the code's behaviour (the golden files) and the data.
 STUDY_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml")

@@ -73,7 +73,7 @@ def pack(root: Path, kind: str) -> Path:
     out = root / kind
     if not out.exists():
         subprocess.run(
-            [sys.executable, "-m", "crossres_dist.pack", str(root / "images"), str(out),
+            [sys.executable, "-m", "crossres_dist.data.pack", str(root / "images"), str(out),
              "--format", kind, "--per-shard", "10000"],
             check=True, cwd=REPO, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 
 def worker(args) -> None:
     from crossres_dist import distributed
-    from crossres_dist.method import freeze
+    from crossres_dist.distributed.parallelize import local_parameter_bytes, shard_teacher
     from crossres_dist.models import ModelSpec, build_model
-    from crossres_dist.parallelize import local_parameter_bytes, shard_teacher
+    from crossres_dist.training.objective import freeze
 
     info = distributed.detect()
     device = distributed.pick_device("auto", info.local_rank)

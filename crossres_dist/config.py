@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
-from .heads import HEADS
-from .heads import check as check_head
-from .models import ARCHITECTURES, DEFAULT_ARCH, check_input
+from crossres_dist.errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
+from crossres_dist.heads import HEADS
+from crossres_dist.heads import check as check_head
+from crossres_dist.models import ARCHITECTURES, DEFAULT_ARCH, check_input
 
 
 @dataclass
@@ -85,7 +85,7 @@ class DataConfig:
     # until more than this fraction of the training files (at least one file) has failed.
     max_bad_fraction: float = 0.001
     # Before the first step every rank checks its share of the files: "full" decodes them,
-    # "header" only opens them (for millions of files; run crossres_dist.check_data once).
+    # "header" only opens them (for millions of files; run crossres_dist.data.check once).
     check: Literal["full", "header", "off"] = "full"
     # Files a check_data manifest verified (same size and mtime) are not checked again:
     # "auto" (the data set's own .crossres-manifest.jsonl, if there is one), a path, or "".

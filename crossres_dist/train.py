@@ -10,12 +10,11 @@ import argparse
 import gc
 import sys
 
+from crossres_dist.config import format_settings_help, load_config
+from crossres_dist.distributed import PeerStopped
+from crossres_dist.errors import CrossresError
+from crossres_dist.training.trainer import run
 from pipelines.sources import DataError
-
-from .config import format_settings_help, load_config
-from .distributed import PeerStopped
-from .errors import CrossresError
-from .trainer import run
 
 
 def main(argv: list[str] | None = None) -> int:

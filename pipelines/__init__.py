@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .dali_pipeline import DALI_AVAILABLE, DaliViews
-from .degradations import VIEW_STEPS
-from .plans import BatchPlan, TrainPlanner, ViewSettings, eval_plans
-from .sources import DataError, Dataset, Sample, load_splits
-from .twin import TwinViews
+from pipelines.dali_pipeline import DALI_AVAILABLE, DaliViews
+from pipelines.degradations import VIEW_STEPS
+from pipelines.plans import BatchPlan, TrainPlanner, ViewSettings, eval_plans
+from pipelines.sources import DataError, Dataset, Sample, load_splits
+from pipelines.twin import TwinViews
 
 __all__ = [
     "DALI_AVAILABLE",

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from .degradations import DOWNSAMPLE, GRAPH_STEPS, graph_types, plan_fields
-from .packed import parse_locator, read_encoded
-from .plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
+from pipelines.degradations import DOWNSAMPLE, GRAPH_STEPS, graph_types, plan_fields
+from pipelines.packed import parse_locator, read_encoded
+from pipelines.plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
 
 try:
     import nvidia.dali.math as dmath

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .degradations import STEPS, Degradations, in_graph, plan_fields
-from .degradations import draw as draw_steps
-from .sources import Sample
+from pipelines.degradations import STEPS, Degradations, in_graph, plan_fields
+from pipelines.degradations import draw as draw_steps
+from pipelines.sources import Sample
 
 
 @dataclass

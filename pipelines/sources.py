@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .packed import PackedError, packed_kind, read_packed
+from pipelines.packed import PackedError, packed_kind, read_packed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 EMBEDDED = {"embedded:orl": Path(__file__).resolve().parent.parent / "data" / "orl_att_faces"}

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .degradations import GRAPH_STEPS, plan_fields
-from .degradations.downsample import resize_chw
-from .degradations.jpeg import jpeg  # noqa: F401 (the twin's encoder, as tests know it)
-from .packed import read_encoded
-from .plans import BatchPlan, ViewSettings
+from pipelines.degradations import GRAPH_STEPS, plan_fields
+from pipelines.degradations.downsample import resize_chw
+from pipelines.degradations.jpeg import jpeg  # noqa: F401 (the twin's encoder, as tests know it)
+from pipelines.packed import read_encoded
+from pipelines.plans import BatchPlan, ViewSettings
 
 
 def decode(path: str, gray: bool, channels: str = "BGR") -> torch.Tensor:

@@ -311,7 +311,7 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_terminal_summary(terminalreporter):
     """Published results that the behaviour change of this tree makes stale, said at the end of
     every run (they are regenerated deliberately, with the command named)."""
-    from crossres_dist import results
+    from tools import results
 
     moved = results.stale()
     if moved:

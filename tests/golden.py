@@ -91,7 +91,7 @@ def train_in_process(
     (results.json, every logged row). One rank: no watchdog; signal handlers put back."""
     from crossres_dist import distributed
     from crossres_dist.config import load_config
-    from crossres_dist.trainer import Trainer
+    from crossres_dist.training.trainer import Trainer
 
     cfg = load_config(
         config, [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}", *overrides]

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crossres_dist.check_data import Manifest, check_dataset, default_manifest
-from crossres_dist.checkpoint import load_checkpoint
+from crossres_dist.checkpointing.manager import load_checkpoint
+from crossres_dist.data.check import Manifest, check_dataset, default_manifest
 from pipelines.sources import SplitSpec, load_splits
 from tests.conftest import (
     ORL,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossres_dist.check_data import check_dataset
+from crossres_dist.data.check import check_dataset
 from tests.conftest import ORL, REPO
 
 
@@ -63,7 +63,7 @@ def test_checker_cli_reports_and_exits_nonzero(tmp_path):
         [
             sys.executable,
             "-m",
-            "crossres_dist.check_data",
+            "crossres_dist.data.check",
             str(tmp_path / "faces"),
             "--json",
             str(out),

@@ -168,7 +168,7 @@ def test_job_array_trains_each_grid_point_one_on_each_host(two_hosts, tmp_path, 
         for r in runs
     ]
     assert lambdas == [0.0, 0.1]
-    summary = run_cmd([sys.executable, "-m", "crossres_dist.sweep", "summary", str(sweep)]).stdout
+    summary = run_cmd([sys.executable, "-m", "tools.sweep", "summary", str(sweep)]).stdout
     assert summary.count("\n| ") >= 2 and "8px top-1" in summary and "not finished" not in summary
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
+from crossres_dist.checkpointing.manager import CheckpointManager, load_checkpoint
 from tests.conftest import (
     ORL,
     REPO,

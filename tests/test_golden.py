@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from crossres_dist import results
 from tests.golden import GOLDEN, RTOL, compare, golden_values
+from tools import results
 
 FILES = golden_values()
 

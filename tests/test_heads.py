@@ -1,5 +1,5 @@
 """Margin heads (crossres_dist/heads/) against hand computations, and PartialFC
-(crossres_dist/partial_fc.py) against the unsharded head on 1, 2 and 4 gloo ranks, with its
+(crossres_dist/heads/partial_fc.py) against the unsharded head on 1, 2 and 4 gloo ranks, with its
 sampling, its checkpoint and exact resume."""
 
 import json
@@ -15,8 +15,8 @@ import torch
 
 from crossres_dist.config import ConfigError, load_config
 from crossres_dist.heads import build_margin
+from crossres_dist.heads.partial_fc import initial_rows, shard_bounds
 from crossres_dist.models import ModelSpec, build_model
-from crossres_dist.partial_fc import initial_rows, shard_bounds
 from tests.conftest import TINY, child_env, results, run_cmd, tiny_args, train_cmd
 from tests.golden import train_in_process
 

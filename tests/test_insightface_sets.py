@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossres_dist import check_data
-from crossres_dist.pack import main as pack_main
+from crossres_dist.data import check as check_data
+from crossres_dist.data.pack import main as pack_main
 from pipelines.packed import parse_locator, read_encoded
 from pipelines.sources import DataError, load_source
 from tests import mxnet_recordio
@@ -198,7 +198,7 @@ def test_check_data_on_a_read_only_set_writes_its_manifest_to_the_cache(
     cache = tmp_path / "cache"
     script = (
         f"mount --bind -o ro {tmp_path / 'rec'} {tmp_path / 'rec'} && "
-        f"{sys.executable} -m crossres_dist.check_data {tmp_path / 'rec'} --min-images 1"
+        f"{sys.executable} -m crossres_dist.data.check {tmp_path / 'rec'} --min-images 1"
     )
     done = subprocess.run(
         ["unshare", "--mount", "sh", "-c", script],

@@ -177,7 +177,7 @@ def test_iresnet_trains_sharded_and_compiled_on_two_ranks_like_eager_and_exports
         [
             sys.executable,
             "-m",
-            "crossres_dist.export",
+            "crossres_dist.weights.export",
             str(checkpoint),
             "--onnx",
             str(onnx_file),

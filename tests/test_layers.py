@@ -1,10 +1,13 @@
 """One direction of imports, read from the source with ast (the imports a module makes, and the
 ones those make, within the project):
 
-- pipelines never imports crossres_dist;
-- the models and the configuration never import pipelines (nor DALI through them);
-- training never imports evaluation (eval/); what both need lives in distributed.py;
-- evaluation never imports the trainer or the configuration.
+- pipelines never imports crossres_dist, and the installed library never imports tools/;
+- the models and the configuration never import pipelines (nor DALI through them), and the
+  models nothing of distribution;
+- training, checkpointing, distribution and data never import evaluation (eval/);
+- evaluation never imports training or the configuration (its command, the entry point that
+  wires a configuration to it, may);
+- weights, data, checkpointing and distribution sit below training.
 """
 
 import ast
@@ -61,27 +64,29 @@ def reaches(start: str) -> set[str]:
     return seen - {start}
 
 
-TRAINING = [
-    m
-    for m in MODULES
-    if m.startswith("crossres_dist.")
-    and not m.startswith("crossres_dist.eval")
-    and m
-    not in (
-        "crossres_dist.evaluate",
-        "crossres_dist.demo",
-        "crossres_dist.results",
-        "crossres_dist.sweep",
-        "crossres_dist.export",
-    )
-]
+def package(name: str) -> str:
+    """The layout's package a module belongs to: crossres_dist.training, pipelines ..."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "crossres_dist" and len(parts) > 1 else parts[0]
+
+
+def in_package(*names: str) -> list[str]:
+    return [m for m in MODULES if package(m) in names or m in names]
+
+
+# The entry points that wire a configuration to a package: the only places allowed to.
+ENTRY_POINTS = ("crossres_dist.eval.command", "crossres_dist.evaluate", "crossres_dist.train")
+EVALUATION = [m for m in in_package("crossres_dist.eval") if m not in ENTRY_POINTS]
 RULES = [
-    *[(m, "crossres_dist", "pipelines sits below crossres_dist") for m in MODULES if m.startswith("pipelines")],
-    *[(m, "pipelines", "models know nothing of the pipelines") for m in MODULES if m.startswith("crossres_dist.models")],
+    *[(m, "crossres_dist", "pipelines sits below crossres_dist") for m in in_package("pipelines")],
+    *[(m, "tools", "the installed library does not import the repository's tools") for m in MODULES],
+    *[(m, "pipelines", "models know nothing of the pipelines") for m in in_package("crossres_dist.models")],
+    *[(m, "crossres_dist.distributed", "model code is free of distribution") for m in in_package("crossres_dist.models")],
     ("crossres_dist.config", "pipelines", "the configuration knows nothing of the pipelines"),
-    *[(m, "crossres_dist.eval", "training does not import evaluation") for m in TRAINING],
-    *[(m, "crossres_dist.trainer", "evaluation does not import the trainer") for m in MODULES if m.startswith("crossres_dist.eval.") or m == "crossres_dist.eval"],
-    *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in MODULES if m.startswith("crossres_dist.eval.") or m == "crossres_dist.eval"],
+    *[(m, "crossres_dist.eval", "training does not import evaluation") for m in in_package("crossres_dist.training", "crossres_dist.checkpointing", "crossres_dist.distributed", "crossres_dist.data")],
+    *[(m, "crossres_dist.training", "evaluation does not import training") for m in EVALUATION],
+    *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in EVALUATION],
+    *[(m, "crossres_dist.training", "weights, data and checkpoints sit below training") for m in in_package("crossres_dist.weights", "crossres_dist.data", "crossres_dist.checkpointing", "crossres_dist.distributed")],
 ]  # fmt: skip
 
 
@@ -92,9 +97,11 @@ def test_imports_run_one_way(module, forbidden, why):
 
 
 def test_the_rules_see_real_imports():
-    assert "crossres_dist.distributed" in reaches("crossres_dist.validate")
-    assert "pipelines.sources" in reaches("crossres_dist.trainer")
+    assert "crossres_dist.distributed" in reaches("crossres_dist.training.validation")
+    assert "pipelines.sources" in reaches("crossres_dist.training.trainer")
     assert "crossres_dist.eval.features" in reaches("crossres_dist.evaluate")
+    assert package("crossres_dist.training.trainer") == "crossres_dist.training"
+    assert "crossres_dist.training.trainer" in in_package("crossres_dist.training")
 
 
 def test_models_and_pipelines_agree_on_the_released_networks_mean():
@@ -118,7 +125,7 @@ def test_no_function_is_longer_than_a_hundred_lines():
 def test_the_trainer_orchestrates_and_stays_short():
     """Components own their parts (validate.Validator, state.TrainState, checkpoint.resume_point,
     loop.Cadence ...); the trainer wires them: at most 500 lines, train() at most 60."""
-    path = REPO / "crossres_dist" / "trainer.py"
+    path = REPO / "crossres_dist" / "training" / "trainer.py"
     assert len(path.read_text().splitlines()) <= 500
     train = next(
         node

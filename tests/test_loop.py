@@ -3,7 +3,7 @@
 
 import torch
 
-from crossres_dist.loop import Cadence, MetricWindow, NonFiniteSteps
+from crossres_dist.training.step_control import Cadence, MetricWindow, NonFiniteSteps
 
 
 def test_cadence_logs_validates_saves_and_syncs_when_asked():

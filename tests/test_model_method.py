@@ -1,14 +1,14 @@
 import torch
 import torch.nn.functional as F
 
-from crossres_dist.method import (
+from crossres_dist.models import ModelSpec, build_model
+from crossres_dist.training.objective import (
     CrossResolutionLoss,
     CrossResolutionObjective,
     Curriculum,
     feature_distance,
     freeze,
 )
-from crossres_dist.models import ModelSpec, build_model
 from tests.conftest import TINY_SPEC
 
 
@@ -108,7 +108,7 @@ def test_resume_restores_every_global_generator_exactly():
 
     import numpy as np
 
-    from crossres_dist.state import random_state, restore_random_state
+    from crossres_dist.training.state import random_state, restore_random_state
 
     random.seed(3)
     np.random.seed(3)

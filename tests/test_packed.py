@@ -10,8 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from crossres_dist import check_data
-from crossres_dist.pack import main as pack_main
+from crossres_dist.data import check as check_data
+from crossres_dist.data.pack import main as pack_main
 from pipelines.packed import (
     MAGIC_BYTES,
     pack_record,

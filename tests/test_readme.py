@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from crossres_dist import results
+from tools import results
 
 BLOCK = re.compile(r"<!-- ([\w-]+):start -->\n")
 

@@ -11,8 +11,11 @@ import threading
 import pytest
 import torch
 
-from crossres_dist import check_data, checkpoint, logs, rundir
+from crossres_dist import logs
+from crossres_dist.checkpointing import manager as checkpoint
+from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.config import load_config
+from crossres_dist.data import check as check_data
 from crossres_dist.models import ModelSpec, build_model
 from pipelines.sources import SplitSpec, load_splits
 from tests.conftest import (
@@ -195,7 +198,7 @@ def test_truncated_validation_jpeg_is_named_before_the_run_and_left_out_when_all
     """Validation and the teacher's cached validation features read the same held-out files:
     those are decoded before the run whatever data.check says, so a bad one is refused in one
     line naming it, or left out of both with data.skip_bad_files."""
-    from crossres_dist.trainer import SetupError
+    from crossres_dist.training.trainer import SetupError
 
     data = lfw_subset(tmp_path / "faces")
     teacher = demo_teacher(tmp_path / "teacher.pt", 5)
@@ -243,7 +246,7 @@ def test_evaluation_refuses_an_unreadable_image_in_one_line_before_any_network(
 
 
 def test_teacher_feature_cache_key_follows_validation_images_replaced_in_place(tmp_path):
-    from crossres_dist.validate import ValidationData
+    from crossres_dist.training.validation import ValidationData
     from pipelines import Loader, ViewSettings
     from pipelines.sources import Sample
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from crossres_dist.checkpoint import load_checkpoint
+from crossres_dist.checkpointing.manager import load_checkpoint
 from tests.conftest import (
     REPO,
     UNTIL_STOPPED,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from crossres_dist.checkpoint import CheckpointManager, load_checkpoint
+from crossres_dist.checkpointing.manager import CheckpointManager, load_checkpoint
 from pipelines.sources import DataError, SplitSpec, joiner, load_splits, sample_key
 from tests.conftest import (
     LFW,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crossres_dist.models import build_model
-from crossres_dist.validate import teacher_key
+from crossres_dist.training.validation import teacher_key
 from tests.conftest import REPO, TINY_SPEC, child_env, results, run_cmd, tiny_args, train_cmd
 
 VENV_TORCHRUN = str(__import__("pathlib").Path(sys.executable).parent / "torchrun")

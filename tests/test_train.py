@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from crossres_dist.checkpoint import load_checkpoint
+from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.models import ModelSpec, build_model
 from tests.conftest import TINY_SPEC, error_lines, results, run_cmd, tiny_args, train_cmd
 

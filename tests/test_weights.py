@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from crossres_dist.convert import convert
-from crossres_dist.formats import attribute_name, layer_names, to_caffe_dict
 from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, assign, load_into, read_state
+from crossres_dist.weights.convert import convert
+from crossres_dist.weights.forms import attribute_name, layer_names, to_caffe_dict
 from tests.conftest import REPO, TINY_SPEC, error_lines
 
 
@@ -121,7 +121,13 @@ def test_convert_writes_a_plain_state_dict(tmp_path, reference):
     loaded = torch.load(target, weights_only=True)["student"]
     assert torch.equal(loaded["fc.weight"], reference.state_dict()["fc.weight"])
     cli = subprocess.run(
-        [sys.executable, "-m", "crossres_dist.convert", str(source), str(tmp_path / "c.pt")],
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.weights.convert",
+            str(source),
+            str(tmp_path / "c.pt"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -198,7 +204,7 @@ def test_onnx_export_matches_pytorch(tmp_path, reference):
         [
             sys.executable,
             "-m",
-            "crossres_dist.export",
+            "crossres_dist.weights.export",
             str(checkpoint),
             "--size",
             "40",
@@ -283,7 +289,7 @@ def test_bad_weights_files_get_one_line_that_says_what_they_are_not(tmp_path, ti
     convert = [
         sys.executable,
         "-m",
-        "crossres_dist.convert",
+        "crossres_dist.weights.convert",
         str(malicious),
         str(tmp_path / "o.pt"),
     ]

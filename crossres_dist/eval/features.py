@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
+from crossres_dist import distributed
+from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.models import build_model
+from crossres_dist.weights import WeightsError, read_state
 from pipelines import Loader, ViewSettings, eval_plans
 from pipelines.degradations import condition_label
 from pipelines.packed import container_of
 from pipelines.sources import Sample
-
-from .. import distributed, rundir
-from ..models import build_model
-from ..weights import WeightsError, read_state
 
 log = logging.getLogger(__name__)
 # Images per resumable chunk: large enough that the pipeline stays busy, small enough that a

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from .. import rundir
+from crossres_dist.checkpointing import run_directory as rundir
 
 log = logging.getLogger(__name__)
 

@@ -138,6 +138,6 @@ def classifier_kind(method_cfg) -> str:
     return "none" if method_cfg.partial_fc else "cosine"
 
 
-from . import adaface, arcface, cosface  # noqa: E402, F401, I001 (each registers itself)
+from crossres_dist.heads import adaface, arcface, cosface  # noqa: E402, F401, I001 (each registers itself)
 
 __all__ = ["HEADS", "Margin", "build_margin", "check", "classifier_kind"]

@@ -209,4 +209,4 @@ def set_bn_frozen(model: nn.Module) -> None:
 
 
 # Each family registers itself (the import order is the order errors list them in).
-from . import seresnet, iresnet  # noqa: E402, F401, I001
+from crossres_dist.models import seresnet, iresnet  # noqa: E402, F401, I001

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import downsample, gamma, gaussian_blur, jpeg, noise
-from .base import Step
-from .noise import add_noise, gaussian_field
+from pipelines.degradations import downsample, gamma, gaussian_blur, jpeg, noise
+from pipelines.degradations.base import Step
+from pipelines.degradations.noise import add_noise, gaussian_field
 
 __all__ = [
     "STEPS",

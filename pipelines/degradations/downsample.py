@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import GraphStep
+from pipelines.degradations.base import GraphStep
 
 
 def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import GraphStep
+from pipelines.degradations.base import GraphStep
 
 
 class Gamma(GraphStep):

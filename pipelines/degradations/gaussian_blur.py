@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import GraphStep, uniform_in
+from pipelines.degradations.base import GraphStep, uniform_in
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import GraphStep
+from pipelines.degradations.base import GraphStep
 
 
 def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:

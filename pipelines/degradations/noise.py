@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from .base import ViewStep, uniform_in
+from pipelines.degradations.base import ViewStep, uniform_in
 
 SEED_STREAM = 22
 # The seed of an evaluation condition's noise (each probe adds its index: its own noise, the

@@ -1,11 +1,11 @@
 """The benchmark protocols, by the name ``--protocol`` takes. One more protocol is one more
 module here with a ``Protocol`` subclass, and one more line in PROTOCOLS."""
 
-from .base import Protocol
-from .folder import Folder
-from .ijb import IJBB, IJBC
-from .survface import SurvFace
-from .tinyface import TinyFace
+from crossres_dist.eval.protocols.base import Protocol
+from crossres_dist.eval.protocols.folder import Folder
+from crossres_dist.eval.protocols.ijb import IJBB, IJBC
+from crossres_dist.eval.protocols.survface import SurvFace
+from crossres_dist.eval.protocols.tinyface import TinyFace
 
 PROTOCOLS: dict[str, type[Protocol]] = {p.name: p for p in (Folder, IJBB, IJBC, TinyFace, SurvFace)}
 

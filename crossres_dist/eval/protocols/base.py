@@ -62,7 +62,7 @@ class Protocol(abc.ABC):
         return [None] if self.native_resolution else requested
 
     def provenance(self, checkpoint: str) -> dict:
-        from ...weights import lineage_of
+        from crossres_dist.weights import lineage_of
 
         lineage = lineage_of(checkpoint)
         if not lineage:

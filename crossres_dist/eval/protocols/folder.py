@@ -18,6 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crossres_dist.checkpointing.manager import load_checkpoint
+from crossres_dist.errors import ConfigError
+from crossres_dist.eval.metrics import cosine, identification, open_set, verification
+from crossres_dist.eval.protocols.base import Features, Protocol, unique
+from crossres_dist.weights import lineage_of
 from pipelines.degradations import condition_label
 from pipelines.sources import (
     DataError,
@@ -29,12 +34,6 @@ from pipelines.sources import (
     sample_key,
     seen_by,
 )
-
-from ...checkpoint import load_checkpoint
-from ...errors import ConfigError
-from ...weights import lineage_of
-from ..metrics import cosine, identification, open_set, verification
-from .base import Features, Protocol, unique
 
 log = logging.getLogger(__name__)
 FPIRS = (0.01, 0.1)
@@ -318,7 +317,7 @@ class Folder(Protocol):
         return markdown(report)
 
     def plots(self, out: Path, report: dict) -> list[Path]:
-        from ..report import plot_folder
+        from crossres_dist.eval.report import plot_folder
 
         tsne = {
             n: self.tsne[m["checkpoint"]]

@@ -30,14 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import ViewSettings
-from pipelines.sources import DataError, Sample
-
-from ... import distributed
-from ..align import align
-from ..metrics import cmc, cosine, open_set, verification
-from ..templates import template_features
-from .base import (
+from crossres_dist import distributed
+from crossres_dist.eval.align import align
+from crossres_dist.eval.metrics import cmc, cosine, open_set, verification
+from crossres_dist.eval.protocols.base import (
     Features,
     Protocol,
     first_of,
@@ -49,6 +45,9 @@ from .base import (
     table,
     unique,
 )
+from crossres_dist.eval.templates import template_features
+from pipelines import ViewSettings
+from pipelines.sources import DataError, Sample
 
 log = logging.getLogger(__name__)
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -332,7 +331,7 @@ class IJB(Protocol):
         return "\n".join(lines)
 
     def plots(self, out: Path, report: dict) -> list[Path]:
-        from ..report import plot_rocs
+        from crossres_dist.eval.report import plot_rocs
 
         return plot_rocs(out, report, "verification")
 

@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from pipelines.sources import DataError, Sample
-
-from ..metrics import cosine, open_set, verification
-from .base import (
+from crossres_dist.eval.metrics import cosine, open_set, verification
+from crossres_dist.eval.protocols.base import (
     Features,
     Protocol,
     fmt,
@@ -41,6 +39,7 @@ from .base import (
     strings,
     table,
 )
+from pipelines.sources import DataError, Sample
 
 log = logging.getLogger(__name__)
 FARS = (0.001, 0.01, 0.1, 0.3)  # every table: the strictest operating point first
@@ -189,6 +188,6 @@ class SurvFace(Protocol):
         return "\n".join(lines)
 
     def plots(self, out: Path, report: dict) -> list[Path]:
-        from ..report import plot_rocs
+        from crossres_dist.eval.report import plot_rocs
 
         return plot_rocs(out, report, "verification")

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.sources import DataError, Sample
-
-from ..metrics import cmc, cosine
-from .base import (
+from crossres_dist.eval.metrics import cmc, cosine
+from crossres_dist.eval.protocols.base import (
     Features,
     Protocol,
     fmt,
@@ -34,6 +32,7 @@ from .base import (
     require,
     table,
 )
+from pipelines.sources import DataError, Sample
 
 log = logging.getLogger(__name__)
 RANKS = (1, 5, 20)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import CrossresError, SetupError
+from crossres_dist.errors import CrossresError, SetupError
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from . import distributed, rundir
-from .errors import CrossresError, SetupError
+from crossres_dist import distributed
+from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.errors import CrossresError, SetupError
 
 log = logging.getLogger(__name__)
 

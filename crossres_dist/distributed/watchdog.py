@@ -160,3 +160,34 @@ def start_for_run(info, world: int, seconds: float) -> Watchdog | None:
     if world <= 1 or seconds <= 0:
         return None
     return Watchdog(info.rank, world, info.master_addr, info.master_port, seconds).start()
+
+
+def is_peer_loss(err: RuntimeError) -> bool:
+    """A collective that failed because a peer is gone: torch's DistError, or the plain
+    RuntimeError that gloo and NCCL raise from their transport."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err)
+    return any(
+        marker in text
+        for marker in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL")
+    )
+
+
+def report_lost_peers(err: RuntimeError, watchdog: Watchdog | None, code: int) -> bool:
+    """One line for a collective that failed because peers are gone: which ranks and hosts (the
+    ones whose heartbeat stopped), and what happens next. No traceback: the error is the peer's
+    absence, not a bug of this rank. False (nothing said) for any other error."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1 and is_peer_loss(err)):
+        return False
+    reason = str(err).strip().splitlines()[0][-160:]
+    gone = watchdog.silent_ranks(watchdog.timeout_s) if watchdog is not None else []
+    who = watchdog.describe(gone) if gone else "a peer (no watchdog to say which: dist.watchdog_s)"
+    log.error(
+        "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "
+        "requeue resumes from the newest complete checkpoint",
+        who,
+        reason,
+        code,
+    )
+    return True

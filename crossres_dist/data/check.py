@@ -1,6 +1,6 @@
 """Data checker: find the files that would break or bias a run, before the run.
 
-``python -m crossres_dist.check_data DIR_OR_LIST [--min-side 32] [--min-images 2] [--json OUT]``
+``python -m crossres_dist.data.check DIR_OR_LIST [--min-side 32] [--min-images 2] [--json OUT]``
 reports, with paths and counts: unreadable or truncated images, zero-byte files, non-images with
 an image extension, unsupported modes (CMYK, 16-bit, palette, alpha), images under a size
 threshold, identities with too few images, and duplicate files. Exit code 1 if anything is found.
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from crossres_dist.checkpointing import run_directory as rundir
 from pipelines.packed import (
     PackedError,
     check_recordio_labels,
@@ -33,8 +34,6 @@ from pipelines.packed import (
     read_encoded,
 )
 from pipelines.sources import DataError, load_source, resolve
-
-from . import rundir
 
 SUPPORTED_MODES = {"L", "RGB"}
 # What the DALI decoder (and the twin) read, as PIL names the formats.

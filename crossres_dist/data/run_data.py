@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossres_dist import distributed
+from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.data.check import Manifest, check_file, check_files, find_manifest, first_fatal
+from crossres_dist.errors import ConfigError, SetupError
+from crossres_dist.weights import lineage_of
 from pipelines import Loader, ViewSettings, choose_backend
 from pipelines.dali_pipeline import dali_decode_error
 from pipelines.degradations import STEPS, Degradations, check_ranges, parse_steps
@@ -33,11 +38,6 @@ from pipelines.sources import (
     sample_key,
     seen_by,
 )
-
-from . import distributed, rundir
-from .check_data import Manifest, check_file, check_files, find_manifest, first_fatal
-from .errors import ConfigError, SetupError
-from .weights import lineage_of
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_manifest(setting: str, train: str) -> Manifest | None:
         if setting == "auto":
             return None
         raise DataError(
-            f"data.manifest: {path} not found (write one with crossres_dist.check_data)"
+            f"data.manifest: {path} not found (write one with crossres_dist.data.check)"
         )
     return Manifest.load(path)
 
@@ -87,7 +87,7 @@ def check_run_files(
         if rank == 0:
             log.info(
                 "data.check on a packed set: the index only, and the check_data manifest if any "
-                "(python -m crossres_dist.check_data %s decodes every record)",
+                "(python -m crossres_dist.data.check %s decodes every record)",
                 data_cfg.train,
             )
         recorded = manifest.recorded if manifest is not None else (lambda path: None)
@@ -133,7 +133,7 @@ def report_files(report: FileReport, data_cfg, total: int) -> None:
     if report.notes.get("duplicate"):
         log.warning(
             "data: %d image(s) have the same contents as another image of the data set (recorded "
-            "by check_data): `python -m crossres_dist.check_data` lists them; an image under two "
+            "by check_data): `python -m crossres_dist.data.check` lists them; an image under two "
             "identities trains the classifier on a contradiction",
             report.notes["duplicate"],
         )
@@ -146,7 +146,7 @@ def report_files(report: FileReport, data_cfg, total: int) -> None:
     if not data_cfg.skip_bad_files:
         raise DataError(
             f"data: {len(report.unusable)} unusable image(s) ({report.summary()}), first "
-            f"{first} ({report.unusable[first]}); `python -m crossres_dist.check_data` lists "
+            f"{first} ({report.unusable[first]}); `python -m crossres_dist.data.check` lists "
             "them all, or set data.skip_bad_files=true to train without them"
         )
     log.warning(
@@ -401,7 +401,7 @@ def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg, r
         raise DataError(
             f"data.max_bad_fraction: {len(planner.excluded)} of {total} training files "
             f"could not be decoded during the run (limit {limit}); check the data with "
-            "`python -m crossres_dist.check_data` (data.check=full catches them before a run)"
+            "`python -m crossres_dist.data.check` (data.check=full catches them before a run)"
         )
 
 

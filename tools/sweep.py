@@ -9,7 +9,7 @@ A sweep file names a base config, overrides common to every point, and a grid::
       method.lambda_feat: [0.0, 0.1]
       run.seed: [0, 1, 2]
 
-``python -m crossres_dist.sweep point FILE INDEX`` prints the training arguments of point INDEX
+``python -m tools.sweep point FILE INDEX`` prints the training arguments of point INDEX
 (one per line; slurm/sweep.sh passes them on), ``size FILE`` the number of points, and
 ``summary FILE`` gathers every point's ``results.json`` into one markdown table.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, load_config
+from crossres_dist.config import ConfigError, load_config
 
 
 def read_sweep(path: Path) -> dict:
@@ -77,7 +77,7 @@ def point_args(path: Path, index: int, extra: list[str] | tuple = ()) -> list[st
         f"run.name={name}",
     ]
     # Refuse a bad point before any job starts (the degradation steps from their registry).
-    from .data import check_degradations
+    from crossres_dist.data import check_degradations
 
     check_degradations(load_config(args[1], [*args[2:], *extra]))
     return args

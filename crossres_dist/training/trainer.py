@@ -7,20 +7,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import resource
 from dataclasses import replace
 
 import torch
 
-from pipelines import ResilientViews, TrainPlanner
-from pipelines.sources import DataError
-
-from . import distributed, logs, rundir
-from .batchnorm import BatchNormReestimation
-from .checkpoint import CheckpointManager, resume_point, save_agreed, unwrap
-from .config import Config
-from .data import (
+from crossres_dist import distributed, logs
+from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.checkpointing.manager import CheckpointManager, resume_point, save_agreed
+from crossres_dist.config import Config
+from crossres_dist.data import (
     check_degradations,
     excluded_during_run,
     loader_for,
@@ -29,10 +25,26 @@ from .data import (
     undecodable,
     view_settings,
 )
-from .errors import SetupError
-from .heads import classifier_kind
-from .heads.training import TrainingHead
-from .loop import (
+from crossres_dist.distributed.parallelize import (
+    memory_format_for,
+    parallelize_student,
+    shard_teacher,
+)
+from crossres_dist.distributed.watchdog import report_lost_peers, start_for_run
+from crossres_dist.errors import SetupError
+from crossres_dist.heads import classifier_kind
+from crossres_dist.heads.training_head import TrainingHead
+from crossres_dist.models import ModelSpec, set_bn_frozen, spec_from_config
+from crossres_dist.precision import autocast_for, resolve_precision
+from crossres_dist.training.batchnorm import BatchNormReestimation
+from crossres_dist.training.objective import (
+    CrossResolutionLoss,
+    CrossResolutionObjective,
+    Curriculum,
+)
+from crossres_dist.training.optimizer import Schedule, build_optimizer
+from crossres_dist.training.state import TrainState, check_resumable
+from crossres_dist.training.step_control import (
     Cadence,
     MetricWindow,
     NonFiniteLoss,
@@ -41,16 +53,11 @@ from .loop import (
     StopFlag,
     mark_preempted,
 )
-from .method import CrossResolutionLoss, CrossResolutionObjective, Curriculum
-from .models import ModelSpec, set_bn_frozen, spec_from_config
-from .networks import build_networks
-from .optim import Schedule, build_optimizer
-from .parallelize import memory_format_for, parallelize_student, shard_teacher
-from .precision import autocast_for, resolve_precision
-from .state import TrainState, check_resumable
-from .validate import Validator
-from .watchdog import start_for_run
-from .weights import WeightsError
+from crossres_dist.training.student_teacher import build_networks
+from crossres_dist.training.validation import Validator
+from crossres_dist.weights import WeightsError
+from pipelines import ResilientViews, TrainPlanner
+from pipelines.sources import DataError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +254,7 @@ class Trainer:
         """The checkpoint: the student and its spec, the optimisation, where the run is
         (TrainState), and what the run was (config, label map, splits, lineage, world size)."""
         state = {
-            "student": unwrap(self.student).state_dict(),
+            "student": self.student.state_dict(),
             "model_spec": self.student.spec.as_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -259,7 +266,7 @@ class Trainer:
             "lineage": self.lineage,
             "world_size": self.world,
         }
-        self.head.add_to_checkpoint(state, unwrap(self.student), self.optimizer)
+        self.head.add_to_checkpoint(state, self.student, self.optimizer)
         return state
 
     def _restore(self, state: dict) -> None:
@@ -267,7 +274,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
-        self.head.restore(state, unwrap(self.student), self.optimizer)
+        self.head.restore(state, self.student, self.optimizer)
         self.state.load_state_dict(state)
         self.checkpoints.restore_best(state.get("best_metric"))
         if state.get("world_size", self.world) != self.world:
@@ -281,8 +288,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation (validate.py: Validator), then what depends on it: the plateau schedule
         and TensorBoard."""
-        with self.head.for_validation(unwrap(self.student)):
-            metrics = self.validator(unwrap(self.student), self.state.step)
+        with self.head.for_validation(self.student):
+            metrics = self.validator(self.student, self.state.step)
         self.schedule.after_validation(self.validator.plateau_metric(metrics))
         if self.is_main:
             self.scalars.add(metrics, self.state.step)
@@ -387,17 +394,12 @@ class Trainer:
         images_before = self.state.images_seen - self.cfg.optim.global_batch
         values["train/p"] = self.curriculum.p_at(images_before)
         if self.is_main:
+            shown = ("loss", "ce", "feat", "top1", "lr", "p", "images_per_s")
             log.info(
                 "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f %.1f img/s",
                 self.state.step,
                 self.total_steps,
-                values["train/loss"],
-                values["train/ce"],
-                values["train/feat"],
-                values["train/top1"],
-                values["train/lr"],
-                values["train/p"],
-                values["train/images_per_s"],
+                *(values[f"train/{key}"] for key in shown),
             )
             self.scalars.add(values, self.state.step)
 
@@ -465,31 +467,6 @@ class Trainer:
         self.task = self.teacher = None
 
 
-def is_transport_error(err: RuntimeError) -> bool:
-    """gloo and NCCL report a peer that went away as a plain RuntimeError from their transport."""
-    text = str(err)
-    return any(
-        marker in text
-        for marker in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL")
-    )
-
-
-def report_lost_peers(err: RuntimeError, watchdog) -> None:
-    """One line for a collective that failed because peers are gone: which ranks and hosts (the
-    ones whose heartbeat stopped), and what happens next. No traceback: the error is the peer's
-    absence, not a bug of this rank."""
-    reason = str(err).strip().splitlines()[0][-160:]
-    gone = watchdog.silent_ranks(watchdog.timeout_s) if watchdog is not None else []
-    who = watchdog.describe(gone) if gone else "a peer (no watchdog to say which: dist.watchdog_s)"
-    log.error(
-        "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "
-        "requeue resumes from the newest complete checkpoint",
-        who,
-        reason,
-        EXIT_PEER_LOST,
-    )
-
-
 def run(cfg: Config) -> int:
     """Train; return the process exit code (0, EXIT_PREEMPTED or EXIT_NONFINITE)."""
     trainer = None
@@ -512,17 +489,11 @@ def run(cfg: Config) -> int:
     except rundir.DiskFullError as err:
         graceful = getattr(err, "agreed", False)
         raise
-    except RuntimeError as err:
-        if not (distributed.is_initialized() and distributed.world_size() > 1):
+    except RuntimeError as err:  # a collective that failed: are peers gone?
+        if not report_lost_peers(err, trainer and trainer.watchdog, EXIT_PEER_LOST):
             raise
-        if not isinstance(err, torch.distributed.DistError) and not is_transport_error(err):
-            raise
-        report_lost_peers(err, trainer.watchdog if trainer is not None else None)
         return EXIT_PEER_LOST
     finally:
         if trainer is not None:
             trainer.close()
         distributed.shutdown(graceful)
-
-
-os.environ.setdefault("PYTHONUNBUFFERED", "1")

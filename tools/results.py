@@ -12,7 +12,7 @@ Every table or figure the README shows lives in ``results/<name>/``:
 ``make readme`` splices every result into its ``<!-- NAME:start -->`` block of README.md, under
 one line that says where it came from; tests/test_readme.py checks that every block is exactly
 that. A change that moves a golden file makes every result recorded with the old golden digest
-stale: ``python -m crossres_dist.results stale`` (and the end of every ``make test``) lists them
+stale: ``python -m tools.results stale`` (and the end of every ``make test``) lists them
 with the command that regenerates each. A change that moves no golden file (a comment, a rename, a
 module split) leaves every result current: no study is rerun for a refactor.
 """
@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import CrossresError
+from crossres_dist.errors import CrossresError
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"

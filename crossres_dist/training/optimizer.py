@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import OptimConfig
+from crossres_dist.config import OptimConfig
 
 
 def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:

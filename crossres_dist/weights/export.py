@@ -1,6 +1,6 @@
 """Export a trained network to ONNX (features and logits, dynamic batch) and TorchScript.
 
-python -m crossres_dist.export runs/x/checkpoints/best.pt --onnx student.onnx --torchscript student.ts
+python -m crossres_dist.weights.export runs/x/checkpoints/best.pt --onnx student.onnx --torchscript student.ts
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import CrossresError
-from .models import build_model
-from .weights import WeightsError, read_state
+from crossres_dist.errors import CrossresError
+from crossres_dist.models import build_model
+from crossres_dist.weights.loading import WeightsError, read_state
 
 
 def load(path: Path) -> torch.nn.Module:

@@ -13,10 +13,9 @@ from collections.abc import Callable
 
 import torch
 
+from crossres_dist.checkpointing.manager import unwrap
+from crossres_dist.models import set_bn_frozen
 from pipelines import Loader, ResilientViews, TrainPlanner
-
-from .checkpoint import unwrap
-from .models import set_bn_frozen
 
 # The re-estimation stream's seed offset from run.seed: never the training stream's.
 STREAM = 7919

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from crossres_dist.errors import CrossresError
 from pipelines.packed import (
     WDS_INDEX,
     PackedError,
@@ -39,8 +40,6 @@ from pipelines.packed import (
     write_webdataset,
 )
 from pipelines.sources import DataError, load_source
-
-from .errors import CrossresError
 
 JPEG_QUALITY = 95
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CrossresError
-from .models import ModelSpec, spec_of_state
+from crossres_dist.errors import CrossresError
+from crossres_dist.models import ModelSpec, spec_of_state
 
 
 class FormatError(CrossresError, ValueError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SetupError
-from .method import freeze
-from .models import ModelSpec, build_model, spec_from_config
-from .weights import assign, read_state
+from crossres_dist.errors import SetupError
+from crossres_dist.models import ModelSpec, build_model, spec_from_config
+from crossres_dist.training.objective import freeze
+from crossres_dist.weights import assign, read_state
 
 
 def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:

@@ -10,8 +10,8 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from ..models import ModelSpec, classifier_name
-from . import build_margin, head_spec
+from crossres_dist.heads import build_margin, head_spec
+from crossres_dist.models import ModelSpec, classifier_name
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class TrainingHead:
             return
         self.margin = build_margin(method_cfg).to(device)
         if method_cfg.partial_fc:
-            from ..partial_fc import PartialFC
+            from crossres_dist.heads.partial_fc import PartialFC
 
             rate = method_cfg.partial_fc_rate
             self.partial_fc = PartialFC(
@@ -75,7 +75,7 @@ class TrainingHead:
         state["head"] = self.margin.state_dict()
         if self.partial_fc is None:
             return
-        from ..partial_fc import gather_momentum
+        from crossres_dist.heads.partial_fc import gather_momentum
 
         weight = self.partial_fc.gather_weight()
         momentum = gather_momentum(optimizer, self.partial_fc)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import CrossresError
+from crossres_dist.errors import CrossresError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Loading network weights into the project's SE-ResNet, strictly, without running file code.
 
 Accepted: a project checkpoint (``{"student": state_dict, "model_spec": ...}``), a plain
-state_dict file, and the released VGGFace2 forms A, B and C (see ``crossres_dist.formats``).
+state_dict file, and the released VGGFace2 forms A, B and C (see ``crossres_dist.weights.forms``).
 Every tensor of the network must be filled and every tensor of the file used, shapes equal;
 otherwise the error names the first offending key.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from . import formats
-from .formats import FormatError as WeightsError
-from .models import ModelSpec
+from crossres_dist.models import ModelSpec
+from crossres_dist.weights import forms as formats
+from crossres_dist.weights.forms import FormatError as WeightsError
 
 
 def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:

@@ -1,9 +1,9 @@
 """Convert released VGGFace2 SE-ResNet-50 weights (forms A, B, C) or any checkpoint of ours into
 a plain state_dict with the project's key names, usable as teacher.checkpoint or student.init.
 
-    python -m crossres_dist.convert senet50_ft_pytorch.pth senet50_ft.pt
+    python -m crossres_dist.weights.convert senet50_ft_pytorch.pth senet50_ft.pt
 
-Nothing in the input file is executed (see crossres_dist/formats.py); the output loads with
+Nothing in the input file is executed (see crossres_dist/weights/forms.py); the output loads with
 ``torch.load(weights_only=True)``.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import CrossresError
-from .models import build_model
-from .weights import WeightsError, assign, read_state
+from crossres_dist.errors import CrossresError
+from crossres_dist.models import build_model
+from crossres_dist.weights.loading import WeightsError, assign, read_state
 
 
 def convert(source: Path, target: Path) -> dict:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import CosineClassifier
+from crossres_dist.models import CosineClassifier
 
 # Rows of the initial classifier drawn from one generator: any sharding gets the same rows.
 INIT_BLOCK = 4096

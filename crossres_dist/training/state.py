@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import SetupError
+from crossres_dist.errors import SetupError
 
 
 def random_state() -> dict:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import distributed
+from crossres_dist import distributed
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from crossres_dist import distributed
+from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.training.objective import CrossResolutionObjective
 from pipelines import Loader, Sample, eval_plans
 from pipelines.packed import container_of
-
-from . import distributed, rundir
-from .method import CrossResolutionObjective
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,267 @@
+"""Evaluate checkpoints on a benchmark, at full and at low resolution.
+
+    python -m crossres_dist.evaluate --protocol folder --config configs/demo.yaml \\
+        --checkpoint runs/a/checkpoints/best.pt [--checkpoint ...] --resolutions 8 16 32 full
+    python -m crossres_dist.evaluate --protocol ijbc --root /data/IJBC --config CONFIG \\
+        --checkpoint best.pt --resolutions 8 16 24 32 64 full
+    python -m crossres_dist.evaluate --protocol tinyface --root /data/tinyface ...
+    python -m crossres_dist.evaluate --protocol survface --root /data/QMUL-SurvFace ...
+
+Protocols (crossres_dist/eval/protocols/): ``folder`` (ImageFolder, list file, LFW pairs, or the
+config's test split; the default), ``ijbb`` and ``ijbc`` (1:1 and 1:N), ``tinyface``,
+``survface``. Runs on one process or many (torchrun, srun, mpirun): every rank extracts its
+shard of the images, rank 0 gathers them and computes the metrics. Features are cached per
+checkpoint, images and condition in ``OUT/cache`` and an interrupted extraction resumes there.
+Bad input stops with a one-line error before any network runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from crossres_dist import distributed, logs
+from crossres_dist.config import load_config
+from crossres_dist.errors import ConfigError, CrossresError
+from crossres_dist.eval.features import (
+    Extractor,
+    cache_path,
+    extract_cached,
+    feature_settings,
+    load_model,
+)
+from crossres_dist.eval.protocols import PROTOCOLS
+from crossres_dist.eval.protocols.folder import parse_resolution
+from crossres_dist.eval.report import write
+from crossres_dist.precision import autocast_for, resolve_precision
+from crossres_dist.weights import WeightsError
+from pipelines import ViewSettings
+from pipelines.degradations import condition_label, parse_condition
+from pipelines.sources import DataError
+
+log = logging.getLogger(__name__)
+DEFAULT_RESOLUTIONS = [8, 12, 16, 24, 32, None]
+
+
+def evaluate(args) -> dict | None:
+    cfg = load_config(args.config, ["teacher.checkpoint=unused", *args.overrides])
+    protocol_class = PROTOCOLS[args.protocol]
+    if protocol_class.name != "folder" and not args.root:
+        raise ConfigError(f"--protocol {args.protocol} needs --root, the release's folder")
+    for path in args.checkpoint:
+        if not Path(path).is_file():
+            raise WeightsError(f"{path}: checkpoint not found")
+    names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
+    if len(names) != len(args.checkpoint):
+        raise ConfigError("give one --name per --checkpoint")
+    info = distributed.detect()
+    # Log lines on stderr from here on (the protocols' warnings too); the tables go to stdout.
+    logs.setup(info.rank, stream=sys.stderr)
+    # Everything read and checked before any network runs.
+    protocol = protocol_class(args, cfg)
+    if protocol.native_resolution and args.resolutions != DEFAULT_RESOLUTIONS:
+        log.warning(
+            "--protocol %s: its images are low-resolution already and are evaluated as they are; "
+            "--resolutions %s is not used",
+            args.protocol,
+            " ".join(condition_label(r) for r in args.resolutions),
+        )
+    provenance = {n: protocol.provenance(p) for p, n in zip(args.checkpoint, names)}
+    conditions = list(dict.fromkeys(args.resolutions))
+    conditions += [parse_condition(text) for text in args.degrade]
+    conditions = protocol.conditions(conditions)
+
+    device = distributed.pick_device(args.device, info.local_rank)
+    distributed.init(info, device, "auto", 1800)
+    autocast = autocast_for(resolve_precision("auto", device), device)
+    check_images(protocol.images(), info.rank, distributed.world_size(), cfg.data.num_threads)
+    out = Path(args.out)
+    cache = out / "cache"
+    if info.rank == 0:
+        cache.mkdir(parents=True, exist_ok=True)
+    views = None
+    report = {
+        "protocol": args.protocol,
+        "data": protocol.data_name,
+        "conditions": [condition_label(c) for c in conditions],
+        "flip": args.flip,
+        "models": {},
+    }
+    if args.protocol == "folder":
+        report["tsne_resolution"] = condition_label(args.tsne_resolution)
+    for checkpoint, name in zip(args.checkpoint, names):
+        model = load_model(checkpoint, device)
+        spec = model.spec
+        # The config's geometry, the network's own normalisation.
+        views = ViewSettings(
+            cfg.data.resize_shorter,
+            cfg.data.crop,
+            0.0,
+            cfg.method.resolutions,
+            channels=spec.channels,
+            mean=spec.mean,
+            scale=spec.scale,
+        )
+        protocol.prepare(out, views)
+        extractor = Extractor(
+            model,
+            views,
+            cfg.data.micro_batch,
+            args.backend,
+            device,
+            cfg.data.num_threads,
+            autocast,
+            cfg.method.interpolation,
+            args.flip,
+        )
+        features, files = {}, {}
+        for condition in conditions:
+            files[condition_label(condition)] = str(
+                cache_path(extractor, checkpoint, protocol.samples, condition, cache)
+            )
+            extracted = extract_cached(
+                extractor, checkpoint, protocol.samples, condition, cache, name
+            )
+            if extracted is not None:
+                features[condition_label(condition)] = extracted
+        if info.rank == 0:
+            report["models"][name] = {
+                "checkpoint": str(Path(checkpoint).resolve()),
+                "feature_settings": feature_settings(extractor),
+                "provenance": provenance[name],
+                "feature_cache": files,
+                **protocol.score(checkpoint, features),
+            }
+    report["images"] = len(protocol.samples)
+    if info.rank != 0:
+        distributed.shutdown()
+        return None
+    table = protocol.markdown(report)
+    write(out, report, table)
+    plots = protocol.plots(out, report) if args.plots else []
+    print("\n" + table)
+    log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots) or "no plots")
+    distributed.shutdown()
+    return report
+
+
+def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
+    """Every image the protocol will read is decoded before any network runs (each rank its
+    share): a bad one is refused in one line naming it, since evaluating without it would
+    change the benchmark."""
+    from crossres_dist.data.check import check_files, first_fatal
+
+    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
+    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
+    if world > 1:
+        parts = distributed.all_gather_objects(bad)
+        bad = {path: why for part in parts for path, why in part.items()}
+    if bad:
+        first = sorted(bad)[0]
+        raise DataError(
+            f"{first}: this image cannot be read ({bad[first]}); {len(bad)} of the {len(paths)} "
+            "images the protocol reads cannot (`python -m crossres_dist.data.check` lists them): "
+            "fix or remove them, evaluating without them would change the benchmark"
+        )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossres-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="folder",
+        help="the benchmark (default: folder, the config's test split or --data)",
+    )
+    p.add_argument("--root", help="the benchmark release's folder (all protocols but folder)")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="a checkpoint or weights file to evaluate (repeat for several; the architecture "
+        "comes from the file)",
+    )
+    p.add_argument(
+        "--name",
+        action="append",
+        help="its name in the tables and plots, one per --checkpoint (default: the run's name)",
+    )
+    p.add_argument("--config", required=True, help="the training config (views, data split)")
+    p.add_argument(
+        "--resolutions",
+        nargs="+",
+        type=parse_resolution,
+        default=DEFAULT_RESOLUTIONS,
+        help="probe resolutions in px, and 'full' (native low-resolution benchmarks ignore it)",
+    )
+    p.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="STEP:VALUE",
+        help="also probes degraded by one training step, e.g. jpeg:20, gaussian_blur:2, "
+        "noise:8 (repeat for several); the gallery stays at full resolution",
+    )
+    p.add_argument(
+        "--open-set-rank",
+        type=positive_int,
+        metavar="K",
+        help="open-set identification counts a mated probe found when its mate is within the "
+        "top K (default: the protocol's own, 20 for survface, 1 otherwise)",
+    )
+    p.add_argument(
+        "--flip", action="store_true", help="add the features of the mirrored face to each image's"
+    )
+    p.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the PNG plots (--no-plots: tables and JSON only, faster)",
+    )
+    p.add_argument("--backend", default="auto", choices=["auto", "dali", "torchvision"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", help="config overrides section.key=value")
+    # Each protocol's own options, once per module (IJB-B and IJB-C share theirs).
+    for add_arguments in dict.fromkeys(c.add_arguments.__func__ for c in PROTOCOLS.values()):
+        add_arguments(None, p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)
+    try:
+        for text in args.degrade:
+            try:
+                parse_condition(text)  # a bad --degrade is refused before any work
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        evaluate(args)
+    except (CrossresError, DataError) as err:
+        if _is_rank_zero():  # every rank refuses alike; one says why
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _is_rank_zero() -> bool:
+    try:
+        return distributed.detect().rank == 0
+    except Exception:  # a half-set launcher environment: say it anyway
+        return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
