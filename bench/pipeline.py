@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipelines import TrainPlanner, ViewSettings, build_views  # noqa: E402
+from pipelines import Loader, TrainPlanner, ViewSettings  # noqa: E402
 from pipelines.dali_pipeline import MEAN_BGR, DaliViews, deal  # noqa: E402
 from pipelines.sources import load_source  # noqa: E402
 
@@ -179,14 +179,14 @@ def main() -> None:
     pipelines = threads
     loaders = {
         f"DALI, CPU operators, {pipelines} pipelines x 1 thread (trainer default)": lambda s: (
-            build_views("dali", plans(s), views, args.batch, cpu, threads, s)
+            Loader("dali", views, args.batch, cpu, threads, s)(plans(s))
         ),
         f"DALI, CPU operators, 1 pipeline x {threads} threads": lambda s: DaliViews(
             plans(s), views, args.batch, cpu, threads, s, pipelines=1
         ),
-        f"torchvision twin, {threads} workers": lambda s: build_views(
-            "torchvision", plans(s), views, args.batch, cpu, threads, s
-        ),
+        f"torchvision twin, {threads} workers": lambda s: Loader(
+            "torchvision", views, args.batch, cpu, threads, s
+        )(plans(s)),
         RESEARCH: research,
         f"floor: DALI decode + one 224 px resize, {pipelines} pipelines": lambda s: (
             DecodeResizeFloor(plans(s), args.batch, pipelines)

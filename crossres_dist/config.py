@@ -390,9 +390,6 @@ class Config:
     def dumps(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def dump(self, path: Path) -> None:
-        path.write_text(self.dumps())
-
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name

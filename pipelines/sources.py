@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -338,14 +337,6 @@ def load_splits(spec: SplitSpec, identities: dict[str, int] | None = None) -> Sp
     if test is not None and not test.samples:
         test = None
     return Splits(train, val, test, spec)
-
-
-def save_identities(identities: dict[str, int], path: Path) -> None:
-    path.write_text(json.dumps(identities, indent=0, sort_keys=True))
-
-
-def load_identities(path: Path) -> dict[str, int]:
-    return json.loads(path.read_text())
 
 
 def sample_key(path: str) -> str:

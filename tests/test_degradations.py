@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
+from pipelines import DALI_AVAILABLE, Loader, TrainPlanner, ViewSettings, eval_plans
 from pipelines.degradations import (
     Degradations,
     condition_label,
@@ -40,7 +40,7 @@ VIEWS = ViewSettings(128, 112, 0.0, [8])
 
 def _views(backend, samples, condition):
     plans = [p for _, p in eval_plans(samples, VIEWS, 16, [condition])]
-    return next(build_views(backend, iter(plans), VIEWS, 16, torch.device("cpu"), 1, 0))
+    return next(Loader(backend, VIEWS, 16, torch.device("cpu"), 1, 0)(iter(plans)))
 
 
 def _blur_reference(path, sigma):

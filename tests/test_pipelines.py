@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings, build_views, eval_plans
+from pipelines import DALI_AVAILABLE, Loader, TrainPlanner, ViewSettings, eval_plans
 from pipelines.dali_pipeline import MEAN_BGR, DaliViews
 from pipelines.sources import SplitSpec, load_source, load_splits
 from tests.conftest import LFW, needs_dali, needs_lfw
@@ -21,7 +21,7 @@ def lfw():
 
 
 def _first(backend, plans, views, batch):
-    stream = build_views(backend, iter(plans), views, batch, torch.device("cpu"), 1, 0)
+    stream = Loader(backend, views, batch, torch.device("cpu"), 1, 0)(iter(plans))
     return next(stream)
 
 
@@ -145,9 +145,9 @@ def test_restored_stream_continues_exactly(backend):
     samples = load_source("embedded:orl").samples
     views = ViewSettings(32, 28, 0.5, [8, 16])
     planner = TrainPlanner(samples, views, 8, 0, 1, seed=4, p_of_images=lambda n: 0.5)
-    full = build_views(backend, planner.stream(0), views, 8, torch.device("cpu"), 1, 4)
+    full = Loader(backend, views, 8, torch.device("cpu"), 1, 4)(planner.stream(0))
     uninterrupted = [next(full) for _ in range(5)]
-    resumed = build_views(backend, planner.stream(3), views, 8, torch.device("cpu"), 1, 4)
+    resumed = Loader(backend, views, 8, torch.device("cpu"), 1, 4)(planner.stream(3))
     for expected in uninterrupted[3:]:
         got = next(resumed)
         for key in ("teacher_view", "student_view", "labels", "resolution"):
@@ -179,15 +179,9 @@ def test_curriculum_p_reaches_the_pipeline_without_rebuilding():
     planner = TrainPlanner(
         samples, views, 32, 0, 1, seed=5, p_of_images=lambda n: 0.0 if n < 64 else 1.0
     )
-    stream = build_views(
-        "dali" if DALI_AVAILABLE else "torchvision",
-        planner.stream(0),
-        views,
-        32,
-        torch.device("cpu"),
-        1,
-        5,
-    )
+    stream = Loader(
+        "dali" if DALI_AVAILABLE else "torchvision", views, 32, torch.device("cpu"), 1, 5
+    )(planner.stream(0))
     degraded = [int((next(stream)["resolution"] > 0).sum()) for _ in range(4)]
     assert degraded == [0, 0, 32, 32]
 

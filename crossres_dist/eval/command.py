@@ -24,6 +24,7 @@ from pathlib import Path
 
 from crossres_dist import distributed, logs
 from crossres_dist.config import load_config
+from crossres_dist.data.views import view_settings
 from crossres_dist.errors import ConfigError, CrossresError
 from crossres_dist.eval.features import (
     Extractor,
@@ -37,7 +38,6 @@ from crossres_dist.eval.protocols.folder import parse_resolution
 from crossres_dist.eval.report import write
 from crossres_dist.precision import autocast_for, resolve_precision
 from crossres_dist.weights import WeightsError
-from pipelines import ViewSettings
 from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import DataError
 
@@ -94,16 +94,8 @@ def evaluate(args) -> dict | None:
     for checkpoint, name in zip(args.checkpoint, names):
         model = load_model(checkpoint, device)
         spec = model.spec
-        # The config's geometry, the network's own normalisation.
-        views = ViewSettings(
-            cfg.data.resize_shorter,
-            cfg.data.crop,
-            0.0,
-            cfg.method.resolutions,
-            channels=spec.channels,
-            mean=spec.mean,
-            scale=spec.scale,
-        )
+        # The config's geometry, the network's own normalisation: training's views, undrawn.
+        views = view_settings(cfg, spec, evaluation=True)
         protocol.prepare(out, views)
         extractor = Extractor(
             model,

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from crossres_dist.heads import HeadSpec, Margin, register
+from crossres_dist.heads.registry import HeadSpec, Margin, register
 
 EPS = 1e-3
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from crossres_dist.heads import HeadSpec, Margin, register
+from crossres_dist.heads.registry import HeadSpec, Margin, register
 
 
 class ArcFace(Margin):

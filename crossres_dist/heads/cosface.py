@@ -3,7 +3,7 @@ s * (cos(theta_y) - m); m = 0.35 in the paper, s = 64."""
 
 from __future__ import annotations
 
-from crossres_dist.heads import HeadSpec, Margin, register
+from crossres_dist.heads.registry import HeadSpec, Margin, register
 
 
 class CosFace(Margin):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from crossres_dist.models import Architecture, ModelSpec, layers_of, register
+from crossres_dist.models.registry import Architecture, ModelSpec, layers_of, register
 
 BN_EPS = 1e-5
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crossres_dist.models import MEAN_BGR, Architecture, ModelSpec, layers_of, register
+from crossres_dist.models.registry import MEAN_BGR, Architecture, ModelSpec, layers_of, register
 
 # BatchNorm eps as stored in the Caffe model (float32 of 1e-5).
 BN_EPS = 9.99999974738e-06

@@ -7,6 +7,7 @@ import math
 import torch
 
 from crossres_dist.config import OptimConfig
+from crossres_dist.errors import SetupError
 
 
 def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -76,3 +77,15 @@ class Schedule:
     def load_state_dict(self, state: dict) -> None:
         if self.scheduler is not None and state:
             self.scheduler.load_state_dict(state)
+
+
+def accumulation_steps(global_batch: int, micro_batch: int, world: int) -> int:
+    """Micro-steps per optimizer step: global batch = micro batch x ranks x accumulation,
+    whatever the world size (so a run resumed on other ranks keeps its trajectory)."""
+    per_step = micro_batch * world
+    if global_batch % per_step:
+        raise SetupError(
+            f"optim.global_batch={global_batch} is not a multiple of "
+            f"data.micro_batch x ranks = {micro_batch} x {world}; change one of them"
+        )
+    return global_batch // per_step

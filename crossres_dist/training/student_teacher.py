@@ -69,3 +69,14 @@ def build_networks(
             saved = {k: v for k, v in saved.items() if k not in type(student).classifier_keys}
         student.load_state_dict(saved)
     return student, teacher
+
+
+def class_count(model_cfg, data_spec: str, identities: int) -> int:
+    """The classifier's size: the data's identities, or model.num_classes when it agrees."""
+    num_classes = model_cfg.num_classes or identities
+    if num_classes != identities:
+        raise SetupError(
+            f"model.num_classes: {num_classes}, but {data_spec} has {identities} identities; "
+            "set model.num_classes=0 to infer it"
+        )
+    return num_classes

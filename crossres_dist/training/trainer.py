@@ -42,7 +42,7 @@ from crossres_dist.training.objective import (
     CrossResolutionObjective,
     Curriculum,
 )
-from crossres_dist.training.optimizer import Schedule, build_optimizer
+from crossres_dist.training.optimizer import Schedule, accumulation_steps, build_optimizer
 from crossres_dist.training.state import TrainState, check_resumable
 from crossres_dist.training.step_control import (
     Cadence,
@@ -53,7 +53,7 @@ from crossres_dist.training.step_control import (
     StopFlag,
     mark_preempted,
 )
-from crossres_dist.training.student_teacher import build_networks
+from crossres_dist.training.student_teacher import build_networks, class_count
 from crossres_dist.training.validation import Validator
 from crossres_dist.weights import WeightsError
 from pipelines import ResilientViews, TrainPlanner
@@ -130,20 +130,17 @@ class Trainer:
         )
 
     def _setup_data(self) -> tuple[list, list, int]:
-        """The run's data (crossres_dist/data.py: prepare_run_data); returns the training and
-        validation samples and the number of identities."""
-        data = prepare_run_data(
-            self.cfg,
-            self.run_dir,
-            self.resume_state,
-            self.checkpoints.dir,
-            self.info.rank,
-            self.world,
-        )
+        """The run's data (crossres_dist/data/: prepare_run_data), the accumulation that keeps the
+        global batch, and the classifier's size; returns the samples and that size."""
+        cfg = self.cfg
+        where = (self.run_dir, self.resume_state, self.checkpoints.dir, self.info.rank, self.world)
+        data = prepare_run_data(cfg, *where)
         self.skipped_before_run = data.skipped_before_run
         self.identities, self.splits, self._held_out = data.identities, data.splits, data.held_out
-        self.accumulation = data.accumulation
-        return data.train, data.val, data.num_classes
+        self.accumulation = accumulation_steps(
+            cfg.optim.global_batch, cfg.data.micro_batch, self.world
+        )
+        return data.train, data.val, class_count(cfg.model, cfg.data.train, data.num_classes)
 
     def _setup_networks(self, num_classes: int) -> ModelSpec:
         """The student (from the teacher, a checkpoint, or the resumed state), the frozen
