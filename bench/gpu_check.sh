@@ -46,7 +46,7 @@ cfg="--config configs/vggface2_senet50.yaml --data $DATA"
 # The targets are for the paper's step (each face once); paired batches (the config's
 # default since the recipe study) cost a second student pass per face. Validation is pushed out of
 # the timed window by bench/e2e.py; re-estimating BatchNorm before it is not what is measured.
-common="data.backend=dali data.num_threads=8 train.log_every=10 train.sync_every=10 method.paired=false model.bn_recalibrate=off"
+common="data.backend=dali data.num_threads=8 train.log_every=10 train.sync_every=10 method.paired=false val.bn_recalibrate=off"
 # ONLY="b256_sharded b256_compiled" runs those alone (a second device run within a session).
 e2e() {  # name, limit in s, micro-batch, timed steps, then e2e.py arguments and overrides
   local name=$1 limit=$2 micro=$3 steps=$4

@@ -68,7 +68,7 @@ BEFORE = [
     "method.paired=false",
     "model.bn_mode=batch",
     "model.bn_momentum=0.0",
-    "model.bn_recalibrate=off",
+    "val.bn_recalibrate=off",
     "optim.lr=0.01",
     "train.epochs=40",
 ]
@@ -83,10 +83,10 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-unpaired": ["method.paired=false"],
     # BatchNorm: stale running statistics (the teacher's), running statistics that follow the
     # batches, statistics of the training mixture, frozen to the teacher's in training too.
-    "recipe-stale-bn": ["model.bn_recalibrate=off"],
-    "recipe-bn-momentum": ["model.bn_recalibrate=off", "model.bn_momentum=0.1"],
-    "recipe-bn-mixed": ["model.bn_recalibrate=mixed"],
-    "recipe-bn-frozen": ["model.bn_recalibrate=off", "model.bn_mode=frozen", "optim.lr=0.003"],
+    "recipe-stale-bn": ["val.bn_recalibrate=off"],
+    "recipe-bn-momentum": ["val.bn_recalibrate=off", "model.bn_momentum=0.1"],
+    "recipe-bn-mixed": ["val.bn_recalibrate=mixed"],
+    "recipe-bn-frozen": ["val.bn_recalibrate=off", "model.bn_mode=frozen", "optim.lr=0.003"],
     # Degradation probability: the paper's curriculum (0.1, +0.1 every 500 images), p = 1.
     "recipe-curriculum": ["method.curriculum=true", "method.curriculum_step=500"],
     "recipe-p1": ["method.p=1.0"],
@@ -99,7 +99,7 @@ VARIANTS: dict[str, list[str]] = {
     # feature term: does a margin, and AdaFace's quality-adaptive one in particular, add to the
     # cross-resolution method?
     **{
-        f"recipe-{head}{suffix}": [f"method.head={head}", *extra]
+        f"recipe-{head}{suffix}": [f"head.name={head}", *extra]
         for head in ("cosface", "arcface", "adaface")
         for suffix, extra in (("", []), ("-l0", ["method.lambda_feat=0"]))
     },

@@ -88,9 +88,9 @@ def time_to_first_step(train: str, val: str, root: str, run_dir: Path, ranks: in
         "run.stage=pretrain", "teacher.checkpoint=", "run.resume=never",
         f"data.train={train}", f"data.val={val}", f"data.root={root}", "data.test=",
         "data.check=off", "data.backend=torchvision", "train.precision=fp32",
-        "train.max_steps=1", "train.log_every=1", "train.val_every=1000",
-        "optim.global_batch=16", "data.micro_batch=8", "method.report_resolutions=[8]",
-        "data.min_val_images=1",
+        "train.max_steps=1", "train.log_every=1", "val.every=1000",
+        "optim.global_batch=16", "data.micro_batch=8", "val.report_resolutions=[8]",
+        "val.min_images=1",
     ]  # fmt: skip
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -22,6 +22,14 @@ from crossres_dist.heads import check as check_head
 from crossres_dist.models import ARCHITECTURES, DEFAULT_ARCH, check_input
 
 
+def first_not_probability(section, name: str, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = getattr(section, key)
+        if not 0.0 <= value <= 1.0:
+            return f"{name}.{key}: {value} is not a probability in [0, 1]"
+    return None
+
+
 @dataclass
 class RunConfig:
     # The run's name: its directory is output_dir/name.
@@ -39,6 +47,9 @@ class RunConfig:
     # A run directory is locked by its job; a lock held from another host whose heartbeat is
     # older than this (seconds) is taken over.
     lock_stale_s: int = 120
+
+    def problem(self) -> str | None:
+        return None
 
 
 @dataclass
@@ -70,15 +81,6 @@ class DataConfig:
     # Input-pipeline threads per rank: DALI on the CPU runs one single-threaded pipeline per
     # thread, on a GPU they feed the device; the twin uses them as DataLoader workers.
     num_threads: int = 2
-    # Validation keeps every n-th image, starting at `val_offset` (the research code: 30, half).
-    val_every_nth: int = 1
-    # The first validation image kept (see val_every_nth).
-    val_offset: int = 0
-    # Fewer validation images than this (after val_every_nth) is refused: top-1 on a handful of
-    # images cannot choose a checkpoint.
-    min_val_images: int = 40
-    # Validation views are made once and kept in memory (on the device) if they fit in this.
-    val_cache_mb: int = 512
     # Unusable files found before the run: refused (false), or left out (true).
     skip_bad_files: bool = False
     # A file that fails to decode during the run is named and left out, and the run goes on,
@@ -94,6 +96,18 @@ class DataConfig:
     min_images_per_identity: int = 1
     # Images with a shorter side below this (pixels) are counted at start-up.
     min_side: int = 16
+
+    def problem(self) -> str | None:
+        if self.micro_batch <= 0:
+            return "data.micro_batch: must be > 0"
+        if self.num_threads < 1:
+            return f"data.num_threads: {self.num_threads}: needs at least 1 thread"
+        if self.crop > self.resize_shorter:
+            return (
+                f"data.crop: {self.crop} exceeds data.resize_shorter={self.resize_shorter}; "
+                "lower the crop or raise resize_shorter"
+            )
+        return first_not_probability(self, "data", ("grayscale_p", "hflip_p", "max_bad_fraction"))
 
 
 @dataclass
@@ -117,13 +131,6 @@ class ModelConfig:
     bn_momentum: float = 0.0
     # "batch": BatchNorm uses batch statistics in training; "frozen": running statistics always.
     bn_mode: Literal["batch", "frozen"] = "batch"
-    # Before every validation (and so in every best.pt and final checkpoint), re-estimate the
-    # student's BatchNorm statistics on training views: "clean" (undegraded), "mixed" (what the
-    # student trains on: its views, degraded with probability p, and with method.paired the
-    # undegraded ones too), or "off" (keep the running statistics).
-    bn_recalibrate: Literal["off", "clean", "mixed"] = "off"
-    # Training views (over all ranks) for model.bn_recalibrate.
-    bn_recalibrate_images: int = 1024
     # NHWC memory layout on GPU (faster convolutions with bf16).
     channels_last: bool = True
     # torch.compile the student (GPU: fuses the squeeze-excite and BatchNorm element-wise work).
@@ -131,6 +138,18 @@ class ModelConfig:
     # torch.compile's mode for the student (and the teacher, with teacher.compile):
     # "reduce-overhead" adds CUDA graphs (small micro-batches), "max-autotune" tunes kernels.
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+
+    def problem(self) -> str | None:
+        if not self.layers or any(n < 1 for n in self.layers):
+            return "model.layers: needs 1 or more stages with >= 1 block each"
+        if self.width < 4:
+            return "model.width: must be >= 4"
+        if self.arch not in ARCHITECTURES:
+            return (
+                f"model.arch: {self.arch!r} is not a registered architecture "
+                f"(registered: {', '.join(ARCHITECTURES)})"
+            )
+        return None
 
 
 @dataclass
@@ -146,6 +165,9 @@ class TeacherConfig:
     # torch.compile the frozen teacher too (with model.compile_mode).
     compile: bool = False
 
+    def problem(self) -> str | None:
+        return None
+
 
 @dataclass
 class StudentConfig:
@@ -153,6 +175,9 @@ class StudentConfig:
     init: str = "teacher"
     # Allow a checkpoint with another number of identities: keep the features, new classifier.
     replace_classifier: bool = False
+
+    def problem(self) -> str | None:
+        return None
 
 
 @dataclass
@@ -171,21 +196,38 @@ class MethodConfig:
     # The steps a degraded view goes through, each "name" or "name:probability", applied in the
     # order gamma, downsample, gaussian_blur, jpeg, noise (pipelines/degradations/).
     degradations: list[str] = field(default_factory=lambda: ["downsample"])
-    # gaussian_blur draws its sigma uniformly from [low, high] (pixels at data.resize_shorter).
-    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    # jpeg draws its quality uniformly from [low, high] (1-100).
-    jpeg_quality: list[int] = field(default_factory=lambda: [20, 80])
-    # noise draws its sigma uniformly from [low, high] (levels of 0..255).
-    noise_sigma: list[float] = field(default_factory=lambda: [2.0, 10.0])
-    # The ranges of the other registered steps, by step name: {gamma: [0.5, 2.0]} (each step's
-    # module in pipelines/degradations/ says what its range means, and has its default).
+    # Every step's range but downsample's (method.resolutions), by step name: gaussian_blur
+    # (sigma in pixels at data.resize_shorter, [0.5, 2.0]), jpeg (quality 1-100, [20, 80]),
+    # noise (sigma in levels of 0..255, [2.0, 10.0]), gamma ([0.5, 2.0]); each drawn uniformly
+    # from [low, high] (gamma log-uniformly). pipelines/degradations/ says more, step by step.
     ranges: dict[str, list[float]] = field(default_factory=dict)
+    # Resampling for the down- and up-sampling of degraded views.
+    interpolation: Literal["linear", "cubic", "nearest"] = "linear"
+    # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
+    curriculum: bool = False
+    # The curriculum's first p.
+    curriculum_start: float = 0.1
+    # The curriculum's step in p, up to 1.
+    curriculum_increment: float = 0.1
+    # Training images (all ranks together) between the curriculum's steps.
+    curriculum_step: int = 35000
+
+    def problem(self) -> str | None:
+        if self.lambda_feat < 0:
+            return "method.lambda_feat: must be >= 0"
+        if self.curriculum and self.curriculum_step <= 0:
+            return "method.curriculum_step: must be > 0 when method.curriculum is true"
+        return first_not_probability(self, "method", ("p", "curriculum_start"))
+
+
+@dataclass
+class HeadConfig:
     # The classification head (crossres_dist/heads/): softmax (the network's own linear
     # classifier; the paper's) or a margin on the cosine to the class centres: cosface, arcface,
     # adaface (quality-adaptive, by the feature norm).
-    head: str = "softmax"
+    name: str = "softmax"
     # s, the scale of a margin head's logits (64 in the three papers).
-    margin_scale: float = 64.0
+    scale: float = 64.0
     # m, a margin head's margin; null for its paper's (cosface 0.35, arcface 0.5, adaface 0.4).
     margin: float | None = None
     # AdaFace's h: how strongly the standardised feature norm moves the margin (0.333).
@@ -197,20 +239,45 @@ class MethodConfig:
     # PartialFC's sampling: each negative class is kept with this probability per step; every
     # class of the global batch is always kept (1: the full head's loss).
     partial_fc_rate: float = 1.0
-    # Resampling for the down- and up-sampling of degraded views.
-    interpolation: Literal["linear", "cubic", "nearest"] = "linear"
-    # The paper's curriculum: p grows from curriculum_start by curriculum_increment.
-    curriculum: bool = False
-    # The curriculum's first p.
-    curriculum_start: float = 0.1
-    # The curriculum's step in p, up to 1.
-    curriculum_increment: float = 0.1
-    # Training images (all ranks together) between the curriculum's steps.
-    curriculum_step: int = 35000
+
+    def problem(self) -> str | None:
+        if self.name not in HEADS:
+            return f"head.name: {self.name!r} is not a registered head (registered: {', '.join(HEADS)})"
+        return check_head(self)
+
+
+@dataclass
+class ValConfig:
+    # Validate (and maybe write best.pt) every this many optimizer steps.
+    every: int = 100
     # The low resolution (pixels) validated at; best.pt maximises top-1 there.
-    val_resolution: int = 8
+    resolution: int = 8
     # Further resolutions validated and logged (not used for selection).
     report_resolutions: list[int] = field(default_factory=lambda: [8, 12, 16, 24, 32])
+    # Validation keeps every n-th held-out image, starting at `offset` (the research code: 30,
+    # half).
+    every_nth: int = 1
+    # The first validation image kept (see every_nth).
+    offset: int = 0
+    # Fewer validation images than this (after every_nth) is refused: top-1 on a handful of
+    # images cannot choose a checkpoint.
+    min_images: int = 40
+    # Validation views are made once and kept in memory (on the device) if they fit in this.
+    cache_mb: int = 512
+    # Before every validation (and so in every best.pt and final checkpoint), re-estimate the
+    # student's BatchNorm statistics on training views: "clean" (undegraded), "mixed" (what the
+    # student trains on: its views, degraded with probability p, and with method.paired the
+    # undegraded ones too), or "off" (keep the running statistics).
+    bn_recalibrate: Literal["off", "clean", "mixed"] = "off"
+    # Training views (over all ranks) for val.bn_recalibrate.
+    bn_recalibrate_images: int = 1024
+
+    def problem(self) -> str | None:
+        if self.every <= 0:
+            return "val.every: must be > 0"
+        if self.every_nth < 1:
+            return "val.every_nth: must be >= 1"
+        return None
 
 
 @dataclass
@@ -240,6 +307,12 @@ class OptimConfig:
     # Clip the gradient norm to this; 0 = no clipping.
     grad_clip: float = 0.0
 
+    def problem(self) -> str | None:
+        for name in ("lr", "global_batch"):
+            if getattr(self, name) <= 0:
+                return f"optim.{name}: must be > 0"
+        return None
+
 
 @dataclass
 class TrainConfig:
@@ -252,8 +325,6 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     # "cuda", "cpu", or "auto" (a GPU if there is one).
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    # Validate (and maybe write best.pt) every this many optimizer steps.
-    val_every: int = 100
     # Log losses, learning rate and images/s every this many optimizer steps.
     log_every: int = 10
     # Write a checkpoint every this many optimizer steps.
@@ -270,6 +341,14 @@ class TrainConfig:
     # Stop (as if preempted) after this optimizer step; 0 = never. Used by resume tests.
     stop_after_step: int = 0
 
+    def problem(self) -> str | None:
+        if self.keep_last < 2:
+            return "train.keep_last: keep at least 2 checkpoints so one survives a crash"
+        for key in ("checkpoint_every", "log_every", "sync_every"):
+            if getattr(self, key) <= 0:
+                return f"train.{key}: must be > 0"
+        return None
+
 
 @dataclass
 class DebugConfig:
@@ -279,6 +358,9 @@ class DebugConfig:
     inject_nan_steps: list[int] = field(default_factory=list)
     # Rank 0 dies (SIGKILL) half-way through writing this step's checkpoint; 0 = never.
     inject_kill_during_save: int = 0
+
+    def problem(self) -> str | None:
+        return None
 
 
 @dataclass
@@ -295,6 +377,9 @@ class DistConfig:
     # The rendezvous port under SLURM or MPI; 0 = derived from the job id / chosen free.
     port: int = 0
 
+    def problem(self) -> str | None:
+        return None
+
 
 @dataclass
 class Config:
@@ -304,87 +389,49 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    val: ValConfig = field(default_factory=ValConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     # Where the values came from, for error messages; not part of the saved config.
     source: str = field(default="<defaults>", repr=False, compare=False)
+    # "training", or "evaluation" (which needs no teacher): what the values are checked for.
+    purpose: str = field(default="training", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"{self.source}: {key}: {why}")
+        """Each section checks its own fields; the rules that join sections follow."""
+        for name in SECTION_NAMES:
+            if why := getattr(self, name).problem():
+                key, _, why = why.partition(": ")
+                raise ConfigError(f"{self.source}: {key}: {why}")
+        for key, why in self.cross_section_problems():
+            raise ConfigError(f"{self.source}: {key}: {why}")
 
-        for name in ("lr", "global_batch"):
-            if getattr(self.optim, name) <= 0:
-                raise bad(f"optim.{name}", "must be > 0")
-        if self.data.micro_batch <= 0:
-            raise bad("data.micro_batch", "must be > 0")
-        if self.data.num_threads < 1:
-            raise bad("data.num_threads", f"{self.data.num_threads}: needs at least 1 thread")
-        if self.data.crop > self.data.resize_shorter:
-            raise bad(
-                "data.crop",
-                f"{self.data.crop} exceeds data.resize_shorter={self.data.resize_shorter}; "
-                "lower the crop or raise resize_shorter",
-            )
-        for key in (
-            "method.p",
-            "data.grayscale_p",
-            "data.hflip_p",
-            "data.max_bad_fraction",
-            "method.curriculum_start",
+    def cross_section_problems(self):
+        if why := check_input(self.model.arch, self.model.layers, self.data.crop):
+            yield "data.crop", why
+        if self.dist.backend == "nccl" and self.train.device == "cpu":
+            yield "dist.backend", "nccl needs train.device=cuda; use gloo on the CPU"
+        if (
+            self.purpose == "training"
+            and self.run.stage == "crossres"
+            and not self.teacher.checkpoint
         ):
-            section, name = key.split(".")
-            value = getattr(getattr(self, section), name)
-            if not 0.0 <= value <= 1.0:
-                raise bad(key, f"{value} is not a probability in [0, 1]")
-        if self.method.lambda_feat < 0:
-            raise bad("method.lambda_feat", "must be >= 0")
-        if self.method.curriculum and self.method.curriculum_step <= 0:
-            raise bad("method.curriculum_step", "must be > 0 when method.curriculum is true")
-        if not self.model.layers or any(n < 1 for n in self.model.layers):
-            raise bad("model.layers", "needs 1 or more stages with >= 1 block each")
-        if self.model.width < 4:
-            raise bad("model.width", "must be >= 4")
-        if self.train.keep_last < 2:
-            raise bad("train.keep_last", "keep at least 2 checkpoints so one survives a crash")
-        for key in ("val_every", "checkpoint_every", "log_every", "sync_every"):
-            if getattr(self.train, key) <= 0:
-                raise bad(f"train.{key}", "must be > 0")
-        if self.run.stage == "crossres" and not self.teacher.checkpoint:
-            raise bad(
+            yield (
                 "teacher.checkpoint",
                 "the crossres stage needs a teacher; set teacher.checkpoint=PATH "
                 "(or run.stage=pretrain to train one)",
             )
-        if self.dist.backend == "nccl" and self.train.device == "cpu":
-            raise bad("dist.backend", "nccl needs train.device=cuda; use gloo on the CPU")
-        if self.model.arch not in ARCHITECTURES:
-            raise bad(
-                "model.arch",
-                f"{self.model.arch!r} is not a registered architecture "
-                f"(registered: {', '.join(ARCHITECTURES)})",
-            )
-        if why := check_input(self.model.arch, self.model.layers, self.data.crop):
-            raise bad("data.crop", why)
-        if self.method.head not in HEADS:
-            raise bad(
-                "method.head",
-                f"{self.method.head!r} is not a registered head (registered: {', '.join(HEADS)})",
-            )
-        if why := check_head(self.method):
-            key, _, why = why.partition(": ")
-            raise bad(key, why)
-        if self.data.val_every_nth < 1:
-            raise bad("data.val_every_nth", "must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source", None)
+        d.pop("purpose", None)
         return d
 
     def dumps(self) -> str:
@@ -396,8 +443,11 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    name: hint for name, hint in typing.get_type_hints(Config).items() if name != "source"
+    name: hint
+    for name, hint in typing.get_type_hints(Config).items()
+    if name not in ("source", "purpose")
 }
+SECTION_NAMES = tuple(SECTIONS)
 _HINTS = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
 
 
@@ -453,6 +503,28 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 MOVED = {
     "train.inject_nan_steps": "debug.inject_nan_steps",
     "train.inject_kill_during_save": "debug.inject_kill_during_save",
+    # Validation has a section of its own.
+    "train.val_every": "val.every",
+    "method.val_resolution": "val.resolution",
+    "method.report_resolutions": "val.report_resolutions",
+    "data.val_every_nth": "val.every_nth",
+    "data.val_offset": "val.offset",
+    "data.min_val_images": "val.min_images",
+    "data.val_cache_mb": "val.cache_mb",
+    "model.bn_recalibrate": "val.bn_recalibrate",
+    "model.bn_recalibrate_images": "val.bn_recalibrate_images",
+    # So has the head.
+    "method.head": "head.name",
+    "method.margin_scale": "head.scale",
+    "method.margin": "head.margin",
+    "method.adaface_h": "head.adaface_h",
+    "method.adaface_t_alpha": "head.adaface_t_alpha",
+    "method.partial_fc": "head.partial_fc",
+    "method.partial_fc_rate": "head.partial_fc_rate",
+    # Every degradation range is an entry of method.ranges.
+    "method.blur_sigma": "method.ranges.gaussian_blur",
+    "method.jpeg_quality": "method.ranges.jpeg",
+    "method.noise_sigma": "method.ranges.noise",
 }
 
 
@@ -470,8 +542,7 @@ def _apply(raw: dict[str, dict[str, Any]], source: str, target: dict[str, dict[s
             hints = _HINTS[section]
             if f"{section}.{key}" in MOVED:
                 raise ConfigError(
-                    f"{source}: {section}.{key} is now {MOVED[f'{section}.{key}']} (test switches "
-                    "live in the debug section)"
+                    f"{source}: {section}.{key} is now {MOVED[f'{section}.{key}']}; rename it"
                 )
             key, _, entry = key.partition(".")  # section.mapping.entry=value: one entry
             if key not in hints or (entry and typing.get_origin(hints[key]) is not dict):
@@ -498,7 +569,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple = (), purpose: str = "training"
+) -> Config:
     merged: dict[str, dict[str, Any]] = {}
     source = "<defaults>"
     if path:
@@ -516,14 +589,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         _apply({section: {key: value}}, "command line", merged)
     if overrides:
         source = f"{source} + command line"
-    return from_dict(merged, source)
+    return from_dict(merged, source, purpose)
 
 
-def from_dict(values: dict[str, dict[str, Any]], source: str = "<dict>") -> Config:
+def from_dict(
+    values: dict[str, dict[str, Any]], source: str = "<dict>", purpose: str = "training"
+) -> Config:
     checked: dict[str, dict[str, Any]] = {}
     _apply(values, source, checked)
     sections = {name: SECTIONS[name](**checked.get(name, {})) for name in SECTIONS}
-    return Config(**sections, source=source)
+    return Config(**sections, source=source, purpose=purpose)
 
 
 def _type_name(hint: Any) -> str:

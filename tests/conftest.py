@@ -129,7 +129,7 @@ def children(pid: int) -> list[int]:
 # A run long enough that only a signal or an injected fault ends it.
 UNTIL_STOPPED = (
     "train.max_steps=5000",
-    "train.val_every=5000",
+    "val.every=5000",
     "train.checkpoint_every=5000",
     "train.log_every=5",
 )

@@ -135,10 +135,10 @@ def training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> dic
 
 # The margin heads' traces: each head, and PartialFC (one rank, rate 1) with AdaFace.
 HEAD_RUNS = {
-    "cosface": ("method.head=cosface",),
-    "arcface": ("method.head=arcface",),
-    "adaface": ("method.head=adaface",),
-    "adaface+partial_fc": ("method.head=adaface", "method.partial_fc=true"),
+    "cosface": ("head.name=cosface",),
+    "arcface": ("head.name=arcface",),
+    "adaface": ("head.name=adaface",),
+    "adaface+partial_fc": ("head.name=adaface", "head.partial_fc=true"),
 }
 
 
@@ -156,7 +156,7 @@ def _training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> di
             "train.precision=fp32",
             f"train.max_steps={TRAIN_STEPS}",
             "train.log_every=1",
-            "train.val_every=3",
+            "val.every=3",
             "train.checkpoint_every=3",
             "run.seed=0",
         ]

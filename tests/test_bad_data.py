@@ -89,7 +89,7 @@ def test_truncated_jpeg_mid_run_is_named_excluded_and_the_order_is_rank_free(
         "optim.lr=0.01",
         "optim.global_batch=16",
         "train.max_steps=24",  # 320 training images: more than one epoch
-        "train.val_every=100",
+        "val.every=100",
         "train.checkpoint_every=100",
     )
     two, one = tmp_path / "two", tmp_path / "one"
@@ -200,7 +200,7 @@ def test_micro_batch_larger_than_the_training_set_is_refused(tmp_path, tiny_teac
         tiny_teacher,
         f"data.train={root}",
         "data.val=split:1",
-        "data.min_val_images=2",
+        "val.min_images=2",
         "student.replace_classifier=true",
         "data.micro_batch=8",
     )
@@ -211,10 +211,10 @@ def test_micro_batch_larger_than_the_training_set_is_refused(tmp_path, tiny_teac
 
 @pytest.mark.launch
 def test_validation_that_shrinks_below_the_minimum_is_refused(tmp_path, tiny_teacher):
-    args = tiny_args(tmp_path / "run", tiny_teacher, "data.val_every_nth=30")
+    args = tiny_args(tmp_path / "run", tiny_teacher, "val.every_nth=30")
     out = run_cmd(train_cmd(1, *args), check=False)
     assert out.returncode == 2
     error = error_lines(out.stderr)[0]
     assert "data.val: 3 validation image(s) (80 held out by data.val=split:2, every 30th" in error
-    assert "lower data.val_every_nth" in error
+    assert "lower val.every_nth" in error
     assert "\n" not in error

@@ -181,7 +181,7 @@ def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_p
         run_dir,
         tiny_teacher,
         "train.max_steps=200",
-        "train.val_every=200",
+        "val.every=200",
         "train.checkpoint_every=200",
         "train.log_every=5",
     )

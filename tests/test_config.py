@@ -1,6 +1,9 @@
+import re
+import typing
+
 import pytest
 
-from crossres_dist.config import ConfigError, load_config, settings_help
+from crossres_dist.config import MOVED, SECTIONS, ConfigError, load_config, settings_help
 from tests.conftest import REPO, TINY
 
 
@@ -28,10 +31,8 @@ def test_overrides_keep_yaml_types():
 
 
 def test_yaml_booleans_that_were_words_are_read_back_as_words(tmp_path):
-    cfg = load_config(
-        TINY, ["teacher.checkpoint=t.pt", "data.check=off", "model.bn_recalibrate=off"]
-    )
-    assert cfg.data.check == "off" and cfg.model.bn_recalibrate == "off"
+    cfg = load_config(TINY, ["teacher.checkpoint=t.pt", "data.check=off", "val.bn_recalibrate=off"])
+    assert cfg.data.check == "off" and cfg.val.bn_recalibrate == "off"
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  check: off\n")
     assert load_config(path, ["teacher.checkpoint=t.pt"]).data.check == "off"
@@ -100,3 +101,27 @@ def test_every_setting_is_documented_and_listed_by_train_help():
     for name, kind, default, _ in rows:
         assert f"  {name} ({kind}, default {default!r})" in text, name
     assert "  method.lambda_feat (float, default 0.1)" in text
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_key_is_refused_in_one_line_naming_its_new_key(old, tmp_path):
+    with pytest.raises(ConfigError, match=rf"{re.escape(old)} is now {re.escape(MOVED[old])}; "):
+        load_config(TINY, [f"{old}=1"])
+    section, key = old.split(".", 1)
+    (tmp_path / "old.yaml").write_text(f"{section}:\n  {key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"old.yaml: {re.escape(old)} is now "):
+        load_config(tmp_path / "old.yaml")
+
+
+def test_every_moved_key_lands_on_a_real_setting():
+    for new in MOVED.values():
+        section, key = new.split(".", 1)
+        key = key.split(".")[0]  # method.ranges.jpeg: an entry of method.ranges
+        assert key in typing.get_type_hints(SECTIONS[section]), new
+
+
+def test_evaluation_reads_a_crossres_config_without_a_teacher():
+    with pytest.raises(ConfigError, match="teacher.checkpoint: the crossres stage needs a teacher"):
+        load_config(TINY)
+    cfg = load_config(TINY, purpose="evaluation")
+    assert cfg.run.stage == "crossres" and cfg.teacher.checkpoint == ""

@@ -106,13 +106,13 @@ def test_gamma_range_comes_from_method_ranges_and_is_checked():
         check_degradations(_config(["method.ranges.gamma=[0, 2]"]))
     with pytest.raises(
         ConfigError,
-        match=r"method\.ranges\.motion: no registered step has this range \(known: gamma\)",
+        match=r"method\.ranges\.motion: no registered step has this range \(known: gamma, gaussian_blur, jpeg, noise\)",
     ):
         check_degradations(_config(["method.ranges.motion=[1, 2]"]))
     with pytest.raises(
         ConfigError, match=r"method\.jpeg_quality: \[0, 50\]: needs \[low, high\] within \[1, 100\]"
     ):
-        check_degradations(_config(["method.jpeg_quality=[0, 50]"]))
+        check_degradations(_config(["method.ranges.jpeg=[0, 50]"]))
 
 
 def test_gamma_is_an_evaluation_condition():

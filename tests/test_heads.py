@@ -31,7 +31,7 @@ NORMS = torch.tensor([30.0, 10.0, 22.0])
 
 
 def settings(head: str, **extra) -> SimpleNamespace:
-    base = dict(head=head, margin=None, margin_scale=64.0, adaface_h=0.333, adaface_t_alpha=0.01)
+    base = dict(name=head, margin=None, scale=64.0, adaface_h=0.333, adaface_t_alpha=0.01)
     return SimpleNamespace(**{**base, **extra})
 
 
@@ -111,12 +111,12 @@ def test_a_cosine_classifier_keeps_the_linear_keys_and_answers_with_cosines():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["method.head=arcface", "method.margin=2"], r"method\.margin: 2\.0 is outside \[0, 1\.571\) for arcface"),
-        (["method.head=cosface", "method.margin=-0.1"], r"method\.margin: -0\.1 is outside \[0, 1\) for cosface"),
-        (["method.head=sphereface"], r"method\.head: 'sphereface' is not a registered head"),
-        (["method.partial_fc=true"], r"method\.partial_fc: needs a margin head"),
-        (["method.head=adaface", "method.partial_fc_rate=1.5"], r"method\.partial_fc_rate: 1\.5 is not in \(0, 1\]"),
-        (["method.head=adaface", "method.adaface_h=0"], r"method\.adaface_h: 0\.0 is not in \(0, 1\]"),
+        (["head.name=arcface", "head.margin=2"], r"head\.margin: 2\.0 is outside \[0, 1\.571\) for arcface"),
+        (["head.name=cosface", "head.margin=-0.1"], r"head\.margin: -0\.1 is outside \[0, 1\) for cosface"),
+        (["head.name=sphereface"], r"head\.name: 'sphereface' is not a registered head"),
+        (["head.partial_fc=true"], r"head\.partial_fc: needs a margin head"),
+        (["head.name=adaface", "head.partial_fc_rate=1.5"], r"head\.partial_fc_rate: 1\.5 is not in \(0, 1\]"),
+        (["head.name=adaface", "head.adaface_h=0"], r"head\.adaface_h: 0\.0 is not in \(0, 1\]"),
     ],
 )  # fmt: skip
 def test_bad_head_settings_are_refused_in_one_line(overrides, message):
@@ -129,9 +129,9 @@ def test_partial_fc_on_one_rank_with_sampling_says_what_happens(tmp_path, tiny_t
     result, rows = train_in_process(
         [
             f"teacher.checkpoint={tiny_teacher}",
-            "method.head=arcface",
-            "method.partial_fc=true",
-            "method.partial_fc_rate=0.5",
+            "head.name=arcface",
+            "head.partial_fc=true",
+            "head.partial_fc_rate=0.5",
             "data.backend=torchvision",
             "train.precision=fp32",
             "train.device=cpu",
@@ -140,7 +140,7 @@ def test_partial_fc_on_one_rank_with_sampling_says_what_happens(tmp_path, tiny_t
     )
     assert result["step"] == 6 and all(math.isfinite(r.get("train/loss", 0)) for r in rows)
     out = capsys.readouterr().out
-    warned = [line for line in out.splitlines() if "method.partial_fc on 1 rank" in line]
+    warned = [line for line in out.splitlines() if "head.partial_fc on 1 rank" in line]
     assert len(warned) == 1 and "still keeps only 50% of the negative classes" in warned[0]
 
 
@@ -150,7 +150,7 @@ def test_an_adaface_run_checkpoints_its_statistics_and_its_cosine_classifier(
     result, rows = train_in_process(
         [
             f"teacher.checkpoint={tiny_teacher}",
-            "method.head=adaface",
+            "head.name=adaface",
             "data.backend=torchvision",
             "train.precision=fp32",
             "train.device=cpu",
@@ -206,7 +206,7 @@ def test_partial_fc_equals_the_unsharded_head_and_samples_alike_on_1_2_and_4_ran
 
 @pytest.mark.launch
 def test_adaface_partial_fc_resumes_exactly_and_on_another_number_of_ranks(tmp_path, tiny_teacher):
-    settings_ = ["method.head=adaface", "method.partial_fc=true", "train.precision=fp32"]
+    settings_ = ["head.name=adaface", "head.partial_fc=true", "train.precision=fp32"]
     whole = tmp_path / "whole"
     run_cmd(train_cmd(2, *tiny_args(whole, tiny_teacher, *settings_)), timeout=300)
     halves = tmp_path / "halves"

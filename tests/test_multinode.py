@@ -225,7 +225,7 @@ def test_a_node_lost_mid_run_ends_the_job_with_one_line_and_the_relaunch_resumes
     """node2 loses its network and every process (its worker, its slurmd) at once: rank 0 on
     node1 hears nothing more. Its watchdog names the lost rank and its host and ends the job;
     the relaunch on both hosts resumes from the newest complete checkpoint."""
-    long = ("train.max_steps=40", "train.checkpoint_every=10", "train.val_every=40")
+    long = ("train.max_steps=40", "train.checkpoint_every=10", "val.every=40")
     long += ("train.log_every=2", "dist.watchdog_s=8", "dist.timeout_s=120")
     run_dir = tmp_path / "run"
     log = tmp_path / "job.out"

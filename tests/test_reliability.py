@@ -37,15 +37,15 @@ DEMO = str(REPO / "configs" / "demo.yaml")
 SHORT = [
     "train.epochs=0",
     "train.max_steps=3",
-    "train.val_every=3",
+    "val.every=3",
     "train.checkpoint_every=3",
     "train.log_every=1",
     "data.micro_batch=8",
     "optim.global_batch=16",
     "optim.warmup_steps=0",
-    "model.bn_recalibrate_images=128",
+    "val.bn_recalibrate_images=128",
     "train.progress_bar=false",
-    "data.min_val_images=1",
+    "val.min_images=1",
     # As configs/vggface2_senet50.yaml: headers only before the run (3.3M files), so a truncated
     # JPEG is met by the readers themselves.
     "data.check=header",
@@ -59,7 +59,7 @@ def pretrain_on(faces, *extra: str) -> list[str]:
         "run.stage=pretrain",
         "teacher.checkpoint=",
         "data.min_images_per_identity=1",
-        "data.min_val_images=1",
+        "val.min_images=1",
         *extra,
     ]
 
@@ -159,7 +159,7 @@ def test_check_data_names_an_empty_identity_folder_and_the_trainer_warns_of_dupl
     assert "empty_identity_folder" in out and "empty (no images)" in out
     assert "duplicate" in out and "copied_from_s1.png" in out
     shutil.rmtree(faces / "empty")  # the trainer refuses an empty identity (min images)
-    steps = ("train.max_steps=1", "train.val_every=1", "train.checkpoint_every=1")
+    steps = ("train.max_steps=1", "val.every=1", "train.checkpoint_every=1")
     train_in_process(pretrain_on(faces, *steps), tmp_path / "run")
     out = capsys.readouterr().out
     assert "1 image(s) have the same contents as another image of the data set" in out

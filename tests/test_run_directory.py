@@ -158,7 +158,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
         tiny_teacher,
         "train.max_steps=120",
         "train.checkpoint_every=10",
-        "train.val_every=1000",
+        "val.every=1000",
         "train.log_every=10",
         "dist.watchdog_s=5",
         "dist.timeout_s=300",  # without the watchdog the job would wait this long

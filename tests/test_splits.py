@@ -235,7 +235,7 @@ def test_resumed_trainer_keeps_best_from_a_new_best_checkpoint(tmp_path, tiny_te
     """End to end: the step-3 checkpoint was a new best and records it; after the resume, the
     later checkpoints may only replace best.pt if they beat it."""
     run_dir = tmp_path / "run"
-    common = ("train.max_steps=9", "train.val_every=3", "optim.lr=0.3")
+    common = ("train.max_steps=9", "val.every=3", "optim.lr=0.3")
     run_cmd(train_cmd(1, *tiny_args(run_dir, tiny_teacher, *common, "train.stop_after_step=3")))
     at_three = load_checkpoint(run_dir / "checkpoints" / "step_00000003.pt")
     best_three = load_checkpoint(run_dir / "checkpoints" / "best.pt")

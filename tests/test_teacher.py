@@ -81,7 +81,7 @@ def test_validation_cache_computed_once_and_invalidated(tmp_path, tiny_teacher):
     assert teacher_key(str(teacher_copy)) != before
     # Another validation set: computed anew, beside the first.
     other_val = run_cmd(
-        train_cmd(1, *tiny_args(run_dir, tiny_teacher, "data.val_every_nth=2", "train.max_steps=4"))
+        train_cmd(1, *tiny_args(run_dir, tiny_teacher, "val.every_nth=2", "train.max_steps=4"))
     )
     assert "validation teacher features: computed for 40 images" in other_val.stdout
     assert len(list((run_dir / "cache").glob("val_teacher_features-*.pt"))) == 2

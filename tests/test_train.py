@@ -74,7 +74,7 @@ def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teach
         "optim.global_batch=16",
         "train.max_steps=2",
         "optim.momentum=0.9",
-        "train.val_every=100",
+        "val.every=100",
         "train.checkpoint_every=100",
     )
     one, two = tmp_path / "one", tmp_path / "two"
@@ -106,7 +106,7 @@ def test_plateau_decision_is_the_same_on_every_rank(tmp_path, tiny_teacher):
                 "optim.plateau_patience=0",
                 "optim.plateau_threshold=0.99",
                 "train.max_steps=4",
-                "train.val_every=1",
+                "val.every=1",
             ),
         )
     )
@@ -206,10 +206,10 @@ def test_pretraining_from_scratch_is_reproducible(tmp_path):
 def test_bn_recalibration_sets_statistics_not_the_trajectory_and_resumes_exactly(
     tmp_path, tiny_teacher
 ):
-    common = ("train.max_steps=6", "train.val_every=3", "model.bn_recalibrate_images=64")
+    common = ("train.max_steps=6", "val.every=3", "val.bn_recalibrate_images=64")
     plain, recal, resumed = tmp_path / "plain", tmp_path / "recal", tmp_path / "resumed"
     run_cmd(train_cmd(2, *tiny_args(plain, tiny_teacher, *common)))
-    run_cmd(train_cmd(2, *tiny_args(recal, tiny_teacher, *common, "model.bn_recalibrate=mixed")))
+    run_cmd(train_cmd(2, *tiny_args(recal, tiny_teacher, *common, "val.bn_recalibrate=mixed")))
     a = load_checkpoint(plain / "checkpoints" / "step_00000006.pt")["student"]
     b = load_checkpoint(recal / "checkpoints" / "step_00000006.pt")["student"]
     teacher = torch.load(tiny_teacher, weights_only=True)
@@ -223,7 +223,7 @@ def test_bn_recalibration_sets_statistics_not_the_trajectory_and_resumes_exactly
     assert all(not torch.equal(b[k], teacher[k]) and torch.isfinite(b[k]).all() for k in stats)
     assert all((b[k] > 0).all() for k in stats if k.endswith("running_var"))
     # The re-estimation views are a function of the step: a resumed run saves the same ones.
-    args = tiny_args(resumed, tiny_teacher, *common, "model.bn_recalibrate=mixed")
+    args = tiny_args(resumed, tiny_teacher, *common, "val.bn_recalibrate=mixed")
     run_cmd(train_cmd(2, *args, "train.stop_after_step=3"))
     run_cmd(train_cmd(2, *args))
     c = load_checkpoint(resumed / "checkpoints" / "step_00000006.pt")["student"]

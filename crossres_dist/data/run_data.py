@@ -40,29 +40,29 @@ def check_sizes(train: list[Sample], data_cfg, world: int) -> None:
         )
 
 
-def validation_samples(held_out: list[Sample], data_cfg) -> list[Sample]:
-    """The validation images kept (every `val_every_nth` from `val_offset`); refused when too
+def validation_samples(held_out: list[Sample], data_cfg, val_cfg) -> list[Sample]:
+    """The validation images kept (every `val.every_nth` from `val.offset`); refused when too
     few remain to choose a checkpoint, said when some held-out images are left unused."""
-    kept = held_out[data_cfg.val_offset :: data_cfg.val_every_nth]
-    if len(kept) < data_cfg.min_val_images:
+    kept = held_out[val_cfg.offset :: val_cfg.every_nth]
+    if len(kept) < val_cfg.min_images:
         thinned = (
-            f", every {data_cfg.val_every_nth}th kept by data.val_every_nth"
-            if data_cfg.val_every_nth > 1
+            f", every {val_cfg.every_nth}th kept by val.every_nth"
+            if val_cfg.every_nth > 1
             else ""
         )
         raise DataError(
             f"data.val: {len(kept)} validation image(s) ({len(held_out)} held out by "
             f"data.val={data_cfg.val}{thinned}) are too few to choose a checkpoint "
-            f"(data.min_val_images={data_cfg.min_val_images}); hold out more, lower "
-            "data.val_every_nth, or lower data.min_val_images"
+            f"(val.min_images={val_cfg.min_images}); hold out more, lower "
+            "val.every_nth, or lower val.min_images"
         )
     if len(kept) < len(held_out):
         log.info(
-            "validation uses %d of the %d held-out images (data.val_every_nth=%d); the other %d "
+            "validation uses %d of the %d held-out images (val.every_nth=%d); the other %d "
             "are neither trained on nor validated",
             len(kept),
             len(held_out),
-            data_cfg.val_every_nth,
+            val_cfg.every_nth,
             len(held_out) - len(kept),
         )
     return kept
@@ -111,7 +111,7 @@ def prepare_run_data(
     splits = load_splits(split_spec, label_map(resume_state, label_file, rank))
     if not splits.train.samples:
         raise SetupError(f"data.train: {cfg.data.train} has no training images")
-    val_samples = validation_samples(splits.val.samples, cfg.data)
+    val_samples = validation_samples(splits.val.samples, cfg.data, cfg.val)
     train_set = splits.train
     files = check_run_files(train_set.samples, val_samples, cfg.data, rank, world)
     # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).

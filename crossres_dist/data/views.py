@@ -44,13 +44,10 @@ def view_settings(cfg, spec, evaluation: bool = False) -> ViewSettings:
 
 
 def configured_ranges(method_cfg) -> dict[str, list]:
-    """Every registered step's range as configured, by its range key: a key of its own in the
-    method section (resolutions, blur_sigma ...) or an entry of method.ranges."""
+    """Every registered step's range as configured, by its range key: method.resolutions for
+    downsample (the method's own list), an entry of method.ranges for every other step."""
     ranges = {f"ranges.{name}": values for name, values in method_cfg.ranges.items()}
-    for step in STEPS.values():
-        if hasattr(method_cfg, step.range_key):
-            ranges[step.range_key] = getattr(method_cfg, step.range_key)
-    return ranges
+    return {"resolutions": method_cfg.resolutions, **ranges}
 
 
 def loader_for(cfg, views: ViewSettings, device: torch.device) -> Loader:

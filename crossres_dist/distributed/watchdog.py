@@ -181,7 +181,10 @@ def report_lost_peers(err: RuntimeError, watchdog: Watchdog | None, code: int) -
     if not (dist.is_initialized() and dist.get_world_size() > 1 and is_peer_loss(err)):
         return False
     reason = str(err).strip().splitlines()[0][-160:]
-    gone = watchdog.silent_ranks(watchdog.timeout_s) if watchdog is not None else []
+    # A live peer beats every interval: two and a half of them tell the gone from the slow,
+    # in seconds, whatever dist.watchdog_s is.
+    wait_s = min(watchdog.timeout_s, 2.5 * watchdog.interval) if watchdog is not None else 0
+    gone = watchdog.silent_ranks(wait_s) if watchdog is not None else []
     who = watchdog.describe(gone) if gone else "a peer (no watchdog to say which: dist.watchdog_s)"
     log.error(
         "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "

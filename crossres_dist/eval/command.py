@@ -46,7 +46,7 @@ DEFAULT_RESOLUTIONS = [8, 12, 16, 24, 32, None]
 
 
 def evaluate(args) -> dict | None:
-    cfg = load_config(args.config, ["teacher.checkpoint=unused", *args.overrides])
+    cfg = load_config(args.config, args.overrides, purpose="evaluation")
     protocol_class = PROTOCOLS[args.protocol]
     if protocol_class.name != "folder" and not args.root:
         raise ConfigError(f"--protocol {args.protocol} needs --root, the release's folder")

@@ -27,10 +27,10 @@ EPS = 1e-3
 
 
 class AdaFace(Margin):
-    def __init__(self, scale: float, margin: float, method_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
         super().__init__(scale, margin)
-        self.h = method_cfg.adaface_h if method_cfg is not None else 0.333
-        self.t_alpha = method_cfg.adaface_t_alpha if method_cfg is not None else 0.01
+        self.h = head_cfg.adaface_h if head_cfg is not None else 0.333
+        self.t_alpha = head_cfg.adaface_t_alpha if head_cfg is not None else 0.01
         # The paper's starting values for the running statistics.
         self.register_buffer("norm_mean", torch.tensor(20.0))
         self.register_buffer("norm_std", torch.tensor(100.0))

@@ -15,7 +15,7 @@ from crossres_dist.heads.registry import HeadSpec, Margin, register
 
 
 class ArcFace(Margin):
-    def __init__(self, scale: float, margin: float, method_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
         super().__init__(scale, margin)
         self.threshold = math.cos(math.pi - margin)  # cos(theta) below it: theta + m > pi
 

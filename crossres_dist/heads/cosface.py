@@ -7,7 +7,7 @@ from crossres_dist.heads.registry import HeadSpec, Margin, register
 
 
 class CosFace(Margin):
-    def __init__(self, scale: float, margin: float, method_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
         super().__init__(scale, margin)
 
     def target(self, cos_target, features):

@@ -6,7 +6,7 @@ Stone: Efficient and Robust Training of Face Recognition CNNs by Partial FC"):
 - rank r holds the class centres of a contiguous slice of the classes (1/N of the memory);
 - the features and labels of the whole global batch are all-gathered;
 - each rank keeps, for this step, every class of its slice that is a label in the global batch
-  and samples the others at ``method.partial_fc_rate``;
+  and samples the others at ``head.partial_fc_rate``;
 - the margin is applied to the target cosines that fall in the slice, and a softmax spread over
   the ranks (an all-reduce of the row maxima, then of the sums of exponentials and of the target
   logits) gives the cross-entropy of the global batch.

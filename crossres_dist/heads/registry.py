@@ -12,7 +12,7 @@ A margin head is two parts:
   everything scaled by s, for the cross-entropy. Non-target logits are s * cos.
 
 The head is training-only: evaluation and export use the feature (the embedding). With
-``method.partial_fc`` the classifier leaves the network for ``partial_fc.PartialFC``, sharded
+``head.partial_fc`` the classifier leaves the network for ``partial_fc.PartialFC``, sharded
 by class over the ranks.
 """
 
@@ -95,44 +95,44 @@ def head_spec(name: str) -> HeadSpec:
     return HEADS[name]
 
 
-def check(method_cfg) -> str | None:
+def check(head_cfg) -> str | None:
     """Why the method section's head settings cannot train (None: they can): the key, then
     what to change."""
-    spec = head_spec(method_cfg.head)
+    spec = head_spec(head_cfg.name)
     if not spec.has_margin:
-        if method_cfg.partial_fc:
+        if head_cfg.partial_fc:
             return (
-                "method.partial_fc: needs a margin head (cosface, arcface or adaface); the "
+                "head.partial_fc: needs a margin head (cosface, arcface or adaface); the "
                 "softmax head is the network's own classifier"
             )
         return None
     low, high = spec.margin_range
-    margin = spec.default_margin if method_cfg.margin is None else method_cfg.margin
+    margin = spec.default_margin if head_cfg.margin is None else head_cfg.margin
     if not low <= margin < high:
         return (
-            f"method.margin: {margin} is outside [{low:g}, {high:.4g}) for {spec.name} "
+            f"head.margin: {margin} is outside [{low:g}, {high:.4g}) for {spec.name} "
             f"(its paper: {spec.default_margin})"
         )
-    if method_cfg.margin_scale <= 0:
-        return f"method.margin_scale: {method_cfg.margin_scale} must be > 0 (the papers: 64)"
-    if not 0.0 < method_cfg.partial_fc_rate <= 1.0:
-        return f"method.partial_fc_rate: {method_cfg.partial_fc_rate} is not in (0, 1]"
-    if not 0.0 < method_cfg.adaface_h <= 1.0:
-        return f"method.adaface_h: {method_cfg.adaface_h} is not in (0, 1] (the paper: 0.333)"
+    if head_cfg.scale <= 0:
+        return f"head.scale: {head_cfg.scale} must be > 0 (the papers: 64)"
+    if not 0.0 < head_cfg.partial_fc_rate <= 1.0:
+        return f"head.partial_fc_rate: {head_cfg.partial_fc_rate} is not in (0, 1]"
+    if not 0.0 < head_cfg.adaface_h <= 1.0:
+        return f"head.adaface_h: {head_cfg.adaface_h} is not in (0, 1] (the paper: 0.333)"
     return None
 
 
-def build_margin(method_cfg) -> nn.Module:
+def build_margin(head_cfg) -> nn.Module:
     """The head's margin module (Softmax: the logits as they are)."""
-    spec = head_spec(method_cfg.head)
+    spec = head_spec(head_cfg.name)
     if not spec.has_margin:
         return Softmax()
-    margin = spec.default_margin if method_cfg.margin is None else method_cfg.margin
-    return spec.build(method_cfg.margin_scale, margin, method_cfg)
+    margin = spec.default_margin if head_cfg.margin is None else head_cfg.margin
+    return spec.build(head_cfg.scale, margin, head_cfg)
 
 
-def classifier_kind(method_cfg) -> str:
+def classifier_kind(head_cfg) -> str:
     """The network's classifier layer for the head (models.ModelSpec.classifier)."""
-    if not head_spec(method_cfg.head).has_margin:
+    if not head_spec(head_cfg.name).has_margin:
         return "linear"
-    return "none" if method_cfg.partial_fc else "cosine"
+    return "none" if head_cfg.partial_fc else "cosine"

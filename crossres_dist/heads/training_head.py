@@ -17,24 +17,24 @@ log = logging.getLogger(__name__)
 
 
 class TrainingHead:
-    def __init__(self, method_cfg, spec: ModelSpec, seed: int, device: torch.device, world: int):
+    def __init__(self, head_cfg, spec: ModelSpec, seed: int, device: torch.device, world: int):
         self.margin = None
         self.partial_fc = None
-        if not head_spec(method_cfg.head).has_margin:
+        if not head_spec(head_cfg.name).has_margin:
             return
-        self.margin = build_margin(method_cfg).to(device)
-        if method_cfg.partial_fc:
+        self.margin = build_margin(head_cfg).to(device)
+        if head_cfg.partial_fc:
             from crossres_dist.heads.partial_fc import PartialFC
 
-            rate = method_cfg.partial_fc_rate
+            rate = head_cfg.partial_fc_rate
             self.partial_fc = PartialFC(
                 spec.num_classes, spec.feature_dim, self.margin, rate, seed
             ).to(device)
             if world == 1 and rate < 1.0:
                 log.warning(
-                    "method.partial_fc on 1 rank: the whole classifier is on this rank, and each "
+                    "head.partial_fc on 1 rank: the whole classifier is on this rank, and each "
                     "step still keeps only %.0f%% of the negative classes (the loss is PartialFC's, "
-                    "not the full head's); method.partial_fc_rate=1 trains the full head",
+                    "not the full head's); head.partial_fc_rate=1 trains the full head",
                     100 * rate,
                 )
 

@@ -1,4 +1,4 @@
-"""BatchNorm re-estimation before a validation (model.bn_recalibrate), as a component of its own.
+"""BatchNorm re-estimation before a validation (val.bn_recalibrate), as a component of its own.
 
 The student's running statistics are re-estimated as a plain average over bn_recalibrate_images
 training views (all ranks, averaged), so that evaluation, selection and the checkpoint normalise
@@ -24,23 +24,25 @@ STREAM = 7919
 class BatchNormReestimation:
     def __init__(
         self,
-        model_cfg,
+        val_cfg,
         planner: TrainPlanner,
         loader: Loader,
         seed: int,
         autocast,
         memory_format: torch.memory_format,
         paired: bool,
+        bn_frozen: bool,
         find_bad: Callable[[list[str]], dict[str, str]],
         on_excluded: Callable[[dict[str, str], int], None],
     ) -> None:
-        self.cfg, self.planner = model_cfg, planner
+        self.cfg, self.planner = val_cfg, planner
+        self.bn_frozen = bn_frozen  # model.bn_mode=frozen: put back after the estimate
         self.loader = loader.reseeded(seed + STREAM)
         self.seed = seed + STREAM
         self.autocast, self.memory_format = autocast, memory_format
         # "clean": undegraded views; "mixed": what the student trains on (both views of each
         # face when paired).
-        self.view = "teacher_view" if model_cfg.bn_recalibrate == "clean" else "student_view"
+        self.view = "teacher_view" if val_cfg.bn_recalibrate == "clean" else "student_view"
         self.paired = self.view == "student_view" and paired
         self.find_bad, self.on_excluded = find_bad, on_excluded
 
@@ -87,5 +89,5 @@ class BatchNormReestimation:
                     torch.distributed.all_reduce(stats)
                     stats /= world
         student.train(was_training)
-        if was_training and self.cfg.bn_mode == "frozen":
+        if was_training and self.bn_frozen:
             set_bn_frozen(student)

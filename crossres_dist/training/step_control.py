@@ -42,11 +42,11 @@ class Cadence:
     stop_after_step: int = 0
 
     @classmethod
-    def from_config(cls, train_cfg, total_steps: int) -> Cadence:
+    def from_config(cls, train_cfg, val_cfg, total_steps: int) -> Cadence:
         return cls(
             total_steps,
             train_cfg.log_every,
-            train_cfg.val_every,
+            val_cfg.every,
             train_cfg.checkpoint_every,
             train_cfg.sync_every,
             train_cfg.stop_after_step,

@@ -149,9 +149,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
-        spec = replace(spec, classifier=classifier_kind(cfg.method))
+        spec = replace(spec, classifier=classifier_kind(cfg.head))
         self.student, self.teacher = build_networks(cfg, spec, self.resume_state)
-        self.head = TrainingHead(cfg.method, spec, cfg.run.seed, self.device, self.world)
+        self.head = TrainingHead(cfg.head, spec, cfg.run.seed, self.device, self.world)
         self.lineage = record_lineage(
             cfg, self.resume_state, self._held_out, self.splits, self.is_main
         )
@@ -217,23 +217,24 @@ class Trainer:
         if self.resume_state is not None:
             self._restore(self.resume_state)
         self.nonfinite = NonFiniteSteps(self.device, self.state.nonfinite_total)
-        self.cadence = Cadence.from_config(cfg.train, self.total_steps)
+        self.cadence = Cadence.from_config(cfg.train, cfg.val, self.total_steps)
 
     def _setup_validation(self, val_samples: list) -> None:
-        """Validation (BatchNorm re-estimated first if model.bn_recalibrate asks) and the
+        """Validation (BatchNorm re-estimated first if val.bn_recalibrate asks) and the
         teacher's features of the validation views (all ranks take part: the teacher may be
         sharded), from the cache when it is valid."""
         cfg = self.cfg
         recalibrate = None
-        if cfg.model.bn_recalibrate != "off":
+        if cfg.val.bn_recalibrate != "off":
             reestimate = BatchNormReestimation(
-                cfg.model,
+                cfg.val,
                 self.planner,
                 self.loader,
                 cfg.run.seed,
                 self.autocast,
                 self.memory_format,
                 paired=self.task.paired,
+                bn_frozen=cfg.model.bn_mode == "frozen",
                 find_bad=self._undecodable,
                 on_excluded=self._excluded_during_run,
             )

@@ -180,7 +180,7 @@ def evaluate_student(
 
 
 class Validator:
-    """A validation at a step: BatchNorm statistics re-estimated first when model.bn_recalibrate
+    """A validation at a step: BatchNorm statistics re-estimated first when val.bn_recalibrate
     asks for it (all ranks), then the student on rank 0 at full resolution and at every
     validated resolution, and rank 0's metrics handed to every rank. Owns the validation views
     and the teacher's features of them (computed once by all ranks, cached on disk)."""
@@ -195,13 +195,13 @@ class Validator:
         autocast: AbstractContextManager,
         recalibrate_bn=None,
     ) -> None:
-        self.method, self.stage = cfg.method, cfg.run.stage
-        self.data = ValidationData(samples, loader, cfg.data.val_cache_mb)
+        self.val_cfg, self.stage = cfg.val, cfg.run.stage
+        self.data = ValidationData(samples, loader, cfg.val.cache_mb)
         self.resolutions = list(
-            dict.fromkeys([None, cfg.method.val_resolution, *cfg.method.report_resolutions])
+            dict.fromkeys([None, cfg.val.resolution, *cfg.val.report_resolutions])
         )
         self.objective, self.autocast = objective, autocast
-        self.recalibrate_bn = recalibrate_bn  # None: model.bn_recalibrate=off
+        self.recalibrate_bn = recalibrate_bn  # None: val.bn_recalibrate=off
         self.teacher_features = None
         if teacher is not None and objective.uses_teacher:
             self.teacher_features = cached_teacher_features(
@@ -227,7 +227,7 @@ class Validator:
         return distributed.broadcast_object(metrics)
 
     def _log(self, metrics: dict[str, float], step: int, seconds: float) -> None:
-        low = f"{self.method.val_resolution}px"
+        low = f"{self.val_cfg.resolution}px"
         log.info(
             "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f loss %.4f | %s",
             step,
@@ -244,11 +244,11 @@ class Validator:
 
     def plateau_metric(self, metrics: dict[str, float]) -> float:
         """What optim's plateau schedule watches: the low-resolution validation loss."""
-        return metrics[f"val/{self.method.val_resolution}px/loss"]
+        return metrics[f"val/{self.val_cfg.resolution}px/loss"]
 
     def best_metric(self, metrics: dict[str, float]) -> float:
         """The checkpoint kept as best: highest low-resolution top-1 (method.md); a pretrained
         teacher is judged at full resolution."""
         if self.stage == "pretrain":
             return metrics["val/full/top1"]
-        return metrics[f"val/{self.method.val_resolution}px/top1"]
+        return metrics[f"val/{self.val_cfg.resolution}px/top1"]

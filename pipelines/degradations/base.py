@@ -23,7 +23,7 @@ class Step(ABC):
     # (whether it applies, its parameter): the counter-based streams its draws come from. A
     # step's numbers never change once released, or earlier runs would not replay.
     streams: tuple[int, int]
-    range_key: str  # where its range is configured: method.<range_key>
+    range_key: str  # where its range is configured: method.<range_key> (ranges.<its name>)
     default: tuple  # the range when nothing is configured
     bounds: tuple[float, float]  # what a configured range may span
     label: str  # its prefix in report labels ("blur" -> "blur2")

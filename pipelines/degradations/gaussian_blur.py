@@ -1,5 +1,5 @@
 """gaussian_blur: optical blur, sigma in pixels at the resized scale (data.resize_shorter),
-drawn uniformly from method.blur_sigma. Window 2*ceil(3 sigma)+1, mirrored borders (as DALI)."""
+drawn uniformly from method.ranges.gaussian_blur. Window 2*ceil(3 sigma)+1, mirrored borders (as DALI)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class GaussianBlur(GraphStep):
     name = "gaussian_blur"
     field = "blur_sigma"
     streams = (16, 17)
-    range_key = "blur_sigma"
+    range_key = "ranges.gaussian_blur"
     default = (0.5, 2.0)
     bounds = (0.0, 50.0)
     label = "blur"

@@ -1,5 +1,5 @@
 """jpeg: compression artefacts, quality drawn uniformly (whole numbers) from
-method.jpeg_quality. The twin goes through PIL's encoder and decoder, DALI through its
+method.ranges.jpeg. The twin goes through PIL's encoder and decoder, DALI through its
 jpeg_compression_distortion; both on the image as 8 bits."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Jpeg(GraphStep):
     name = "jpeg"
     field = "jpeg_quality"
     streams = (18, 19)
-    range_key = "jpeg_quality"
+    range_key = "ranges.jpeg"
     default = (20, 80)
     bounds = (1, 100)
     label = "jpeg"

@@ -1,5 +1,5 @@
 """noise: Gaussian sensor noise, sigma in levels of 0..255 drawn uniformly from
-method.noise_sigma, on the finished view in torch from a counter-based hash of (the sample's
+method.ranges.noise, on the finished view in torch from a counter-based hash of (the sample's
 seed, the pixel index): the same numbers on any device and either backend."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Noise(ViewStep):
     name = "noise"
     field = "noise_sigma"
     streams = (20, 21)
-    range_key = "noise_sigma"
+    range_key = "ranges.noise"
     default = (2.0, 10.0)
     bounds = (0.0, 255.0)
     label = "noise"

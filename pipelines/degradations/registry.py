@@ -47,7 +47,7 @@ def graph_types() -> dict[str, str]:
 @dataclass(frozen=True, init=False)
 class Degradations:
     """Which steps a degraded view goes through, with what probability, and their ranges (by
-    range key: ``resolutions``, ``blur_sigma``, ``ranges.gamma`` ...; a step's default where
+    range key: ``resolutions``, ``ranges.gaussian_blur``, ``ranges.gamma`` ...; a step's default where
     none is given)."""
 
     steps: tuple[tuple[str, float], ...]
