@@ -110,7 +110,8 @@ def test_gamma_range_comes_from_method_ranges_and_is_checked():
     ):
         check_degradations(_config(["method.ranges.motion=[1, 2]"]))
     with pytest.raises(
-        ConfigError, match=r"method\.jpeg_quality: \[0, 50\]: needs \[low, high\] within \[1, 100\]"
+        ConfigError,
+        match=r"method\.ranges\.jpeg: \[0\.0, 50\.0\]: needs \[low, high\] within \[1, 100\]",
     ):
         check_degradations(_config(["method.ranges.jpeg=[0, 50]"]))
 
