@@ -16,7 +16,7 @@ from bench import benchmark_trees
 from crossres_dist import evaluate
 from crossres_dist.eval import features as features_module
 from crossres_dist.eval.align import reference_points, similarity
-from crossres_dist.eval.metrics import cmc, open_set, verification
+from crossres_dist.eval.metrics import cmc, identification, open_set, verification
 from crossres_dist.eval.templates import template_features
 from pipelines import ViewSettings
 from pipelines.sources import Sample
@@ -35,6 +35,36 @@ def test_template_feature_is_media_mean_then_sum_then_unit_norm():
     # Detector scores weight each image: media 1 mean (0.5*1 + 1*3)/2 = 1.75, media 2: (0, 0).
     _, weighted = template_features(features, templates, media, np.array([0.5, 1, 0, 1]))
     assert torch.allclose(weighted[0], torch.tensor([1.0, 0.0]))
+
+
+def test_perfect_model_scores_one():
+    gallery = torch.eye(5)
+    probe = torch.eye(5) + 0.01 * torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(5)
+    ident = identification(probe, labels, gallery, labels)
+    assert ident == {"rank1": 1.0, "rank5": 1.0}
+    scores = np.concatenate([np.full(50, 0.9), np.full(5000, 0.1)])
+    genuine = np.concatenate([np.ones(50, bool), np.zeros(5000, bool)])
+    v = verification(scores, genuine)
+    assert v["auc"] == 1.0 and v["eer"] == 0.0
+    assert v["tar@far=0.001"] == 1.0 and v["tar@far=0.01"] == 1.0
+
+
+def test_random_model_is_near_chance():
+    rng = np.random.default_rng(0)
+    n_ids, per_id = 50, 4
+    labels = np.repeat(np.arange(n_ids), per_id)
+    features = torch.from_numpy(rng.standard_normal((len(labels), 64))).float()
+    gallery_idx = np.arange(0, len(labels), per_id)
+    probe_idx = np.setdiff1d(np.arange(len(labels)), gallery_idx)
+    ident = identification(
+        features[probe_idx], labels[probe_idx], features[gallery_idx], labels[gallery_idx]
+    )
+    assert ident["rank1"] < 0.1 and ident["rank5"] < 0.25  # chance: 0.02 and 0.10
+    scores = rng.standard_normal(20000)
+    genuine = rng.random(20000) < 0.1
+    v = verification(scores, genuine)
+    assert abs(v["auc"] - 0.5) < 0.03 and abs(v["eer"] - 0.5) < 0.03
 
 
 def test_verification_against_hand_and_scikit_learn():
