@@ -60,29 +60,29 @@ study-orl-degradations: $(VENV)/.installed
 	  --variants recipe recipe-realistic --probe-degrade gaussian_blur:1.5 jpeg:15
 
 bench-pipeline: $(VENV)/.installed
-	$(PY) -m tools.results run bench-pipeline --data $(LFW) $(DIRTY) -- \
+	$(PY) -m tools.published run bench-pipeline --data $(LFW) $(DIRTY) -- \
 	  $(PY) bench/pipeline.py --data $(LFW) --repeats 7
 
 # How far DALI's and the twin's probe views (and the demo student's features of them) are apart.
 bench-backend-gap: $(VENV)/.installed
-	$(PY) -m tools.results run backend-gap --data $(LFW) $(DIRTY) -- \
+	$(PY) -m tools.published run backend-gap --data $(LFW) $(DIRTY) -- \
 	  $(PY) bench/backend_gap.py --checkpoint runs/demo/student/checkpoints/best.pt --data $(LFW)
 
 bench-teacher: $(VENV)/.installed
-	$(PY) -m tools.results run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
+	$(PY) -m tools.published run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
 # Start-up against the set's size (10k, 100k, 1M samples) for a folder, a list file, RecordIO and
 # shards; makes the data under runs/bench-startup once (about 7 GB, minutes).
 bench-startup: $(VENV)/.installed
-	$(PY) -m tools.results run bench-startup $(DIRTY) -- $(PY) bench/startup.py
+	$(PY) -m tools.published run bench-startup $(DIRTY) -- $(PY) bench/startup.py
 
 # PartialFC's classifier memory per rank, 100k and 1M classes, 1/2/4 gloo ranks (a few minutes).
 bench-partial-fc: $(VENV)/.installed
-	$(PY) -m tools.results run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
+	$(PY) -m tools.published run bench-partial-fc $(DIRTY) -- $(PY) bench/partial_fc.py
 
 # How long set-up, make test-fast and make test take on a fresh clone of HEAD (about 20 min).
 test-timing: $(VENV)/.installed
-	$(PY) -m tools.results run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
+	$(PY) -m tools.published run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
 
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
@@ -92,10 +92,10 @@ results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradation
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.
 readme: $(VENV)/.installed
-	$(PY) -m tools.results splice
+	$(PY) -m tools.published splice
 
 stale: $(VENV)/.installed
-	$(PY) -m tools.results stale
+	$(PY) -m tools.published stale
 
 # The behaviour gate's golden files (tests/assets/golden/), about a minute; commit them with the
 # change that moved them, then `make stale` names the results to regenerate.
@@ -108,12 +108,12 @@ test: deps $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q -ra --durations=25 $(PYTEST_ARGS) tests
 
-# Everything that starts no process (no launcher, no SLURM cluster, no MPI): the behaviour gate, the
-# README check and the unit tests, in under two minutes.
+# Everything that starts no process (no launcher, no SLURM cluster, no MPI): tests/unit, with the
+# behaviour gate and the README check, in under two minutes. tests/integration launches.
 test-fast: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q -ra -m "not launch" --durations=10 $(PYTEST_ARGS) tests
+	$(VENV)/bin/pytest -q -ra --durations=10 $(PYTEST_ARGS) tests/unit
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

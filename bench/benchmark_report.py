@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import benchmark_trees  # noqa: E402
 from crossres_dist.eval.features import content_digest  # noqa: E402
-from tools import results  # noqa: E402
+from tools import published as results  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"
 RUNS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import results
+from tools import published as results
 
 LFW = Path(__file__).resolve().parent.parent.parent / "shared/data/lfw_deepfunneled_10to19"
 # What each file measured (gpu_check.sh's names), in the table's order.

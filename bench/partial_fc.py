@@ -8,7 +8,7 @@ of one training step of the classifier alone (a global batch of --batch features
 head, the distributed softmax, backward, SGD with momentum). Prints a markdown table of the
 largest rank.
 
-``--worker --check`` (what tests/test_heads.py runs) compares, on every rank, PartialFC's loss
+``--worker --check`` (what tests/{unit,integration}/test_heads.py runs) compares, on every rank, PartialFC's loss
 and gradients at rate 1 with the unsharded head's on the same global batch and classifier, and
 records the classes each rank samples at rate < 1.
 """

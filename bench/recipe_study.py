@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipelines.degradations import condition_label, parse_condition  # noqa: E402
-from tools import results as published  # noqa: E402
+from tools import published  # noqa: E402
 
 # What the study's figures depend on besides the code's behaviour (the golden files) and the data.
 STUDY_INPUTS = ("configs/demo.yaml", "configs/demo_teacher.yaml")

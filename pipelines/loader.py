@@ -14,7 +14,7 @@ from pipelines.dali_pipeline import DALI_AVAILABLE, DaliViews
 from pipelines.degradations import VIEW_STEPS
 from pipelines.plans import BatchPlan, TrainPlanner, ViewSettings
 from pipelines.sources import DataError
-from pipelines.twin import TwinViews
+from pipelines.torchvision_twin import TwinViews
 
 log = logging.getLogger(__name__)
 

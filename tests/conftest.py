@@ -271,9 +271,11 @@ def tmpfs(path: Path, size: str):
 
 
 # ------------------------------------------------------------------ the two tiers
-# `make test-fast` runs every test not marked `launch`: no torchrun, srun, mpirun, sbatch or SLURM
-# cluster, only in-process work. A test that starts a process must say so with
-# @pytest.mark.launch (or a module's pytestmark); the guard below fails one that does not.
+# tests/unit (`make test-fast`) holds every test not marked `launch`: no torchrun, srun, mpirun,
+# sbatch or SLURM cluster, only in-process work. tests/integration holds the ones that start
+# processes, each marked @pytest.mark.launch (or by its module's pytestmark). The guard below
+# fails an unmarked test that starts a process; a test in the other tier's folder is refused
+# at collection.
 # Not launchers: version control and the tmpfs mounts of the full-disk tests.
 ALLOWED_IN_FAST_TIER = ("git", "mount", "umount")
 
@@ -282,6 +284,20 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "launch: starts processes (launchers, a SLURM cluster); not in make test-fast"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    misplaced = [
+        item.nodeid
+        for item in items
+        if ("integration" in Path(str(item.fspath)).parts)
+        != (item.get_closest_marker("launch") is not None)
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            "launch-marked tests belong in tests/integration, the others in tests/unit: "
+            + ", ".join(misplaced)
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -311,7 +327,7 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_terminal_summary(terminalreporter):
     """Published results that the behaviour change of this tree makes stale, said at the end of
     every run (they are regenerated deliberately, with the command named)."""
-    from tools import results
+    from tools import published as results
 
     moved = results.stale()
     if moved:

@@ -10,7 +10,7 @@
 - ``metrics.json``: verification, CMC, open-set and IJB template metrics on fixed features.
 
 A comment, a rename or a module split moves none of them; a change to what the code computes
-moves at least one, and tests/test_golden.py then names the file and the published results
+moves at least one, and tests/unit/test_golden.py then names the file and the published results
 (results/) that it makes stale.
 """
 

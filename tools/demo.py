@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools import results
+from tools import published as results
 
 REPO = Path(__file__).resolve().parent.parent
 RESOLUTIONS = ["8px", "12px", "16px", "24px", "32px", "full"]

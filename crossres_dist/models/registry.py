@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 # The released VGGFace2 networks' input: BGR, 0..255, minus this mean (Caffe's convention). The
 # pipelines' default (pipelines.plans.MEAN_BGR) is the same numbers: models know nothing of the
-# pipelines, and tests/test_layers.py checks that the two agree.
+# pipelines, and tests/unit/test_layers.py checks that the two agree.
 MEAN_BGR = (91.4953, 103.8827, 131.0912)
 
 

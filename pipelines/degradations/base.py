@@ -71,7 +71,7 @@ class Step(ABC):
 class GraphStep(Step):
     """A step in the image graph: CHW float 0..255 (twin) / HWC uint8 DataNode (DALI), on the
     whole image resized to data.resize_shorter (`frame`: its size, full_h, full_w,
-    interpolation). The two must agree (tests/test_degradations.py)."""
+    interpolation). The two must agree (tests/unit/test_degradations.py)."""
 
     in_graph = True
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tools import results
+from tools import published as results
 
 BLOCK = re.compile(r"<!-- ([\w-]+):start -->\n")
 

@@ -1,12 +1,8 @@
-"""Launch for real: a one-node SLURM cluster (sbatch, job arrays, requeue), mpirun, multi-node
-torchrun; and the bootstrap's choice and errors with environments set by the test."""
+"""The launched half of tests/unit/test_cluster.py: Launch for real: a one-node SLURM cluster (sbatch, job arrays, requeue), mpirun, multi-node"""
 
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,36 +19,14 @@ from tests.conftest import (
     tiny_args,
     wait_for,
 )
-
-VENV_BIN = str(Path(sys.executable).parent)
-SBATCH_CPU = ["--gres=none", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
-
-
-# ----------------------------------------------------------------------------- bootstrap
-def test_detects_torchrun():
-    env = {
-        "RANK": "3",
-        "WORLD_SIZE": "8",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "n1",
-        "MASTER_PORT": "29500",
-        "SLURM_PROCID": "0",
-        "SLURM_STEP_ID": "0",
-    }  # torchrun inside a SLURM job wins
-    info = detect(env)
-    assert (
-        info.launcher,
-        info.rank,
-        info.world_size,
-        info.local_rank,
-        info.master_addr,
-        info.master_port,
-    ) == ("torchrun", 3, 8, 1, "n1", 29500)
-
-
-def test_half_set_torchrun_environment_names_the_missing_variable():
-    with pytest.raises(LaunchError, match="MASTER_PORT is not set"):
-        detect({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x"})
+from tests.unit.test_cluster import (
+    SBATCH_CPU,
+    _eval_array,
+    _job_id,
+    _slurm_env,
+    _submit_and_wait,
+    _wait_gone,
+)
 
 
 @pytest.mark.launch
@@ -73,12 +47,6 @@ def test_detects_slurm_step_with_host_and_port_from_the_job(slurm_cluster, monke
     del env["SLURM_LOCALID"]
     with pytest.raises(LaunchError, match="SLURM_LOCALID is not set"):
         detect(env)
-
-
-def test_single_process_and_forced_launcher():
-    assert detect({}).launcher == "single"
-    with pytest.raises(LaunchError, match="torchrun environment is incomplete: RANK"):
-        detect({}, force="torchrun")
 
 
 @pytest.mark.launch
@@ -103,38 +71,6 @@ def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, t
     assert result.returncode == 2
     assert "cannot reach the rendezvous" in result.stderr and f":{port}" in result.stderr
     assert time.monotonic() - start < 60
-
-
-# ----------------------------------------------------------------------------- SLURM
-def _slurm_env(cluster):
-    return child_env(
-        SLURM_CONF=cluster["SLURM_CONF"],
-        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
-        CROSSRES_VENV=str(Path(VENV_BIN).parent),
-    )
-
-
-def _job_id(stdout: str) -> str:
-    return stdout.strip().split()[-1]
-
-
-def _wait_gone(job: str, env: dict, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env)
-        if not out.stdout.strip():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"job {job} still queued or running after {timeout}s")
-
-
-def _submit_and_wait(args: list[str], env: dict, timeout: float) -> str:
-    """sbatch ARGS, then wait until the job (every element of an array) has left the queue;
-    polling squeue ends sooner than `sbatch --wait`, whose polls grow far apart. Returns the job
-    id."""
-    job = _job_id(run_cmd(["sbatch", *args], env=env).stdout)
-    _wait_gone(job, env, timeout)
-    return job
 
 
 @pytest.mark.launch
@@ -202,32 +138,6 @@ def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_p
     # The requeued run continued from the checkpoint (step counter > 0), it did not start over.
     resumed_at = int(text.split("resuming from")[1].split("step_")[1][:8])
     assert 10 <= resumed_at < 200
-
-
-# ----------------------------------------------------------------------------- MPI and torchrun
-def _eval_array(cluster, tmp_path: Path, checkpoint: Path, *options: str) -> tuple[Path, str]:
-    """slurm/eval.sh as a 2-element array (one checkpoint x resolutions 8 and 16): the output
-    folder, and the name the script gives the checkpoint."""
-    listing = tmp_path / "checkpoints.txt"
-    listing.write_text(f"{checkpoint}\n")
-    out = tmp_path / "eval"
-    _submit_and_wait(
-        [
-            "--array=0-1",
-            *SBATCH_CPU,
-            f"--output={tmp_path}/eval-%A_%a.out",
-            "slurm/eval.sh",
-            str(REPO / "tests" / "tiny.yaml"),
-            str(listing),
-            "8 16",
-            str(out),
-            f"teacher.checkpoint={checkpoint}",
-            *options,
-        ],
-        _slurm_env(cluster),
-        300,
-    )
-    return out, f"{checkpoint.parent.parent.name}-0"
 
 
 @needs_lfw

@@ -28,7 +28,7 @@ from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from tests.conftest import REPO, needs_lfw
 from tests.golden import train_in_process
-from tests.test_degradations import _views
+from tests.unit.test_degradations import _views
 
 TINY = str(REPO / "tests" / "tiny.yaml")
 

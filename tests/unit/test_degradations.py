@@ -32,7 +32,7 @@ from pipelines.degradations import (
 )
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
-from pipelines.twin import jpeg
+from pipelines.torchvision_twin import jpeg
 from tests.conftest import needs_dali, needs_lfw
 
 VIEWS = ViewSettings(128, 112, 0.0, [8])

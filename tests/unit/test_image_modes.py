@@ -4,7 +4,7 @@ same 8-bit BGR pixels (docs/operations.md says how each mode is converted)."""
 import numpy as np
 from PIL import Image
 
-from pipelines.twin import decode
+from pipelines.torchvision_twin import decode
 from tests.conftest import needs_dali
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.golden import GOLDEN, RTOL, compare, golden_values
-from tools import results
+from tools import published as results
 
 FILES = golden_values()
 

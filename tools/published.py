@@ -10,9 +10,9 @@ Every table or figure the README shows lives in ``results/<name>/``:
   (``tests/assets/golden/``) at the time.
 
 ``make readme`` splices every result into its ``<!-- NAME:start -->`` block of README.md, under
-one line that says where it came from; tests/test_readme.py checks that every block is exactly
+one line that says where it came from; tests/unit/test_readme.py checks that every block is exactly
 that. A change that moves a golden file makes every result recorded with the old golden digest
-stale: ``python -m tools.results stale`` (and the end of every ``make test``) lists them
+stale: ``python -m tools.published stale`` (and the end of every ``make test``) lists them
 with the command that regenerates each. A change that moves no golden file (a comment, a rename, a
 module split) leaves every result current: no study is rerun for a refactor.
 """
