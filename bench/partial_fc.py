@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 def method_settings(head: str) -> SimpleNamespace:
     return SimpleNamespace(
-        head=head, margin=None, margin_scale=64.0, adaface_h=0.333, adaface_t_alpha=0.01
+        name=head, margin=None, scale=64.0, adaface_h=0.333, adaface_t_alpha=0.01
     )
 
 
