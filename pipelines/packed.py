@@ -337,10 +337,12 @@ def first_disagreement(identity_of: np.ndarray, own: np.ndarray) -> int:
     return 0
 
 
-def check_recordio_labels(folder: Path) -> str | None:
-    """check_data's full comparison: the first image record whose own label differs from the
-    label training gives it (identity records that disagree inside a range), or None."""
-    paths, labels, identities = read_recordio(folder)
+def check_recordio_labels(
+    folder: Path, paths: list[str], labels: list[int], identities: dict[str, int]
+) -> str | None:
+    """check_data's full comparison, on the samples read_recordio listed: the first image record
+    whose own label differs from the label training gives it (identity records that disagree
+    inside a range), or None."""
     rec = folder / "train.rec"
     offsets = np.array([int(p.rsplit("@", 1)[1]) for p in paths], np.int64)
     own = own_labels(rec, offsets)

@@ -301,7 +301,10 @@ def check_dataset(
     if folder.is_dir() and packed_kind(folder) == "rec":
         # Every image record's own label against the one training gives it.
         try:
-            wrong = check_recordio_labels(folder)
+            samples = dataset.samples
+            wrong = check_recordio_labels(
+                folder, [x.path for x in samples], [x.label for x in samples], dataset.identities
+            )
         except PackedError as err:
             raise DataError(str(err)) from None
         if wrong:

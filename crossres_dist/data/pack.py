@@ -82,7 +82,8 @@ def pack(
         with open(sample.path, "rb") as f:
             encoded = f.read()
         if size:
-            encoded = centre_square(encoded, size)
+            sizes[size, size] += 1
+            return centre_square(encoded, size)
         with Image.open(io.BytesIO(encoded)) as image:
             sizes[image.height, image.width] += 1  # the header only: no decode
         return encoded

@@ -152,7 +152,10 @@ def test_torchrun_on_two_hosts_whose_names_resolve_to_a_management_address(
     same_bits(results(run_dir), on_one_host[2])
 
 
-@pytest.mark.skipif(not shutil.which("mpirun"), reason="needs Open MPI (make deps installs it)")
+@pytest.mark.skipif(
+    not shutil.which("mpirun"),
+    reason="needs Open MPI (openmpi-bin); runs where make deps installed it as root (CI does)",
+)
 def test_mpirun_on_two_hosts_whose_names_resolve_to_a_management_address(
     two_hosts, tmp_path, tiny_teacher, on_one_host
 ):

@@ -52,6 +52,7 @@ def test_a_checkpoint_written_before_the_components_refactor_resumes_exactly(tmp
     where an uninterrupted run of today's code does, to the bit."""
     import shutil
 
+    from crossres_dist.checkpointing.manager import load_checkpoint
     from tests.conftest import REPO
     from tests.golden import train_in_process
 
@@ -77,10 +78,8 @@ def test_a_checkpoint_written_before_the_components_refactor_resumes_exactly(tmp
     # Against an uninterrupted run of today's code: to the bit where this CPU computes the first
     # three steps as the asset's machine did; elsewhere (another vector unit sums in another
     # order, 1e-8 apart at step 3) within the golden files' tolerance.
-    asset = torch.load(assets / "step_00000003.pt", weights_only=False)["student"]
-    fresh = torch.load(tmp_path / "fresh" / "checkpoints" / "step_00000003.pt", weights_only=False)[
-        "student"
-    ]
+    asset = load_checkpoint(assets / "step_00000003.pt")["student"]
+    fresh = load_checkpoint(tmp_path / "fresh" / "checkpoints" / "step_00000003.pt")["student"]
     if all(torch.equal(asset[k], fresh[k]) for k in asset):
         assert resumed["param_checksum_per_rank"] == uninterrupted["param_checksum_per_rank"]
         assert resumed["final"] == uninterrupted["final"]
