@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads bench-pipeline \
-	bench-teacher bench-partial-fc bench-startup bench-backend-gap test-timing
+	bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -71,6 +71,11 @@ bench-backend-gap: $(VENV)/.installed
 bench-teacher: $(VENV)/.installed
 	$(PY) -m tools.published run bench-teacher $(DIRTY) -- $(PY) bench/teacher.py --repeats 3
 
+# Validation on a 6,000-pair .bin set at six resolutions, 1 and 2 ranks (about 15 min on 2 cores).
+bench-verification: $(VENV)/.installed
+	$(PY) -m tools.published run bench-verification --data ../shared/data/lfw_deepfunneled_2to9 \
+	  $(DIRTY) -- $(PY) bench/verification_time.py
+
 # Start-up against the set's size (10k, 100k, 1M samples) for a folder, a list file, RecordIO and
 # shards; makes the data under runs/bench-startup once (about 7 GB, minutes).
 bench-startup: $(VENV)/.installed
@@ -87,7 +92,7 @@ test-timing: $(VENV)/.installed
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads bench-pipeline bench-teacher bench-partial-fc bench-startup bench-backend-gap test-timing
+	study-lfw-heads bench-pipeline bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

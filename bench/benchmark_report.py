@@ -1,6 +1,7 @@
 """The README's example benchmark report: every protocol run on the trees of
-bench/benchmark_trees.py (real LFW faces in the IJB-C, TinyFace and QMUL-SurvFace layouts),
-with the demo's teacher and student (``make demo`` first; both trained on ORL).
+bench/benchmark_trees.py (real LFW faces in the IJB-C, TinyFace, QMUL-SurvFace and SCface
+layouts, and .bin verification sets of LFW-style pairs of the LFW 2-9 people, not LFW's official
+pairs), with the demo's teacher and student (``make demo`` first; both trained on ORL).
 
     python bench/benchmark_report.py [--readme]
 
@@ -24,16 +25,20 @@ from crossres_dist.eval.features import content_digest  # noqa: E402
 from tools import published as results  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"
+UNSEEN = REPO.parent / "shared" / "data" / "lfw_deepfunneled_2to9"
 RUNS = {
     "ijbc": ["--resolutions", "8", "16", "full"],
     "tinyface": [],
     "survface": [],
+    "scface": ["--scface-test-subjects", "12"],
+    "verification": ["--resolutions", "8", "16", "full"],
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lfw", default=str(LFW))
+    parser.add_argument("--unseen", default=str(UNSEEN), help="the .bin sets' people")
     parser.add_argument("--demo", default=str(REPO / "runs" / "demo"), help="make demo's output")
     parser.add_argument(
         "--readme", action="store_true", help="publish as results/benchmarks-fixture/ and splice"
@@ -44,7 +49,7 @@ def main() -> int:
     if args.readme:
         try:
             provenance = results.capture(
-                "make benchmarks-readme", ["embedded:orl", args.lfw], args.allow_dirty
+                "make benchmarks-readme", ["embedded:orl", args.lfw, args.unseen], args.allow_dirty
             )
         except results.DirtyTree as err:
             print(f"error: {err}", file=sys.stderr)
@@ -57,7 +62,7 @@ def main() -> int:
             return 2
     sections = []
     with tempfile.TemporaryDirectory() as work:
-        trees = benchmark_trees.build(Path(args.lfw), Path(work) / "trees")
+        trees = benchmark_trees.build(Path(args.lfw), Path(work) / "trees", Path(args.unseen))
         for protocol, extra in RUNS.items():
             out = Path(work) / protocol
             command = [

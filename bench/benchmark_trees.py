@@ -2,7 +2,8 @@
 
 The benchmarks' data cannot be shipped; these trees let the tests (and the README's example
 report) run every protocol end to end: IJB-C (tid/mid, pair, landmark files and NIST's 1:N
-CSVs), TinyFace (.mat id files) and QMUL-SurvFace (.mat pair and id files), written with scipy.
+CSVs), TinyFace (.mat id files) and QMUL-SurvFace (.mat pair and id files), written with scipy,
+SCface (mugshots and three distances of cameras), and insightface .bin verification sets.
 
     python bench/benchmark_trees.py --lfw ../shared/data/lfw_deepfunneled_10to19 --out /tmp/trees
 """
@@ -159,11 +160,62 @@ def survface(lfw: Path, root: Path, identities: int = 12, unmated: int = 10) -> 
     return {"pairs": 2 * identities, "gallery": identities, "probes": identities + unmated}
 
 
-def build(lfw: Path, out: Path) -> dict[str, Path]:
-    trees = {"ijbc": out / "IJBC", "tinyface": out / "tinyface", "survface": out / "QMUL-SurvFace"}
+def verification_bins(lfw: Path, root: Path, pairs: int = 60, size: int = 112) -> list[Path]:
+    """Two insightface .bin sets of LFW-style pairs (ten folds of people, half same-person
+    pairs; not LFW's official pairs) at size x size, one in each storage form: images as bytes
+    (``lfw_style.bin``) and as 1-D uint8 arrays with a numpy issame (``lfw_style_np.bin``, the
+    other half of the people)."""
+    from crossres_dist.data.pack import centre_square
+    from crossres_dist.verification import write_bin
+    from crossres_dist.verification.pairs import lfw_style_pairs
+
+    root.mkdir(parents=True, exist_ok=True)
+    made = lfw_style_pairs(lfw, 2 * pairs, seed=0)
+    written = []
+    for name, form, part in (
+        ("lfw_style", "bytes", made[::2]),
+        ("lfw_style_np", "numpy", made[1::2]),
+    ):
+        images = [centre_square(Path(p).read_bytes(), size) for a, b, _ in part for p in (a, b)]
+        written.append(write_bin(root / f"{name}.bin", images, [s for _, _, s in part], form))
+    return written
+
+
+def scface(lfw: Path, root: Path, subjects: int = 12) -> dict:
+    """SCface's layout: subject i's first face as its mugshot (NNN_frontal.JPG, full size), its
+    next five as cameras 1-5 and two more as the infrared cameras 6-7, at each distance shrunk to
+    that distance's size (distance 1, the farthest: 16 px; 2: 24 px; 3: 40 px)."""
+    chosen = people(lfw, subjects, 8)
+    mugshots = root / "mugshot_frontal_cropped_all"
+    mugshots.mkdir(parents=True, exist_ok=True)
+    sides = {1: 16, 2: 24, 3: 40}
+    for number, images in enumerate(chosen, 1):
+        shutil.copy(images[0], mugshots / f"{number:03d}_frontal.JPG")
+        for distance, side in sides.items():
+            for camera in range(1, 8):
+                target = (
+                    root / f"surveillance_cameras_distance_{distance}" / f"cam{camera}"
+                    / f"{number:03d}_cam{camera}_{distance}.jpg"
+                )  # fmt: skip
+                _small(images[camera], target, side)
+    return {"subjects": subjects, "cameras": 7, "sides": sides}
+
+
+def build(lfw: Path, out: Path, unseen: Path | None = None) -> dict[str, Path]:
+    """Every tree; the verification sets from `unseen` (LFW's 2-9 people) when given."""
+    trees = {
+        "ijbc": out / "IJBC",
+        "tinyface": out / "tinyface",
+        "survface": out / "QMUL-SurvFace",
+        "scface": out / "SCface",
+    }
     ijbc(lfw, trees["ijbc"])
     tinyface(lfw, trees["tinyface"])
     survface(lfw, trees["survface"])
+    scface(lfw, trees["scface"])
+    if unseen is not None:
+        trees["verification"] = out / "bins"
+        verification_bins(unseen, trees["verification"])
     return trees
 
 
@@ -173,7 +225,12 @@ if __name__ == "__main__":
         "--lfw",
         default=str(Path(__file__).resolve().parents[2] / "shared/data/lfw_deepfunneled_10to19"),
     )
+    parser.add_argument(
+        "--unseen",
+        default=str(Path(__file__).resolve().parents[2] / "shared/data/lfw_deepfunneled_2to9"),
+        help="the people the .bin verification sets are made of",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    for name, path in build(Path(args.lfw), Path(args.out)).items():
+    for name, path in build(Path(args.lfw), Path(args.out), Path(args.unseen)).items():
         print(f"{name}: {path}")

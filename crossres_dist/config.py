@@ -96,6 +96,10 @@ class DataConfig:
     min_images_per_identity: int = 1
     # Images with a shorter side below this (pixels) are counted at start-up.
     min_side: int = 16
+    # insightface's verification sets scored at every validation (rank 0 reports; every rank
+    # embeds its share): a list of .bin files, or "auto", the *.bin files beside a packed
+    # data.train (insightface's val_targets: lfw.bin, cfp_fp.bin, agedb_30.bin ...).
+    verification: list[str] | str = field(default_factory=list)
 
     def problem(self) -> str | None:
         if self.micro_batch <= 0:
@@ -107,6 +111,12 @@ class DataConfig:
                 f"data.crop: {self.crop} exceeds data.resize_shorter={self.resize_shorter}; "
                 "lower the crop or raise resize_shorter"
             )
+        if isinstance(self.verification, str) and self.verification not in ("", "auto"):
+            if not self.verification.endswith(".bin"):
+                return (
+                    f"data.verification: {self.verification!r} is neither 'auto' nor a list of "
+                    ".bin files"
+                )
         return first_not_probability(self, "data", ("grayscale_p", "hflip_p", "max_bad_fraction"))
 
 
@@ -271,6 +281,13 @@ class ValConfig:
     bn_recalibrate: Literal["off", "clean", "mixed"] = "off"
     # Training views (over all ranks) for val.bn_recalibrate.
     bn_recalibrate_images: int = 1024
+    # What chooses best.pt and drives the plateau schedule: "top1", the held-out images'
+    # classifier top-1 at val.resolution (the paper's), or "verification", the mean 10-fold
+    # accuracy of data.verification's sets over every validated resolution (the field's).
+    select_by: Literal["top1", "verification"] = "top1"
+    # Which side of a verification pair is degraded to each resolution: "probe" (the second
+    # image; the first stays at full resolution) or "both".
+    verification_degrade: Literal["probe", "both"] = "probe"
 
     def problem(self) -> str | None:
         if self.every <= 0:
@@ -415,6 +432,12 @@ class Config:
     def cross_section_problems(self):
         if why := check_input(self.model.arch, self.model.layers, self.data.crop):
             yield "data.crop", why
+        if self.val.select_by == "verification" and self.data.verification in ([], ""):
+            yield (
+                "val.select_by",
+                "verification needs verification sets: set data.verification to a list of .bin "
+                "files or auto (or val.select_by=top1)",
+            )
         if self.dist.backend == "nccl" and self.train.device == "cpu":
             yield "dist.backend", "nccl needs train.device=cuda; use gloo on the CPU"
         if (
@@ -469,6 +492,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             if arg is type(None) and value is None:
                 return None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
+        for arg in args[1:]:  # the first that takes the value (list[str] | str: either)
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
         return _coerce(value, args[0], where)
     if origin is dict:
         if not isinstance(value, dict):

@@ -3,7 +3,8 @@ shards, read by offset, so that start-up reads an index and not millions of file
 
 A packed sample's ``path`` is a locator: ``/data/ms1m/train.rec@123456`` (the record at that byte
 offset) or ``/data/wds/shard-000007.tar@51200:8431`` (that many bytes of the tar at that
-offset). Both backends read its encoded bytes with ``read_encoded``; everything keyed by path
+offset; an image of an insightface ``.bin`` verification set is located the same way).
+Both backends read its encoded bytes with ``read_encoded``; everything keyed by path
 (the plans, the files excluded during a run, the check manifest) works unchanged.
 
 RecordIO, as insightface's ``arcface_torch`` reads it (MXNet's indexed RecordIO):
@@ -41,7 +42,7 @@ import numpy as np
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 IR_HEADER = struct.Struct("<IfQQ")
-LOCATOR = re.compile(r"^(?P<container>.+\.(?:rec|tar))@(?P<offset>\d+)(?::(?P<size>\d+))?$")
+LOCATOR = re.compile(r"^(?P<container>.+\.(?:rec|tar|bin))@(?P<offset>\d+)(?::(?P<size>\d+))?$")
 WDS_INDEX = "wds-index.npz"
 IDENTITIES = "identities.json"
 

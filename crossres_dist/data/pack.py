@@ -2,6 +2,7 @@
 packed set that another tool wrote.
 
     crossres-pack DATA OUT --format rec|wds [--root R] [--per-shard 10000] [--size 112]
+    crossres-pack --pairs PAIRS.tsv OUT.bin --format bin [--root R] [--size 112] [--bin-form numpy]
     crossres-pack --index DIR
 
 ``rec``: insightface's RecordIO (train.rec, train.idx, property), with the header record and one
@@ -13,6 +14,12 @@ packed set is training on the folder. OUT must not exist yet: nothing already wr
 ``--size S`` stores every face as an S x S JPEG (quality 95, as insightface's im2rec), taken
 from the centre square of the image: the faces are not re-aligned (that needs landmarks), so
 give it faces that are already aligned and cropped, as insightface's trainers expect at 112.
+
+``--pairs PAIRS.tsv --format bin`` writes an insightface verification set (``OUT.bin``: the
+pickle of ``(bins, issame_list)`` that insightface's lfw2pack writes) from a pairs file, one pair
+per line, ``IMAGE_A<TAB>IMAGE_B<TAB>1|0`` (paths relative to the file or --root;
+``python -m crossres_dist.verification.pairs`` makes LFW-style ones). The images are stored as
+encoded bytes, or with ``--bin-form numpy`` as 1-D uint8 arrays, as some releases hold them.
 
 ``--index DIR`` writes the index that start-up reads for a set written by another tool: the
 ``train.idx`` of a ``train.rec`` that has none (rec2shufrec), or ``wds-index.npz`` for tar
@@ -108,6 +115,25 @@ def pack(
     return len(samples)
 
 
+def pack_pairs(pairs_file: str, out: Path, root: str = "", size: int = 0, form: str = "bytes"):
+    """A .bin verification set of the pairs in `pairs_file`; returns the number of pairs."""
+    from crossres_dist.verification import write_bin
+    from crossres_dist.verification.pairs import read_pairs
+
+    if out.suffix != ".bin":
+        raise CrossresError(f"{out}: a verification set's name ends in .bin")
+    if out.exists():
+        raise CrossresError(f"{out}: exists already; choose a new name")
+    pairs = read_pairs(pairs_file, root)
+    images = []
+    for a, b, _ in pairs:
+        for path in (a, b):
+            encoded = Path(path).read_bytes()
+            images.append(centre_square(encoded, size) if size else encoded)
+    write_bin(out, images, [same for _, _, same in pairs], form)
+    return len(pairs)
+
+
 def index(target: Path) -> str:
     """Index a packed set written by another tool; what was written, as one line."""
     rec = target if target.suffix == ".rec" else target / "train.rec"
@@ -130,7 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "out", nargs="?", type=Path, help="the packed set's folder (must not exist)"
     )
-    parser.add_argument("--format", choices=("rec", "wds"))
+    parser.add_argument("--format", choices=("rec", "wds", "bin"))
+    parser.add_argument(
+        "--pairs", metavar="PAIRS.tsv", help="write OUT.bin, a verification set of these pairs"
+    )
+    parser.add_argument(
+        "--bin-form",
+        choices=("bytes", "numpy"),
+        default="bytes",
+        help="bin: images as bytes (default) or as 1-D uint8 arrays",
+    )
     parser.add_argument("--root", default="", help="root for list-file paths")
     parser.add_argument("--per-shard", type=int, default=10_000, help="wds: images per shard")
     parser.add_argument(
@@ -143,16 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         help="index a set another tool wrote (a train.rec without train.idx, or .tar shards)",
     )
     args = parser.parse_args(argv)
+    if args.pairs is not None:
+        # crossres-pack --pairs PAIRS.tsv OUT.bin: the one positional is OUT.
+        args.out = Path(args.data) if args.data and not args.out else args.out
+        if args.format != "bin" or args.out is None:
+            parser.error("--pairs PAIRS.tsv takes OUT.bin and --format bin")
+    elif args.format == "bin":
+        parser.error("--format bin writes a verification set: give --pairs PAIRS.tsv")
     if args.index is not None:
         if args.data or args.out:
             parser.error("--index DIR takes no DATA or OUT")
-    elif not (args.data and args.out and args.format):
+    elif args.pairs is None and not (args.data and args.out and args.format):
         parser.error("DATA, OUT and --format are required (or --index DIR)")
     if args.size < 0:
         parser.error(f"--size {args.size}: a side in pixels, or 0 to keep each image's size")
     try:
         if args.index is not None:
             print(index(args.index))
+            return 0
+        if args.pairs is not None:
+            count = pack_pairs(args.pairs, args.out, args.root, args.size, args.bin_form)
+            print(f"packed {count} pairs into {args.out} (bin, images as {args.bin_form})")
             return 0
         count = pack(args.data, args.out, args.format, args.root, args.per_shard, args.size)
     except (CrossresError, DataError, PackedError, OSError) as err:

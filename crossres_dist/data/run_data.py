@@ -16,6 +16,7 @@ from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.data.file_checks import check_run_files, report_files
 from crossres_dist.errors import SetupError
+from crossres_dist.verification import load_sets, verification_paths
 from crossres_dist.weights import lineage_of
 from pipelines import choose_backend
 from pipelines.sources import (
@@ -91,6 +92,7 @@ class RunData:
     splits: dict
     held_out: dict[str, list[Sample]]
     skipped_before_run: set[str]
+    verification: list  # the data.verification sets (crossres_dist.verification), checked
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +114,7 @@ def prepare_run_data(
     if not splits.train.samples:
         raise SetupError(f"data.train: {cfg.data.train} has no training images")
     val_samples = validation_samples(splits.val.samples, cfg.data, cfg.val)
+    verification = verification_sets(cfg, run_dir, rank, world)
     train_set = splits.train
     files = check_run_files(train_set.samples, val_samples, cfg.data, rank, world)
     # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
@@ -145,7 +148,24 @@ def prepare_run_data(
             "test": splits.test.samples if splits.test else [],
         },
         skipped_before_run=set(files.unusable),
+        verification=verification,
     )
+
+
+def verification_sets(cfg, run_dir: Path, rank: int, world: int) -> list:
+    """data.verification's sets, read and every image decoded (each rank its share) before any
+    network is built; val.select_by=verification with no set found is refused here."""
+    paths = verification_paths(cfg.data.verification, cfg.data.train)
+    if not paths and cfg.val.select_by == "verification":
+        raise SetupError(
+            f"val.select_by: verification, but data.verification={cfg.data.verification!r} "
+            f"finds no .bin set (auto looks beside data.train, {cfg.data.train}): put the sets "
+            "there, list them, or set val.select_by=top1"
+        )
+    sets = load_sets(paths, rank, world, cfg.data.num_threads, run_dir / "cache" / "bins")
+    for vset in sets:
+        log.info("verification set %s: %d pairs (%s)", vset.name, vset.pairs, vset.path)
+    return sets
 
 
 def label_map(resume_state: dict | None, label_file: Path, rank: int) -> dict[str, int] | None:

@@ -6,10 +6,13 @@
         --checkpoint best.pt --resolutions 8 16 24 32 64 full
     python -m crossres_dist.evaluate --protocol tinyface --root /data/tinyface ...
     python -m crossres_dist.evaluate --protocol survface --root /data/QMUL-SurvFace ...
+    python -m crossres_dist.evaluate --protocol verification --root /data/ms1m-retinaface ...
+    python -m crossres_dist.evaluate --protocol scface --root /data/SCface ...
 
 Protocols (crossres_dist/eval/protocols/): ``folder`` (ImageFolder, list file, LFW pairs, or the
 config's test split; the default), ``ijbb`` and ``ijbc`` (1:1 and 1:N), ``tinyface``,
-``survface``. Runs on one process or many (torchrun, srun, mpirun): every rank extracts its
+``survface``, ``verification`` (insightface's .bin sets, every ``*.bin`` in --root) and
+``scface``. Runs on one process or many (torchrun, srun, mpirun): every rank extracts its
 shard of the images, rank 0 gathers them and computes the metrics. Features are cached per
 checkpoint, images and condition in ``OUT/cache`` and an interrupted extraction resumes there.
 Bad input stops with a one-line error before any network runs.
@@ -76,7 +79,7 @@ def evaluate(args) -> dict | None:
     device = distributed.pick_device(args.device, info.local_rank)
     distributed.init(info, device, "auto", 1800)
     autocast = autocast_for(resolve_precision("auto", device), device)
-    check_images(protocol.images(), info.rank, distributed.world_size(), cfg.data.num_threads)
+    protocol.check(info.rank, distributed.world_size(), cfg.data.num_threads)
     out = Path(args.out)
     cache = out / "cache"
     if info.rank == 0:
@@ -107,15 +110,15 @@ def evaluate(args) -> dict | None:
             autocast,
             cfg.method.interpolation,
             args.flip,
+            protocol.mirror,
         )
         features, files = {}, {}
         for condition in conditions:
+            samples = protocol.samples_at(condition)
             files[condition_label(condition)] = str(
-                cache_path(extractor, checkpoint, protocol.samples, condition, cache)
+                cache_path(extractor, checkpoint, samples, condition, cache)
             )
-            extracted = extract_cached(
-                extractor, checkpoint, protocol.samples, condition, cache, name
-            )
+            extracted = extract_cached(extractor, checkpoint, samples, condition, cache, name)
             if extracted is not None:
                 features[condition_label(condition)] = extracted
         if info.rank == 0:
@@ -137,26 +140,6 @@ def evaluate(args) -> dict | None:
     log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots) or "no plots")
     distributed.shutdown()
     return report
-
-
-def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
-    """Every image the protocol will read is decoded before any network runs (each rank its
-    share): a bad one is refused in one line naming it, since evaluating without it would
-    change the benchmark."""
-    from crossres_dist.data.check import check_files, first_fatal
-
-    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
-    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
-    if world > 1:
-        parts = distributed.all_gather_objects(bad)
-        bad = {path: why for part in parts for path, why in part.items()}
-    if bad:
-        first = sorted(bad)[0]
-        raise DataError(
-            f"{first}: this image cannot be read ({bad[first]}); {len(bad)} of the {len(paths)} "
-            "images the protocol reads cannot (`python -m crossres_dist.data.check` lists them): "
-            "fix or remove them, evaluating without them would change the benchmark"
-        )
 
 
 def positive_int(text: str) -> int:

@@ -21,8 +21,9 @@ import torch
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.models import build_model
+from crossres_dist.verification import embed_mirrored
 from crossres_dist.weights import WeightsError, read_state
-from pipelines import Loader, ViewSettings, eval_plans
+from pipelines import Loader, ViewSettings
 from pipelines.degradations import condition_label
 from pipelines.packed import container_of
 from pipelines.sources import Sample
@@ -43,7 +44,9 @@ def load_model(path: str, device: torch.device) -> torch.nn.Module:
 
 
 class Extractor:
-    """Runs one network over images under one condition, on every rank together."""
+    """Runs one network over images under one condition, on every rank together. ``flip``
+    adds the features of the mirrored face to each image's; ``mirror="separate"`` keeps both
+    instead (the verification protocol's XNorm needs each), without the logits."""
 
     def __init__(
         self,
@@ -56,35 +59,27 @@ class Extractor:
         autocast,
         interpolation: str = "linear",
         flip: bool = False,
+        mirror: str = "",
     ):
         self.model, self.views, self.batch = model, views, batch
         self.backend, self.device, self.threads = backend, device, threads
         self.autocast, self.interpolation, self.flip = autocast, interpolation, flip
+        self.mirror = mirror or ("sum" if flip else "none")
 
-    @torch.no_grad()
+    @property
+    def feature_columns(self) -> int:
+        dim = self.model.spec.feature_dim
+        return 2 * dim if self.mirror == "separate" else dim
+
     def __call__(self, samples: list[Sample], condition, bar=None) -> torch.Tensor | None:
-        """[N, D + classes]: features then logits of every sample, in order, on rank 0.
-        With ``flip``, the features of the image and of its mirror image are summed."""
-        rank, world = distributed.rank(), distributed.world_size()
-        plans = eval_plans(samples, self.views, self.batch, [condition], rank, world)
-        stream = Loader(
+        """[N, D + classes]: features then logits of every sample, in order, on rank 0 ([N, 2D]
+        with mirror="separate")."""
+        loader = Loader(
             self.backend, self.views, self.batch, self.device, self.threads, 0, self.interpolation
-        )(iter(p for _, p in plans))
-        parts = []
-        for _, plan in plans:
-            images = next(stream)["student_view"]
-            with self.autocast:
-                features, logits = self.model(images)
-                if self.flip:
-                    # Mirroring the network's input equals mirroring the face: the crop and the
-                    # degradation are symmetric.
-                    flipped, _ = self.model(torch.flip(images, dims=[-1]))
-                    features = features.float() + flipped.float()
-            parts.append(torch.cat([features.float(), logits.float()], 1))
-            if bar is not None:
-                bar.update(min(int(plan.valid.sum()) * world, bar.total - bar.n))
-        del stream
-        return distributed.gather_in_order(torch.cat(parts), len(samples))
+        )
+        return embed_mirrored(
+            self.model, loader, samples, condition, self.autocast, bar, self.mirror
+        )
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -109,12 +104,15 @@ def feature_settings(extractor: Extractor) -> dict:
     interpolation and the mirrored-face sum. Recorded in results.json as well."""
     from pipelines import choose_backend
 
-    return {
+    settings = {
         "backend": choose_backend(extractor.backend),
         "views": asdict(extractor.views),
         "interpolation": extractor.interpolation,
         "flip": extractor.flip,
     }
+    if extractor.mirror == "separate":  # the other modes' keys stay what they were
+        settings["mirror"] = "separate"
+    return settings
 
 
 def cache_key(checkpoint: str, samples: list[Sample], settings: dict, condition) -> str:
@@ -197,7 +195,7 @@ def extract_cached(
     rows = torch.cat(
         [torch.load(parts_dir / f"{i:05d}.pt", weights_only=True) for i in range(len(chunks))]
     )
-    dim = extractor.model.spec.feature_dim
+    dim = extractor.feature_columns
     result = rows[:, :dim].contiguous(), rows[:, dim:].contiguous()
     rundir.atomic_write(final, lambda f: torch.save(result, f))
     shutil.rmtree(parts_dir, ignore_errors=True)

@@ -137,6 +137,7 @@ class Trainer:
         data = prepare_run_data(cfg, *where)
         self.skipped_before_run = data.skipped_before_run
         self.identities, self.splits, self._held_out = data.identities, data.splits, data.held_out
+        self.verification_sets = data.verification
         self.accumulation = accumulation_steps(
             cfg.optim.global_batch, cfg.data.micro_batch, self.world
         )
@@ -243,9 +244,8 @@ class Trainer:
                 p_now = self.curriculum.p_at(self.state.images_seen)
                 reestimate(self.student, self.state.step, p_now, self.world)
 
-        self.validator = Validator(
-            cfg, val_samples, self.loader, self.teacher, self.objective, self.autocast, recalibrate
-        )
+        parts = (self.loader, self.teacher, self.objective, self.autocast, recalibrate)
+        self.validator = Validator(cfg, val_samples, *parts, self.verification_sets)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:

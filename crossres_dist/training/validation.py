@@ -22,14 +22,12 @@ import torch
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.training.objective import CrossResolutionObjective
+from crossres_dist.verification import VerificationSuite, embed_mirrored
+from crossres_dist.verification.suite import resolution_name
 from pipelines import Loader, Sample, eval_plans
 from pipelines.packed import container_of
 
 log = logging.getLogger(__name__)
-
-
-def resolution_name(resolution: int | None) -> str:
-    return "full" if resolution is None else f"{resolution}px"
 
 
 class ValidationData:
@@ -181,9 +179,10 @@ def evaluate_student(
 
 class Validator:
     """A validation at a step: BatchNorm statistics re-estimated first when val.bn_recalibrate
-    asks for it (all ranks), then the student on rank 0 at full resolution and at every
-    validated resolution, and rank 0's metrics handed to every rank. Owns the validation views
-    and the teacher's features of them (computed once by all ranks, cached on disk)."""
+    asks for it (all ranks), then the verification sets at every validated resolution (every
+    rank embeds its share, rank 0 scores), then the student on rank 0 at full resolution and at
+    every validated resolution, and rank 0's metrics handed to every rank. Owns the validation
+    views and the teacher's features of them (computed once by all ranks, cached on disk)."""
 
     def __init__(
         self,
@@ -194,14 +193,21 @@ class Validator:
         objective: CrossResolutionObjective,
         autocast: AbstractContextManager,
         recalibrate_bn=None,
+        verification_sets: list | None = None,
     ) -> None:
         self.val_cfg, self.stage = cfg.val, cfg.run.stage
+        self.timeout_s = cfg.dist.timeout_s
         self.data = ValidationData(samples, loader, cfg.val.cache_mb)
         self.resolutions = list(
             dict.fromkeys([None, cfg.val.resolution, *cfg.val.report_resolutions])
         )
         self.objective, self.autocast = objective, autocast
         self.recalibrate_bn = recalibrate_bn  # None: val.bn_recalibrate=off
+        self.verification = None
+        if verification_sets:
+            self.verification = VerificationSuite(
+                verification_sets, self.resolutions, cfg.val.verification_degrade
+            )
         self.teacher_features = None
         if teacher is not None and objective.uses_teacher:
             self.teacher_features = cached_teacher_features(
@@ -211,9 +217,10 @@ class Validator:
     def __call__(self, student: torch.nn.Module, step: int) -> dict[str, float]:
         if self.recalibrate_bn is not None:
             self.recalibrate_bn()
+        t0 = time.perf_counter()
+        verified = self._verify(student) if self.verification is not None else {}
         metrics = {}
         if distributed.rank() == 0:
-            t0 = time.perf_counter()
             metrics = evaluate_student(
                 student,
                 self.data,
@@ -222,12 +229,39 @@ class Validator:
                 self.objective,
                 self.autocast,
             )
+            metrics.update(verified)
             self._log(metrics, step, time.perf_counter() - t0)
         # The other ranks wait here (within dist.timeout_s) and all take rank 0's numbers.
         return distributed.broadcast_object(metrics)
 
+    def _verify(self, student: torch.nn.Module) -> dict[str, float]:
+        """The verification sets, every rank embedding its share (so none waits for rank 0 to
+        embed them all); rank 0's scores, {} elsewhere."""
+        was_training = student.training
+        student.eval()
+        t0 = time.perf_counter()
+        loader = self.data.loader
+        metrics = self.verification(
+            lambda samples, condition: embed_mirrored(
+                student, loader, samples, condition, self.autocast
+            )
+        )
+        student.train(was_training)
+        seconds = time.perf_counter() - t0
+        if seconds > self.timeout_s / 4:
+            log.warning(
+                "the verification sets took %.0f s, more than a quarter of dist.timeout_s=%d: "
+                "a slower validation could time out; raise dist.timeout_s or validate fewer "
+                "sets or resolutions",
+                seconds,
+                self.timeout_s,
+            )
+        return metrics
+
     def _log(self, metrics: dict[str, float], step: int, seconds: float) -> None:
         low = f"{self.val_cfg.resolution}px"
+        if self.verification is not None:
+            log.info("verification at step %d: %s", step, verification_line(metrics))
         log.info(
             "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f loss %.4f | %s",
             step,
@@ -243,12 +277,30 @@ class Validator:
         )
 
     def plateau_metric(self, metrics: dict[str, float]) -> float:
-        """What optim's plateau schedule watches: the low-resolution validation loss."""
+        """What optim's plateau schedule watches (lower is better): the low-resolution
+        validation loss, or with val.select_by=verification the verification error."""
+        if self.val_cfg.select_by == "verification":
+            return 1.0 - metrics["val/verification/accuracy"]
         return metrics[f"val/{self.val_cfg.resolution}px/loss"]
 
     def best_metric(self, metrics: dict[str, float]) -> float:
-        """The checkpoint kept as best: highest low-resolution top-1 (method.md); a pretrained
-        teacher is judged at full resolution."""
+        """The checkpoint kept as best: highest low-resolution top-1 (method.md; a pretrained
+        teacher is judged at full resolution), or with val.select_by=verification the mean
+        verification accuracy over the sets and resolutions."""
+        if self.val_cfg.select_by == "verification":
+            return metrics["val/verification/accuracy"]
         if self.stage == "pretrain":
             return metrics["val/full/top1"]
         return metrics[f"val/{self.val_cfg.resolution}px/top1"]
+
+
+def verification_line(metrics: dict[str, float]) -> str:
+    """``lfw full 0.987 8px 0.702 ... | cfp_fp ... | mean 0.842``: every set's accuracy at
+    every resolution, in the order validated."""
+    by_set: dict[str, list[str]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 5 and parts[:2] == ["val", "verification"] and parts[4] == "accuracy":
+            by_set.setdefault(parts[2], []).append(f"{parts[3]} {value:.3f}")
+    sets = [f"{name} {' '.join(cells)}" for name, cells in by_set.items()]
+    return " | ".join([*sets, f"mean {metrics['val/verification/accuracy']:.3f}"])

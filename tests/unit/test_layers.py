@@ -7,7 +7,8 @@ ones those make, within the project):
 - training, checkpointing, distribution and data never import evaluation (eval/);
 - evaluation never imports training or the configuration (its command, the entry point that
   wires a configuration to it, may);
-- weights, data, checkpointing and distribution sit below training.
+- weights, data, checkpointing and distribution sit below training;
+- the verification sets (verification/) serve both, and import neither, nor the configuration.
 """
 
 import ast
@@ -87,6 +88,7 @@ RULES = [
     *[(m, "crossres_dist.training", "evaluation does not import training") for m in EVALUATION],
     *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in EVALUATION],
     *[(m, "crossres_dist.training", "weights, data and checkpoints sit below training") for m in in_package("crossres_dist.weights", "crossres_dist.data", "crossres_dist.checkpointing", "crossres_dist.distributed")],
+    *[(m, forbidden, "verification sets serve training and evaluation alike") for m in in_package("crossres_dist.verification") for forbidden in ("crossres_dist.training", "crossres_dist.eval", "crossres_dist.config")],
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossres_dist import distributed
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label
 from pipelines.sources import DataError, Sample
@@ -31,6 +32,8 @@ class Protocol(abc.ABC):
     name = ""
     # Images that are low-resolution already (TinyFace, QMUL-SurvFace) are evaluated as they are.
     native_resolution = False
+    # The mirror image's features: summed with --flip (""), or kept apart ("separate").
+    mirror = ""
     # Open-set identification counts a mated probe found when its mate is within this rank
     # (--open-set-rank overrides it).
     default_open_set_rank = 1
@@ -48,6 +51,14 @@ class Protocol(abc.ABC):
     def images(self) -> list[str]:
         """Every image file the protocol reads (checked before any network runs)."""
         return [s.path for s in self.samples]
+
+    def samples_at(self, condition) -> list[Sample]:
+        """The images extracted under `condition`: all of them, by default."""
+        return self.samples
+
+    def check(self, rank: int, world: int, threads: int) -> None:
+        """Every image decoded before any network runs (each rank its share), on every rank."""
+        check_images(self.images(), rank, world, threads)
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
         """Work before extraction that every rank shares (alignment), run on every rank; none
@@ -83,6 +94,26 @@ class Protocol(abc.ABC):
 
     def plots(self, out: Path, report: dict) -> list[Path]:
         return []
+
+
+def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
+    """Every image the protocol will read is decoded before any network runs (each rank its
+    share): a bad one is refused in one line naming it, since evaluating without it would
+    change the benchmark."""
+    from crossres_dist.data.check import check_files, first_fatal
+
+    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
+    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
+    if world > 1:
+        parts = distributed.all_gather_objects(bad)
+        bad = {path: why for part in parts for path, why in part.items()}
+    if bad:
+        first = sorted(bad)[0]
+        raise DataError(
+            f"{first}: this image cannot be read ({bad[first]}); {len(bad)} of the {len(paths)} "
+            "images the protocol reads cannot (`python -m crossres_dist.data.check` lists them): "
+            "fix or remove them, evaluating without them would change the benchmark"
+        )
 
 
 def require(path: Path, what: str) -> Path:
