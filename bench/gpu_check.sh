@@ -17,8 +17,22 @@
 #                        then 3 steps traced by torch.profiler (h200_e2e_b256_sharded.profile.txt);
 #   e2e_b256_replicated  the same with teacher.sharding=none (the cost of sharding on one GPU);
 #   step_b256            bench/step.py at the same settings (the loop's overhead is e2e against it);
+#   e2e_recipe_paired    the shipped recipe as configs/vggface2_senet50.yaml sets it (paired
+#                        batches: a second student pass per face; BatchNorm re-estimated before
+#                        validations, which the timed window leaves out), eager;
 #   e2e_b32_sharded      micro-batch 32, accumulation 8 (global batch 256);
-#   e2e_b256_compiled    model.compile=true, then e2e_b32_cudagraphs (reduce-overhead).
+#   e2e_r50_arcface_pfc  the field's path: an iResNet-50 student at 112 px (iResNet-100 teacher),
+#                        ArcFace with PartialFC at rate 0.2, on a RecordIO set packed on the device
+#                        from the LFW sample (crossres-pack --size 112), configs/arcface_r50.yaml;
+#   e2e_b256_compiled    model.compile=true; e2e_recipe_compiled the shipped recipe compiled;
+#   e2e_b256_teacher_compiled  teacher.compile=true too; e2e_b32_cudagraphs (reduce-overhead).
+# The eager rows fit one device run (about 6 minutes); the compiled ones are a second
+# (ONLY="b256_compiled recipe_compiled b256_teacher_compiled b32_cudagraphs").
+#
+# Compiled code is kept across device runs: Inductor's FX graph and AOTAutograd caches and
+# Triton's kernels go to $OUT/compile-cache, which comes back with $OUT. Carry it to the next run
+# as .dev/compile-cache and set COMPILE_CACHE=.dev/compile-cache: that run finds every graph the
+# first one compiled (it copies the cache on to its own $OUT, so a third run can use it too).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 DATA=${DATA:-.dev/lfw}
@@ -30,6 +44,12 @@ fi
 export PYTHONPATH=$S:$PWD LD_LIBRARY_PATH=$S/nvidia/cu13/lib:$S/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8 PYTHONWARNINGS=ignore
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+if [ -n "${COMPILE_CACHE:-}" ] && [ -d "$COMPILE_CACHE" ]; then
+  mkdir -p "$OUT/compile-cache" && cp -r "$COMPILE_CACHE"/. "$OUT/compile-cache/"
+  echo "compile cache: $(du -sh "$OUT/compile-cache" | cut -f1) from $COMPILE_CACHE"
+fi
+export TORCHINDUCTOR_CACHE_DIR=$OUT/compile-cache/inductor TRITON_CACHE_DIR=$OUT/compile-cache/triton
+export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 - "$OUT/env.json" "${COMMIT:-unknown}" <<'EOF' || exit 2
@@ -57,16 +77,30 @@ e2e() {  # name, limit in s, micro-batch, timed steps, then e2e.py arguments and
     --json "$OUT/h200_e2e_$name.json" $common data.micro_batch="$micro" "$@" \
     || echo "e2e $name failed or timed out"
 }
+# The shipped recipe: the config's own paired batches and BatchNorm re-estimation.
+recipe="method.paired=true val.bn_recalibrate=clean"
 e2e b256_sharded 75 256 20 --profile 3
-e2e b256_sharded_noprofile 50 256 20
 e2e b256_replicated 60 256 20 teacher.sharding=none
-if [ -z "${ONLY:-}" ]; then
+if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" step "* ]]; then
   echo "== step.py b256 (at $(($(date +%s) - start)) s)"
   timeout 45 $tr bench/step.py --batch 256 --steps 20 --sharding full \
     --json "$OUT/h200_step_b256.json" || echo "step.py failed or timed out"
 fi
+e2e recipe_paired 75 256 20 $recipe
 e2e b32_sharded 60 32 4
+if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" r50_arcface_pfc "* ]]; then
+  # The field's path: 112 px aligned faces in insightface's RecordIO (no .bin sets beside them
+  # here, so held-out top-1 chooses best.pt), random iResNet weights (throughput only).
+  [ -f .dev/lfw-rec/train.rec ] || python3 -m crossres_dist.data.pack "$DATA" .dev/lfw-rec \
+    --format rec --size 112 >/dev/null
+  cfg="--config configs/arcface_r50.yaml --data .dev/lfw-rec"
+  e2e r50_arcface_pfc 90 128 10 head.partial_fc=true head.partial_fc_rate=0.2 student.init= \
+    data.verification=[] val.select_by=top1 optim.global_batch=512
+  cfg="--config configs/vggface2_senet50.yaml --data $DATA"
+fi
 e2e b256_compiled 220 256 20 --profile 3 model.compile=true
+e2e recipe_compiled 200 256 20 $recipe model.compile=true
+e2e b256_teacher_compiled 240 256 20 model.compile=true teacher.compile=true
 e2e b32_cudagraphs 240 32 4 model.compile=true model.compile_mode=reduce-overhead
 echo "== done at $(($(date +%s) - start)) s"
 python3 - "$OUT" <<'EOF'

@@ -26,7 +26,13 @@ ROWS = {
     "e2e_b256_sharded": "trainer end to end, micro-batch 256, teacher.sharding=full, eager",
     "e2e_b256_replicated": "trainer end to end, micro-batch 256, teacher.sharding=none, eager",
     "e2e_b256_compiled": "trainer end to end, micro-batch 256, model.compile=true",
+    "e2e_b256_teacher_compiled": "trainer end to end, micro-batch 256, model.compile and "
+    "teacher.compile",
+    "e2e_recipe_paired": "the shipped recipe (paired), micro-batch 256, eager",
+    "e2e_recipe_compiled": "the shipped recipe (paired), micro-batch 256, model.compile=true",
     "e2e_b32_sharded": "trainer end to end, micro-batch 32 x 8 accumulation, eager",
+    "e2e_b32_cudagraphs": "trainer end to end, micro-batch 32 x 8, reduce-overhead (CUDA graphs)",
+    "e2e_r50_arcface_pfc": "iResNet-50 at 112 px, ArcFace + PartialFC 0.2, RecordIO, eager",
     "step_b256": "bench/step.py, batch 256, synthetic inputs, eager",
     "step_b256_compiled": "bench/step.py, batch 256, synthetic inputs, compiled",
 }

@@ -357,6 +357,10 @@ class TrainConfig:
     sync_every: int = 10
     # Stop (as if preempted) after this optimizer step; 0 = never. Used by resume tests.
     stop_after_step: int = 0
+    # A directory where compiled code is kept across runs (Inductor's FX graph and AOTAutograd
+    # caches, Triton's kernels): a later run, or a restarted one, finds every graph compiled
+    # once (model.compile, teacher.compile). "" leaves PyTorch's defaults (a /tmp folder).
+    compile_cache: str = ""
 
     def problem(self) -> str | None:
         if self.keep_last < 2:

@@ -12,6 +12,7 @@ import sys
 
 from crossres_dist.config import format_settings_help, load_config
 from crossres_dist.distributed import PeerStopped
+from crossres_dist.distributed.parallelize import use_compile_cache
 from crossres_dist.errors import CrossresError
 from crossres_dist.training.trainer import run
 from pipelines.sources import DataError
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_intermixed_args(argv)
     try:
-        return run(load_config(args.config, args.overrides))
+        cfg = load_config(args.config, args.overrides)
+        use_compile_cache(cfg.train.compile_cache)  # before anything compiles
+        return run(cfg)
     except PeerStopped as err:
         return err.code  # the rank that failed has said why, in one line
     except (CrossresError, DataError) as err:

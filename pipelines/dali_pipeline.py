@@ -51,38 +51,45 @@ def _round(x):
 # The plan fields the graph reads, by name, with their DALI type and how a plan's array becomes
 # the graph's input: one list, so that the graph and its feeder cannot disagree on positions.
 # Every degradation step's fields follow, from the registry.
-GRAPH_INPUTS = (
-    ("encoded", "UINT8", lambda plan: [encoded_bytes(p) for p in plan.paths]),
+FIELD_INPUTS = (
     ("labels", "INT64", lambda plan: plan.labels),
     ("crop_x", "FLOAT", lambda plan: plan.crop_x),
     ("crop_y", "FLOAT", lambda plan: plan.crop_y),
     ("gray", "BOOL", lambda plan: plan.gray),
     ("degrade", "BOOL", lambda plan: plan.degrade),
-    ("flip", "INT32", lambda plan: plan.flip.astype(np.int32)),
+    ("flip", "INT32", lambda plan: plan.flip),
 )
-NUMPY_TYPES = {"FLOAT": np.float32, "INT32": np.int32, "INT64": np.int64}
-GRAPH_INPUTS += tuple(
-    (name, kind, lambda plan, n=name, k=kind: plan.steps[n].astype(NUMPY_TYPES[k]))
-    for name, kind in graph_types().items()
+FIELD_INPUTS += tuple(
+    (name, kind, lambda plan, n=name: plan.steps[n]) for name, kind in graph_types().items()
 )
+FIELD_COLUMN = {name: i for i, (name, _, _) in enumerate(FIELD_INPUTS)}
 # What the graph returns besides the two views: the labels and every step field (host tensors).
 PASSED_ON = ("labels", *plan_fields())
 
 
 def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
+    """Two inputs per batch: the encoded images, and every per-sample field as one float64
+    array [batch, fields]. One array instead of one input per field: DALI copies each input of
+    each sample on its own (about 800 small copies a step with a field per input). float64 holds
+    every field exactly (labels below 2**53, the float32 draws, the int32 qualities), so the
+    graph casts back to the very values it was given."""
     for plan in plans:
-        yield tuple(array(plan) for _, _, array in GRAPH_INPUTS)
+        fields = np.stack([np.asarray(array(plan), np.float64) for _, _, array in FIELD_INPUTS], 1)
+        yield [encoded_bytes(p) for p in plan.paths], fields
 
 
 def _inputs(plans: Iterable[BatchPlan]) -> dict:
-    """The plans' fields as named graph inputs."""
-    outputs = fn.external_source(
+    """The plans' fields as named graph inputs (each a column of the one field array)."""
+    encoded, fields = fn.external_source(
         source=_plan_to_arrays(plans),
-        num_outputs=len(GRAPH_INPUTS),
+        num_outputs=2,
         batch=True,
-        dtype=[getattr(types, kind) for _, kind, _ in GRAPH_INPUTS],
+        dtype=[types.UINT8, types.FLOAT64],
     )
-    return dict(zip((name for name, _, _ in GRAPH_INPUTS), outputs))
+    x = {"encoded": encoded, "fields": fields}
+    for name, kind, _ in FIELD_INPUTS:
+        x[name] = fn.cast(fields[FIELD_COLUMN[name]], dtype=getattr(types, kind))
+    return x
 
 
 def _decoded(encoded, gray, order, on_gpu: bool):
@@ -196,7 +203,7 @@ def build_pipeline(
         return (
             fn.crop_mirror_normalize(teacher, mirror=x["flip"], **normalize),
             fn.crop_mirror_normalize(student, mirror=x["flip"], **normalize),
-            *(x[name] for name in PASSED_ON),
+            x["fields"],  # the labels and the step fields, split on the host
         )
 
     pipe = views_graph(
@@ -275,18 +282,19 @@ class DaliViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         pipe = self.pipes[self.served % len(self.pipes)]
-        teacher, student, *passed_on = pipe.run()
+        teacher, student, fields = pipe.run()
         self.served += 1
         batch = {
             "teacher_view": self._to_torch(teacher, torch.float32, self.device),
             "student_view": self._to_torch(student, torch.float32, self.device),
         }
-        # The labels go to the device; the plan's fields stay on the host, in the plan's dtypes
-        # (the graph carries jpeg_quality as int32), where the steps on the finished view read
-        # them.
+        # The labels go to the device; the plan's fields stay on the host, in the plan's dtypes,
+        # where the steps on the finished view read them.
         dtypes = {"labels": np.int64, **plan_fields()}
-        for name, values in zip(PASSED_ON, passed_on):
-            batch[name] = torch.from_numpy(np.array(values.as_tensor()).astype(dtypes[name]))
+        columns = np.array(fields.as_tensor())
+        for name in PASSED_ON:
+            values = columns[:, FIELD_COLUMN[name]].astype(dtypes[name])
+            batch[name] = torch.from_numpy(np.ascontiguousarray(values))
         batch["labels"] = batch["labels"].to(self.device)
         return batch
 

@@ -11,6 +11,8 @@ it, so a rank holds about 1/N of the teacher between forwards. Either may be com
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -26,6 +28,24 @@ def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory
     if channels_last and device.type == "cuda":
         return torch.channels_last
     return torch.contiguous_format
+
+
+def use_compile_cache(directory: str) -> None:
+    """Keep compiled code in `directory` across runs (train.compile_cache): Inductor's FX graph
+    cache and AOTAutograd cache, and Triton's kernels, for every compile this process makes.
+    Set before the first compile; ranks share the directory safely (the caches lock)."""
+    if not directory:
+        return
+    root = Path(directory).resolve()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(root / "triton")
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+    os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "1"
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
 
 
 def parallelize_student(

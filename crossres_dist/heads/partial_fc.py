@@ -16,6 +16,12 @@ Where this differs, and why:
   with probability rate, not a fixed number per rank: the sampled set is then the same whatever
   the number of ranks, so a run resumed on another number of ranks draws what it would have, and
   at rate 1 every class is kept and the loss equals the unsharded head's;
+- so that the shapes do not change from step to step (a new shape recompiles under
+  torch.compile and defeats CUDA graphs), the kept classes are padded to a fixed number of
+  columns per rank, rate x the slice plus six standard deviations of the draw plus the global
+  batch (its labels are always kept), and the padding is masked out of the softmax: the loss and
+  the gradients are those of the kept classes alone. More kept than that (about once in 10**9
+  steps) widens that step's columns;
 - the class centres start from rows drawn per block of classes from (seed, block), so the
   starting classifier does not depend on the number of ranks either;
 - the backbone's gradient is scaled by the number of ranks on its way back through the gather,
@@ -156,6 +162,17 @@ class PartialFC(nn.Module):
         # Stops the margin's own all-reduce of its statistics: it sees the whole batch already.
         self.margin.batch_is_global = True
         self.step = 0  # the sampling's step, set by the trainer before each micro-step
+        self.fixed_shape = True  # pad the kept classes to columns(); False: exactly the kept
+
+    def columns(self, batch_rows: int) -> int:
+        """The classifier columns of this rank every step: the whole slice at rate 1, else rate x
+        the slice, six standard deviations of the Bernoulli draw, and the `batch_rows` labels of
+        the global batch, at most the slice."""
+        local = self.end - self.start
+        if self.rate >= 1.0:
+            return local
+        spread = math.sqrt(local * self.rate * (1.0 - self.rate))
+        return min(local, math.ceil(self.rate * local + 6.0 * spread) + batch_rows)
 
     def sampled(self, labels: torch.Tensor) -> torch.Tensor:
         """The classes of this slice kept this step (global indices, ascending): every label of
@@ -184,12 +201,22 @@ class PartialFC(nn.Module):
         column[kept] = torch.arange(len(kept), device=labels.device)
         inside = (all_labels >= self.start) & (all_labels < self.end)
         target = torch.where(inside, column[all_labels.clamp(0, self.num_classes - 1)], -1)
+        padding = 0
+        if self.fixed_shape:
+            padding = max(self.columns(len(all_labels)) - len(kept), 0)
+        # Padded columns point at the slice's first row and are masked out below.
+        rows_used = F.pad(kept - self.start, (0, padding))
         cos = F.linear(
-            F.normalize(everyone.float(), dim=1), F.normalize(self.weight[kept - self.start], dim=1)
+            F.normalize(everyone.float(), dim=1), F.normalize(self.weight[rows_used], dim=1)
         )
         logits = self.margin(cos, target, everyone)
+        if padding:
+            padded = torch.arange(len(rows_used), device=labels.device) >= len(kept)
+            logits = logits.masked_fill(padded, -math.inf)
+            cos = cos.masked_fill(padded, -2.0)  # below every cosine: never the nearest
         ce = _DistributedCrossEntropy.apply(logits, target)
         rows = (len(labels), len(labels) if counted is None else counted)
+        kept = F.pad(kept, (0, padding), value=-1)
         return {"ce": ce, "correct": self._correct(cos.detach(), kept, all_labels, rows)}
 
     @torch.no_grad()
@@ -199,7 +226,7 @@ class PartialFC(nn.Module):
             best = cos.new_full((len(cos),), -2.0)
             predicted = torch.full_like(all_labels, -1)
         else:
-            predicted = kept[where]
+            predicted = kept[where]  # -1 where only padding was there
         if self.world > 1:
             bests = [torch.empty_like(best) for _ in range(self.world)]
             preds = [torch.empty_like(predicted) for _ in range(self.world)]

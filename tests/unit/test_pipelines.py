@@ -173,6 +173,29 @@ def test_dali_batches_do_not_depend_on_the_number_of_pipelines():
     assert sum(int((b["resolution"] > 0).sum()) for b in three) > 0
 
 
+@needs_dali
+def test_the_graph_takes_two_inputs_and_every_field_comes_back_exactly():
+    """The per-sample fields reach DALI as one float64 array (two external-source inputs in
+    all, not one per field) and come back bit for bit: labels far above float32's 2**24, the
+    float32 crop draws, every degradation step's field in its own dtype."""
+    from pipelines.dali_pipeline import FIELD_INPUTS, _plan_to_arrays
+
+    samples = load_source("embedded:orl").samples
+    views = ViewSettings(32, 28, 0.5, [8, 16])
+    planner = TrainPlanner(samples, views, 8, 0, 1, seed=3, p_of_images=lambda n: 0.7)
+    plan = planner.plan(0)
+    plan.labels = np.arange(8, dtype=np.int64) + 2**40 + 1  # a label float32 would round
+    plan.crop_x = np.random.default_rng(0).random(8).astype(np.float32)
+    inputs = next(_plan_to_arrays([plan]))
+    assert len(inputs) == 2 and inputs[1].shape == (8, len(FIELD_INPUTS))
+    batch = next(DaliViews(iter([plan]), views, 8, torch.device("cpu"), 1, 0))
+    assert torch.equal(batch["labels"], torch.from_numpy(plan.labels))
+    for name, values in plan.steps.items():
+        assert batch[name].dtype == torch.from_numpy(values).dtype, name
+        assert torch.equal(batch[name], torch.from_numpy(values)), name
+    assert int((batch["resolution"] > 0).sum()) > 0
+
+
 def test_curriculum_p_reaches_the_pipeline_without_rebuilding():
     samples = load_source("embedded:orl").samples
     views = ViewSettings(32, 28, 0.0, [8])
