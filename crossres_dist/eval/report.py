@@ -31,6 +31,14 @@ def pyplot():
     return plt
 
 
+def save(plt, fig, path: Path) -> Path:
+    """A finished figure as a PNG at the reports' resolution; the figure is closed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def numeric_order(node):
     """Metric keys that end in a number (tar@far=1e-06, tpir@fpir=0.1, rank5) in numeric order,
     the others as they were, at every level: a reader sees 1e-06 before 0.001 before 0.1."""
@@ -89,11 +97,7 @@ def plot_rocs(out: Path, report: dict, kind: str) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("TAR")
     axes[0][0].legend()
-    fig.tight_layout()
-    path = out / "roc.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(plt, fig, out / "roc.png")]
 
 
 def plot_folder(out: Path, report: dict, tsne_inputs: dict | None) -> list[Path]:
@@ -124,10 +128,7 @@ def plot_folder(out: Path, report: dict, tsne_inputs: dict | None) -> list[Path]
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    written.append(out / "accuracy_vs_resolution.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save(plt, fig, out / "accuracy_vs_resolution.png"))
 
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False)
     for ax, r in zip(axes[0], labels):
@@ -138,10 +139,7 @@ def plot_folder(out: Path, report: dict, tsne_inputs: dict | None) -> list[Path]
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("TAR")
     axes[0][0].legend()
-    fig.tight_layout()
-    written.append(out / "roc.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save(plt, fig, out / "roc.png"))
 
     if tsne_inputs:
         from sklearn.manifold import TSNE
@@ -160,8 +158,5 @@ def plot_folder(out: Path, report: dict, tsne_inputs: dict | None) -> list[Path]
             )
             ax.scatter(xy[:, 0], xy[:, 1], c=labels_, cmap="tab10", s=18)
             ax.set(title=f"{name}: t-SNE, images at {resolution_text}", xticks=[], yticks=[])
-        fig.tight_layout()
-        written.append(out / "tsne.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(save(plt, fig, out / "tsne.png"))
     return written

@@ -125,7 +125,7 @@ class Verification(Protocol):
         return "\n".join(lines)
 
     def plots(self, out: Path, report: dict) -> list[Path]:
-        from crossres_dist.eval.report import pyplot
+        from crossres_dist.eval.report import pyplot, save
 
         plt = pyplot()
         labels = report["conditions"]
@@ -144,11 +144,7 @@ class Verification(Protocol):
             )
             ax.grid(alpha=0.3)
         axes[0][0].legend()
-        fig.tight_layout()
-        path = out / "verification_vs_resolution.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [path]
+        return [save(plt, fig, out / "verification_vs_resolution.png")]
 
 
 def _cell(scores: dict) -> str:
