@@ -6,7 +6,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
-	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads bench-pipeline \
+	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open study-orl-rel bench-pipeline \
 	bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
@@ -54,6 +54,18 @@ study-orl-heads: $(VENV)/.installed
 study-lfw-heads: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-heads --readme $(DIRTY) \
 	  --variants recipe recipe-l0 recipe-arcface recipe-arcface-l0 recipe-adaface recipe-adaface-l0
+
+# Open-set: the LFW sample's networks verified on 600 LFW-style pairs of the 2-9 people, never
+# trained on (docs/recipe.md; about 45 min on 2 cores).
+OPEN_VARIANTS = recipe recipe-l0 recipe-rel recipe-arcface recipe-arcface-l0 recipe-arcface-rel
+
+study-lfw-open: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open --readme $(DIRTY) \
+	  --open-set ../shared/data/lfw_deepfunneled_2to9 --variants $(OPEN_VARIANTS)
+
+study-orl-rel: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data embedded:orl --name orl-rel --readme $(DIRTY) \
+	  --variants recipe recipe-l0 recipe-rel
 
 study-orl-degradations: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data embedded:orl --name orl-degradations --readme $(DIRTY) \

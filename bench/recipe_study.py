@@ -12,6 +12,11 @@ low resolution, over seeds, on any face set.
    probe against a full-resolution gallery of one image per identity, rank-1).
 4. A table of mean (standard deviation) over seeds, with the targets checked, in OUT/study.md
    and OUT/study.json.
+5. With ``--open-set FOLDER`` (people the networks never trained on, e.g. the LFW 2-9 people),
+   open-set verification as well: 600 LFW-style pairs made once from FOLDER with seed 0 (ten
+   folds of disjoint people, half same-person pairs) in insightface's .bin layout, the probe side
+   at 8, 12, 16, 24, 32 px and full against a full-resolution face; 10-fold accuracy and
+   TAR at FAR 1e-2 (``crossres_dist.evaluate --protocol verification``).
 
 Runs are single-process (``--parallel`` of them at a time) and are reused when their settings
 have not changed, so the grid can grow without retraining what is done. Each variant's overrides
@@ -95,6 +100,10 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-e12": ["train.epochs=12"],
     # Realistic low quality: blur and JPEG besides down-sampling (issue 16's comparison).
     "recipe-realistic": ["method.degradations=[downsample, gaussian_blur:0.5, jpeg:0.5]"],
+    # The relational feature term (the teacher's similarities, not its features), alone and
+    # with ArcFace: a feature term that does not pull the student toward a weak teacher's errors.
+    "recipe-rel": ["method.feature_loss=relational"],
+    "recipe-arcface-rel": ["head.name=arcface", "method.feature_loss=relational"],
     # Margin heads (crossres_dist/heads/) at their papers' settings, with and without the
     # feature term: does a margin, and AdaFace's quality-adaptive one in particular, add to the
     # cross-resolution method?
@@ -159,6 +168,61 @@ def train(config: str, run_dir: Path, overrides: list[str], nproc: int) -> None:
 
 # Extra probe conditions (--probe-degrade), e.g. jpeg:15: a column "top1 jpeg15" each.
 PROBE_DEGRADE: list[str] = []
+# The open-set pairs (--open-set): the .bin every model is verified on, once made.
+OPEN_SET: list[Path] = []
+OPEN_RESOLUTIONS = ("8", "12", "16", "24", "32", "full")
+OPEN_PAIRS = 600
+
+
+def open_set_bin(people: Path, out: Path) -> Path:
+    """The study's open-set pairs of `people`, made once with seed 0 (their JPEGs as they are)."""
+    from crossres_dist.verification import write_bin
+    from crossres_dist.verification.pairs import lfw_style_pairs
+
+    path = out / "open-set" / f"pairs-{OPEN_PAIRS}-seed0.bin"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pairs = lfw_style_pairs(people, OPEN_PAIRS, seed=0)
+        images = [Path(p).read_bytes() for a, b, _ in pairs for p in (a, b)]
+        write_bin(path, images, [same for _, _, same in pairs])
+    return path
+
+
+def open_set_evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
+    """Open-set verification of one model on the study's pairs: 'open acc R' and 'open tar R'
+    (TAR at FAR 1e-2) for every probe resolution R."""
+    run(
+        [
+            sys.executable,
+            "-m",
+            "crossres_dist.evaluate",
+            "--protocol",
+            "verification",
+            "--root",
+            str(OPEN_SET[0]),
+            "--config",
+            "configs/demo.yaml",
+            *overrides,
+            "--checkpoint",
+            str(checkpoint),
+            "--name",
+            "m",
+            "--resolutions",
+            *OPEN_RESOLUTIONS,
+            "--no-plots",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        out.with_suffix(".log"),
+        1,
+    )
+    model = json.loads((out / "results.json").read_text())["models"]["m"]
+    (scores,) = model["verification"].values()
+    metrics = {}
+    for r in OPEN_RESOLUTIONS:
+        metrics[f"open acc {r}"] = scores[r]["accuracy"]
+        metrics[f"open tar {r}"] = scores[r]["tar@far=0.01"]
+    return metrics
 
 
 def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
@@ -203,6 +267,8 @@ def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
     for text in PROBE_DEGRADE:
         label = condition_label(parse_condition(text))
         metrics[f"top1 {label}"] = top1[label]
+    if OPEN_SET:
+        metrics.update(open_set_evaluate(checkpoint, out.with_name(out.name + "-open"), overrides))
     return metrics
 
 
@@ -226,6 +292,7 @@ def student_point(out: Path, name: str, seed: int, overrides: list[str], data_ar
     full = [*data_args, *overrides, f"run.seed={seed}"]
     cached = done(run_dir, full)
     wanted = [f"top1 {condition_label(parse_condition(t))}" for t in PROBE_DEGRADE]
+    wanted += [f"open acc {r}" for r in OPEN_RESOLUTIONS] if OPEN_SET else []
     if cached is not None and all(k in cached for k in wanted):
         return cached
     best = run_dir / "checkpoints" / "best.pt"
@@ -259,8 +326,10 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 KEYS = ["top1 8", "top1 16", "top1 full", "rank1 8>full"]
 
 
-def table(teacher: dict, rows: dict[str, list[dict]], title: str) -> str:
-    keys = [k for k in teacher if k.startswith(("top1", "rank1"))]
+def table(
+    teacher: dict, rows: dict[str, list[dict]], title: str, prefix: tuple = ("top1", "rank1")
+) -> str:
+    keys = [k for k in teacher if k.startswith(prefix)]
     lines = [
         title,
         "",
@@ -273,7 +342,10 @@ def table(teacher: dict, rows: dict[str, list[dict]], title: str) -> str:
         for k in keys:
             m, sd = mean_sd([r[k] for r in runs])
             cells.append(f"{m:.3f} ({sd:.3f})")
-        deltas = [mean_sd([r[k] for r in runs])[0] - teacher[k] for k in KEYS[:3]]
+        compared = (
+            KEYS[:3] if prefix[0] == "top1" else [f"{prefix[0]} {r}" for r in ("8", "16", "full")]
+        )
+        deltas = [mean_sd([r[k] for r in runs])[0] - teacher[k] for k in compared]
         cells.append(" / ".join(f"{d:+.3f}" for d in deltas))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -305,6 +377,25 @@ def targets(teacher: dict, rows: dict[str, list[dict]], chosen: str, without: st
     return "\n".join(lines)
 
 
+def open_set_lines(rows: dict[str, list[dict]], without: str | None) -> str:
+    """Each variant against lambda = 0 in open-set 8 px -> full verification, and at full
+    resolution, with the spread over seeds."""
+    if not without or without not in rows:
+        return ""
+    lines = [f"Open-set verification against `{without}` (lambda = 0), means over seeds:"]
+    for name, runs in rows.items():
+        if name == without:
+            continue
+        parts = []
+        for k in ("open acc 8", "open acc full"):
+            a, b = [r[k] for r in runs], [r[k] for r in rows[without]]
+            gap = statistics.mean(a) - statistics.mean(b)
+            spread = max(mean_sd(a)[1], mean_sd(b)[1])
+            parts.append(f"{k.removeprefix('open ')} {gap:+.3f} (spread {spread:.3f})")
+        lines.append(f"- `{name}`: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def _ok(flag: bool) -> str:
     return "met" if flag else "**not met**"
 
@@ -327,6 +418,12 @@ def main() -> None:
     )
     parser.add_argument("--allow-dirty", action="store_true", help="with --readme")
     parser.add_argument(
+        "--open-set",
+        metavar="FOLDER",
+        help="people never trained on (an ImageFolder): also verify every model on 600 LFW-style "
+        "pairs of them, the probe side at 8-32 px and full",
+    )
+    parser.add_argument(
         "--probe-degrade",
         nargs="*",
         default=[],
@@ -339,7 +436,7 @@ def main() -> None:
         try:
             provenance = published.capture(
                 "python bench/recipe_study.py " + " ".join(sys.argv[1:]),
-                [args.data],
+                [args.data, *([args.open_set] if args.open_set else [])],
                 args.allow_dirty,
             )
         except published.DirtyTree as err:
@@ -356,6 +453,8 @@ def main() -> None:
     out = Path(args.out or REPO / "runs" / "study" / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_args = [f"data.train={args.data}"]
+    if args.open_set:
+        OPEN_SET.append(open_set_bin(Path(args.open_set), out))
 
     teacher = Path(args.teacher) if args.teacher else out / "teacher" / "checkpoints" / "best.pt"
     teacher_overrides = [*data_args, *args.teacher_overrides]
@@ -399,6 +498,18 @@ def main() -> None:
     text = table(teacher_metrics, rows, title)
     if args.chosen in rows:
         text += "\n\n" + targets(teacher_metrics, rows, args.chosen, args.without)
+    if OPEN_SET:
+        people = data_reference(args.open_set)
+        for key, what in (("open acc", "10-fold accuracy"), ("open tar", "TAR at FAR 1e-2")):
+            text += "\n\n" + table(
+                teacher_metrics,
+                rows,
+                f"Open-set verification, {what}: {OPEN_PAIRS} LFW-style pairs of {people} (people "
+                "never trained on; ten folds, half same-person pairs, made once with seed 0), the "
+                "probe side at r px against a full-resolution face; mean (standard deviation)",
+                (key,),
+            )
+        text += "\n\n" + open_set_lines(rows, args.without)
     text += "\n\nVariants (overrides of configs/demo.yaml):\n\n" + "\n".join(
         f"- `{v}`: {' '.join(variants[v]) or '(the demo as it is)'}" for v in rows
     )

@@ -194,9 +194,12 @@ class StudentConfig:
 class MethodConfig:
     # lambda: the weight of the feature term D against cross-entropy (0: CE only).
     lambda_feat: float = 0.1
-    # The feature term D: "mse" (method.md, scale of the network's features) or "cosine"
-    # (1 - cosine similarity: the same scale for any network, so lambda carries over).
-    feature_loss: Literal["mse", "cosine"] = "mse"
+    # The feature term D: "mse" (method.md, scale of the network's features), "cosine"
+    # (1 - cosine similarity: the same scale for any network, so lambda carries over), or
+    # "relational" (each face's cosine similarities to the other faces of its micro-batch, the
+    # student's against the teacher's: the teacher's structure, not its features, and with
+    # method.paired a face's two views pulled together whatever the teacher makes of it).
+    feature_loss: Literal["mse", "cosine", "relational"] = "mse"
     # The student sees both views of every face in one batch (CE and D on each).
     paired: bool = False
     # Probability that a training image's student view is degraded (fixed p).

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crossres_dist.verification.metric import tar_at_far
+
 FARS = (1e-3, 1e-2, 1e-1)  # in every table and JSON: the strictest first
 
 
@@ -43,14 +45,6 @@ def verification(scores: np.ndarray, genuine: np.ndarray, fars=FARS) -> dict:
             tar_at_far(scores, genuine, far) if impostors * far >= 1 else None
         )
     return result
-
-
-def tar_at_far(scores: np.ndarray, genuine: np.ndarray, far: float) -> float:
-    """The ROC's TAR at `far`, interpolated linearly between its points."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(np.asarray(genuine, int), np.asarray(scores, float))
-    return float(np.interp(far, fpr, tpr))
 
 
 def cmc(scores: np.ndarray, probe_labels, gallery_labels, ranks=(1, 5), by_image=False) -> dict:

@@ -54,12 +54,22 @@ def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) ->
 
     ``mse``: the mean over feature dimensions of the squared difference (method.md; its scale is
     the features' scale, so the lambda that balances it against CE depends on the network).
-    ``cosine``: 1 - cosine similarity, in [0, 2] whatever the network's feature scale."""
+    ``cosine``: 1 - cosine similarity, in [0, 2] whatever the network's feature scale.
+    ``relational`` (relational knowledge distillation, Park et al. 2019, on cosines): for each
+    face, the mean squared difference between its row of cosine similarities to the faces of
+    the batch under the student and under the teacher, in [0, 4]. It transfers which faces the
+    teacher finds alike rather than the teacher's features, so a weak teacher's errors in its
+    features do not become targets; with paired batches a face's two views have teacher
+    similarity 1, so the student pulls its low- and full-resolution embeddings together. A
+    face's value depends on the faces of its batch (a rank's micro-batch)."""
     student, teacher = student.float(), teacher.float()
     if kind == "mse":
         return (student - teacher).pow(2).mean(1)
     if kind == "cosine":
         return 1.0 - F.cosine_similarity(student, teacher, dim=1)
+    if kind == "relational":
+        s, t = F.normalize(student, dim=1), F.normalize(teacher, dim=1)
+        return (s @ s.T - t @ t.T).pow(2).mean(1)
     raise ValueError(f"unknown feature loss {kind!r}")
 
 

@@ -69,6 +69,15 @@ def _far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> fl
     )
 
 
+def tar_at_far(scores: np.ndarray, genuine: np.ndarray, far: float) -> float:
+    """The ROC's true-accept rate at `far` (higher scores accept), interpolated linearly
+    between its points (scikit-learn's ROC)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(np.asarray(genuine, int), np.asarray(scores, float))
+    return float(np.interp(far, fpr, tpr))
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     # sklearn.preprocessing.normalize: a zero row stays zero.
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -113,6 +122,8 @@ def ten_fold(
         "val_std": float(np.std(val)),
         "far": float(np.mean(far)),
         "xnorm": xnorm,
+        # Over all pairs (no folds), where there are 1/far different-person pairs to measure it.
+        "tar@far=0.01": (tar_at_far(-dist, issame, 0.01) if (~issame).sum() * 0.01 >= 1 else None),
         "best_thresholds": thresholds,
         "pairs": int(len(dist)),
     }

@@ -76,6 +76,22 @@ def test_cosine_feature_loss_is_scale_free_and_matches_hand_computation():
     )
 
 
+def test_relational_feature_loss_compares_the_batch_similarities_by_hand():
+    """Three faces in 2-D. Teacher: faces 0 and 1 at 90 degrees, face 2 equal to face 0.
+    Student: all three equal. Cosine rows, teacher [[1,0,1],[0,1,0],[1,0,1]], student all ones:
+    squared differences [[0,1,0],[1,0,1],[0,1,0]], per-face means [1/3, 2/3, 1/3]. Scale-free,
+    and zero when the student's similarities are the teacher's whatever its features."""
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    student = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    hand = torch.tensor([1 / 3, 2 / 3, 1 / 3])
+    assert torch.allclose(feature_distance(student, teacher, "relational"), hand, atol=1e-6)
+    assert torch.allclose(feature_distance(5 * student, teacher, "relational"), hand, atol=1e-6)
+    rotation = torch.tensor([[0.6, -0.8], [0.8, 0.6]])
+    rotated = teacher @ rotation.T  # other features, the same similarities
+    assert feature_distance(rotated, teacher, "relational").abs().max() < 1e-6
+    assert feature_distance(rotated, teacher, "cosine").abs().max() > 0.3
+
+
 def test_paired_student_sees_both_views_with_every_term_on_each():
     torch.manual_seed(0)
     student, teacher = build_model(TINY_SPEC).eval(), freeze(build_model(TINY_SPEC))
