@@ -359,6 +359,22 @@ def test_training_validates_on_the_sets_and_chooses_best_by_their_mean(tmp_path,
     assert len(lines) == 3 and "lfw_style full " in lines[0] and "| mean " in lines[0]
 
 
+def test_select_by_verification_drives_best_and_the_plateau_schedule_by_the_mean_accuracy():
+    from types import SimpleNamespace
+
+    from crossres_dist.training.validation import Validator
+
+    metrics = {"val/verification/accuracy": 0.8, "val/8px/loss": 2.5, "val/8px/top1": 0.4}
+    by = {
+        choice: SimpleNamespace(val_cfg=SimpleNamespace(select_by=choice, resolution=8), stage="crossres")
+        for choice in ("verification", "top1")
+    }  # fmt: skip
+    assert Validator.best_metric(by["verification"], metrics) == 0.8
+    assert Validator.plateau_metric(by["verification"], metrics) == pytest.approx(0.2)  # the error
+    assert Validator.best_metric(by["top1"], metrics) == 0.4
+    assert Validator.plateau_metric(by["top1"], metrics) == 2.5
+
+
 def test_select_by_verification_with_no_set_beside_the_data_is_refused_before_the_networks(
     tmp_path,
 ):
