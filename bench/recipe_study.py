@@ -174,6 +174,15 @@ OPEN_RESOLUTIONS = ("8", "12", "16", "24", "32", "full")
 OPEN_PAIRS = 600
 
 
+def evaluate_command(checkpoint: Path, out: Path, overrides: list[str], *protocol: str):
+    """crossres_dist.evaluate of one model, named m, with the demo's config, without plots."""
+    return [
+        sys.executable, "-m", "crossres_dist.evaluate", "--config", "configs/demo.yaml",
+        *overrides, "--checkpoint", str(checkpoint), "--name", "m", *protocol, "--no-plots",
+        "--out", str(out),
+    ]  # fmt: skip
+
+
 def open_set_bin(people: Path, out: Path) -> Path:
     """The study's open-set pairs of `people`, made once with seed 0 (their JPEGs as they are)."""
     from crossres_dist.verification import write_bin
@@ -192,27 +201,17 @@ def open_set_evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict
     """Open-set verification of one model on the study's pairs: 'open acc R' and 'open tar R'
     (TAR at FAR 1e-2) for every probe resolution R."""
     run(
-        [
-            sys.executable,
-            "-m",
-            "crossres_dist.evaluate",
+        evaluate_command(
+            checkpoint,
+            out,
+            overrides,
             "--protocol",
             "verification",
             "--root",
             str(OPEN_SET[0]),
-            "--config",
-            "configs/demo.yaml",
-            *overrides,
-            "--checkpoint",
-            str(checkpoint),
-            "--name",
-            "m",
             "--resolutions",
             *OPEN_RESOLUTIONS,
-            "--no-plots",
-            "--out",
-            str(out),
-        ],  # fmt: skip
+        ),
         out.with_suffix(".log"),
         1,
     )
@@ -228,17 +227,10 @@ def open_set_evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict
 def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
     extra = [arg for text in PROBE_DEGRADE for arg in ("--degrade", text)]
     run(
-        [
-            sys.executable,
-            "-m",
-            "crossres_dist.evaluate",
-            "--config",
-            "configs/demo.yaml",
-            *overrides,
-            "--checkpoint",
-            str(checkpoint),
-            "--name",
-            "m",
+        evaluate_command(
+            checkpoint,
+            out,
+            overrides,
             "--split",
             "test",
             "--resolutions",
@@ -247,11 +239,8 @@ def evaluate(checkpoint: Path, out: Path, overrides: list[str]) -> dict:
             "full",
             "--tsne-identities",
             "0",
-            "--no-plots",
             *extra,
-            "--out",
-            str(out),
-        ],
+        ),
         out.with_suffix(".log"),
         1,
     )

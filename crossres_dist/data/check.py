@@ -213,6 +213,19 @@ class Manifest:
         rundir.write_text(path, "\n".join(lines) + "\n")
 
 
+def undecodable_everywhere(paths: list[str], rank: int, world: int, threads: int) -> dict:
+    """{path: why} of every file of `paths` that cannot be decoded, each rank decoding its
+    strided share, gathered so that every rank holds the whole answer (the benchmarks' and the
+    verification sets' check before any network runs)."""
+    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads))
+    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
+    if world > 1:
+        from crossres_dist import distributed
+
+        bad = {p: why for part in distributed.all_gather_objects(bad) for p, why in part.items()}
+    return bad
+
+
 def check_files(
     paths: list[str],
     min_side: int,

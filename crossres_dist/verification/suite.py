@@ -63,7 +63,7 @@ def load_sets(
 ) -> list[VerificationSet]:
     """Every set read and (with `decode`) every image decoded, each rank its share, before any
     network runs; the first problem refused in one line naming the file and the image."""
-    sets = [read_bin(p, cache_dir) for p in paths]
+    sets = read_once(paths, rank, world, cache_dir)
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -73,15 +73,30 @@ def load_sets(
     return sets
 
 
+def read_once(
+    paths: list[Path], rank: int, world: int, cache_dir: Path | None
+) -> list[VerificationSet]:
+    """The sets as rank 0 reads them, handed to every rank: one read of each file (and one
+    repacked copy, where one is needed) per job, not one per rank; rank 0's refusal is every
+    rank's."""
+    read: list[VerificationSet] | str = []
+    if rank == 0:
+        try:
+            read = [read_bin(p, cache_dir) for p in paths]
+        except BinError as err:
+            read = str(err)
+    if world > 1:
+        read = distributed.broadcast_object(read)
+    if isinstance(read, str):
+        raise BinError(read)
+    return read
+
+
 def check_decodes(sets: list[VerificationSet], rank: int, world: int, threads: int) -> None:
-    from crossres_dist.data.check import check_files, first_fatal
+    from crossres_dist.data.check import undecodable_everywhere
 
     where = {locator: (s, i) for s in sets for i, locator in enumerate(s.images)}
-    mine = list(where)[rank::world]
-    results, _ = check_files(mine, 0, True, None, max(1, threads), with_digest=False)
-    bad = {p: why for p, problems in results.items() if (why := first_fatal(problems))}
-    if world > 1:
-        bad = {p: w for part in distributed.all_gather_objects(bad) for p, w in part.items()}
+    bad = undecodable_everywhere(list(where), rank, world, threads)
     if bad:
         first = min(bad, key=lambda p: (str(where[p][0].path), where[p][1]))
         vset, index = where[first]

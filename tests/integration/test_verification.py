@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-import torch
 
 from bench import benchmark_trees
+from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.data.pack import pack
 from tests.conftest import LFW, needs_lfw, results, run_cmd, tiny_args, train_cmd
 from tests.unit.test_benchmarks import _cli
@@ -49,7 +49,7 @@ def test_two_ranks_validate_on_the_bins_beside_a_packed_set_and_choose_best_by_t
     assert log.count("verification set lfw_style:") == log.count("set lfw_style_np:") == 1
     means = [float(m) for m in re.findall(r"verification at step \d+: .*\| mean ([0-9.]+)", log)]
     assert len(means) == 3  # steps 0, 3 and 6
-    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["best_metric"] == pytest.approx(max(means), abs=5e-4)  # the log rounds to 1e-3
     assert best["best_metric"] == pytest.approx(res["best_metric"])
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from bench import benchmark_trees
 from crossres_dist import evaluate
+from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.config import load_config
 from crossres_dist.data.pack import main as pack_main
 from crossres_dist.errors import ConfigError, SetupError
@@ -352,7 +353,7 @@ def test_training_validates_on_the_sets_and_chooses_best_by_their_mean(tmp_path,
     assert len(logged) == 3
     best = max(r["val/verification/accuracy"] for r in logged)
     assert res["best_metric"] == pytest.approx(best)
-    saved = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=False)
+    saved = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
     assert saved["best_metric"] == pytest.approx(best)
     log = (tmp_path / "run" / "train.log").read_text().splitlines()
     lines = [line for line in log if "verification at step" in line]

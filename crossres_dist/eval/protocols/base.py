@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossres_dist import distributed
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label
 from pipelines.sources import DataError, Sample
@@ -100,13 +99,9 @@ def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
     """Every image the protocol will read is decoded before any network runs (each rank its
     share): a bad one is refused in one line naming it, since evaluating without it would
     change the benchmark."""
-    from crossres_dist.data.check import check_files, first_fatal
+    from crossres_dist.data.check import undecodable_everywhere
 
-    results, _ = check_files(paths[rank::world], 0, True, None, max(1, threads), with_digest=False)
-    bad = {path: why for path, problems in results.items() if (why := first_fatal(problems))}
-    if world > 1:
-        parts = distributed.all_gather_objects(bad)
-        bad = {path: why for part in parts for path, why in part.items()}
+    bad = undecodable_everywhere(paths, rank, world, threads)
     if bad:
         first = sorted(bad)[0]
         raise DataError(
