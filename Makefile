@@ -6,7 +6,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
-	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open study-orl-rel bench-pipeline \
+	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open study-orl-feature-terms bench-pipeline \
 	bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
@@ -57,15 +57,18 @@ study-lfw-heads: $(VENV)/.installed
 
 # Open-set: the LFW sample's networks verified on 600 LFW-style pairs of the 2-9 people, never
 # trained on (docs/recipe.md; about 45 min on 2 cores).
-OPEN_VARIANTS = recipe recipe-l0 recipe-rel recipe-arcface recipe-arcface-l0 recipe-arcface-rel
+OPEN_VARIANTS = recipe recipe-l0 recipe-mse recipe-unpaired recipe-cosface recipe-arcface \
+	recipe-adaface recipe-arcface-l0 recipe-rel recipe-conf recipe-correct
 
 study-lfw-open: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open --readme $(DIRTY) \
 	  --open-set ../shared/data/lfw_deepfunneled_2to9 --variants $(OPEN_VARIANTS)
 
-study-orl-rel: $(VENV)/.installed
-	$(PY) bench/recipe_study.py --data embedded:orl --name orl-rel --readme $(DIRTY) \
-	  --variants recipe recipe-l0 recipe-rel
+# The feature-term alternatives that do not follow a weak teacher, on ORL (closed-set): the
+# relational term and the cosine term weighed by the teacher's reliability (about 12 min).
+study-orl-feature-terms: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data embedded:orl --name orl-feature-terms --readme $(DIRTY) \
+	  --variants recipe recipe-l0 recipe-rel recipe-conf recipe-correct
 
 study-orl-degradations: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data embedded:orl --name orl-degradations --readme $(DIRTY) \
@@ -104,7 +107,8 @@ test-timing: $(VENV)/.installed
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads bench-pipeline bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
+	study-lfw-heads study-lfw-open study-orl-feature-terms bench-pipeline bench-teacher \
+	bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -104,6 +105,10 @@ VARIANTS: dict[str, list[str]] = {
     # with ArcFace: a feature term that does not pull the student toward a weak teacher's errors.
     "recipe-rel": ["method.feature_loss=relational"],
     "recipe-arcface-rel": ["head.name=arcface", "method.feature_loss=relational"],
+    # The cosine term weighed by the teacher's reliability on each full-resolution face: its
+    # probability of the true identity, or 1 where it is right and 0 where it is wrong.
+    "recipe-conf": ["method.feature_weight=teacher_confidence"],
+    "recipe-correct": ["method.feature_weight=teacher_correct"],
     # Margin heads (crossres_dist/heads/) at their papers' settings, with and without the
     # feature term: does a margin, and AdaFace's quality-adaptive one in particular, add to the
     # cross-resolution method?
@@ -300,6 +305,10 @@ def student_point(out: Path, name: str, seed: int, overrides: list[str], data_ar
     results = json.loads((run_dir / "results.json").read_text())
     metrics["val top1 8 (last)"] = results["final"]["val/8px/top1"]
     metrics["val top1 full (last)"] = results["final"]["val/full/top1"]
+    # method.feature_weight: the teacher's mean weight over the last logged window of training.
+    weights = re.findall(r"teacher weight ([0-9.]+)", (out / f"{name}/seed{seed}.log").read_text())
+    if weights:
+        metrics["teacher weight (last)"] = float(weights[-1])
     metrics["seconds"] = time.perf_counter() - start
     (run_dir / "study-run.json").write_text(
         json.dumps({"overrides": full, "inputs": INPUTS[0], "metrics": metrics}, indent=1)

@@ -200,6 +200,12 @@ class MethodConfig:
     # student's against the teacher's: the teacher's structure, not its features, and with
     # method.paired a face's two views pulled together whatever the teacher makes of it).
     feature_loss: Literal["mse", "cosine", "relational"] = "mse"
+    # Each face's feature term weighed by the teacher's reliability on its full-resolution view:
+    # "none" (the paper), "teacher_confidence" (its probability of the true identity) or
+    # "teacher_correct" (1 where the true identity is its first choice, else 0), so that a weak
+    # teacher's errors are not targets. Needs a teacher whose classifier is over this data's
+    # identities (not student.replace_classifier).
+    feature_weight: Literal["none", "teacher_confidence", "teacher_correct"] = "none"
     # The student sees both views of every face in one batch (CE and D on each).
     paired: bool = False
     # Probability that a training image's student view is degraded (fixed p).
@@ -444,6 +450,13 @@ class Config:
                 "val.select_by",
                 "verification needs verification sets: set data.verification to a list of .bin "
                 "files or auto (or val.select_by=top1)",
+            )
+        if self.method.feature_weight != "none" and self.student.replace_classifier:
+            yield (
+                "method.feature_weight",
+                f"{self.method.feature_weight} weighs each face by the teacher's classifier, "
+                "which student.replace_classifier=true says is over other identities; set "
+                "method.feature_weight=none",
             )
         if self.dist.backend == "nccl" and self.train.device == "cpu":
             yield "dist.backend", "nccl needs train.device=cuda; use gloo on the CPU"

@@ -73,21 +73,52 @@ def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) ->
     raise ValueError(f"unknown feature loss {kind!r}")
 
 
+def teacher_reliability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[N, 2]: the teacher's probability of each face's true identity on its full-resolution
+    view, and 1 where that identity is the teacher's first choice (0 elsewhere)."""
+    probabilities = logits.float().softmax(1)
+    true_class = probabilities.gather(1, labels[:, None])[:, 0]
+    first_choice = (probabilities.argmax(1) == labels).float()
+    return torch.stack([true_class, first_choice], 1)
+
+
+# method.feature_weight -> the column of teacher_reliability that weighs each face's term.
+WEIGHT_COLUMNS = {"teacher_confidence": 0, "teacher_correct": 1}
+
+
 @dataclass(frozen=True)
 class CrossResolutionObjective:
     """``L = CE(student_logits, y) + lambda * D(student_feat, teacher_feat)``, D per
-    ``feature_distance``; without teacher features (pretraining, lambda = 0) it is CE."""
+    ``feature_distance``; without teacher features (pretraining, lambda = 0) it is CE.
+
+    With a ``feature_weight`` other than "none", each face's D is weighed by how far its teacher
+    can be trusted (``teacher_reliability``): its probability of the true identity, or whether
+    that identity is its first choice. The mean is over all faces, so a teacher that is often
+    wrong pulls less overall, not just elsewhere."""
 
     lambda_feat: float = 0.1
     feature_loss: str = "mse"
+    feature_weight: str = "none"
     # The head's margin (crossres_dist/heads/; None: softmax, the logits as they are), and
     # PartialFC when it holds the classes (the network's logits are then empty).
     margin: nn.Module | None = None
     partial_fc: nn.Module | None = None
 
+    @classmethod
+    def for_run(cls, method_cfg, lambda_feat: float, head) -> CrossResolutionObjective:
+        """The method section's feature term at `lambda_feat` (0 without a teacher) with the
+        training head's margin or PartialFC."""
+        m = method_cfg
+        return cls(lambda_feat, m.feature_loss, m.feature_weight, head.margin, head.partial_fc)
+
     @property
     def uses_teacher(self) -> bool:
         return self.lambda_feat > 0
+
+    @property
+    def weighs_by_teacher(self) -> bool:
+        """Whether the feature term needs the teacher's reliability (its logits) too."""
+        return self.uses_teacher and self.feature_weight != "none"
 
     def classification(
         self,
@@ -116,14 +147,23 @@ class CrossResolutionObjective:
         teacher_features: torch.Tensor | None,
         reduction: str = "mean",
         counted: int | None = None,
+        reliability: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         reduce = torch.mean if reduction == "mean" else torch.sum
         head = self.classification(features, logits, labels, reduction, counted)
         ce = head["ce"]
-        if self.uses_teacher and teacher_features is not None:
-            feat = reduce(feature_distance(features, teacher_features, self.feature_loss))
-            return {**head, "feat": feat, "loss": ce + self.lambda_feat * feat}
-        return {**head, "feat": torch.zeros((), device=ce.device), "loss": ce}
+        if not (self.uses_teacher and teacher_features is not None):
+            return {**head, "feat": torch.zeros((), device=ce.device), "loss": ce}
+        distance = feature_distance(features, teacher_features, self.feature_loss)
+        weighted = {}
+        if self.weighs_by_teacher:
+            if reliability is None:
+                raise ValueError(f"feature_weight={self.feature_weight} needs the reliability")
+            weight = reliability[:, WEIGHT_COLUMNS[self.feature_weight]].to(distance.device)
+            distance = distance * weight
+            weighted = {"teacher_weight": reduce(weight)}
+        feat = reduce(distance)
+        return {**head, **weighted, "feat": feat, "loss": ce + self.lambda_feat * feat}
 
 
 class CrossResolutionLoss(nn.Module):
@@ -148,28 +188,38 @@ class CrossResolutionLoss(nn.Module):
         self.objective = objective
         self.paired = paired
 
-    def teacher_features(self, teacher_view: torch.Tensor) -> torch.Tensor:
+    def teacher_targets(
+        self, teacher_view: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's features of the undegraded view, and its reliability on it when the
+        feature term is weighed by it."""
         # The teacher may drift into train mode if someone calls .train() on a parent: guard.
         if self.teacher.training:
             self.teacher.eval()
         with torch.no_grad():
-            features, _ = self.teacher(teacher_view)
-        return features
+            features, logits = self.teacher(teacher_view)
+        reliability = None
+        if self.objective.weighs_by_teacher:
+            reliability = teacher_reliability(logits, labels)
+        return features, reliability
 
     def forward(
         self, teacher_view: torch.Tensor, student_view: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        target = None
+        target = reliability = None
         if self.objective.uses_teacher and self.teacher is not None:
-            target = self.teacher_features(teacher_view)
+            target, reliability = self.teacher_targets(teacher_view, labels)
         if self.paired:
             student_view = torch.cat([student_view, teacher_view])
             labels = torch.cat([labels, labels])
             target = None if target is None else torch.cat([target, target])
+            reliability = None if reliability is None else torch.cat([reliability, reliability])
         features, logits = self.student(student_view)
         # The student views' rows are counted for the training top-1 (the first half if paired).
         counted = len(labels) // 2 if self.paired else len(labels)
-        losses = self.objective(features, logits, labels, target, counted=counted)
+        losses = self.objective(
+            features, logits, labels, target, counted=counted, reliability=reliability
+        )
         # For the training top-1: the student views' logits (the first half when paired).
         losses["logits"] = logits[: len(logits) // 2 if self.paired else len(logits)].detach()
         return losses

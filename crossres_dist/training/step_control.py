@@ -63,11 +63,13 @@ class Cadence:
 
 
 class MetricWindow:
-    """Loss, cross-entropy, feature term and correct predictions summed on the device over the
-    micro-steps since the last log; the host reads them only when the window is reduced."""
+    """Loss, cross-entropy, feature term, correct predictions and (with method.feature_weight)
+    the teacher's mean weight, summed on the device over the micro-steps since the last log;
+    the host reads them only when the window is reduced."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(4, device=device)
+        self.sums = torch.zeros(5, device=device)
+        self.weighted = False
         self._restart()
 
     def _restart(self) -> None:
@@ -77,9 +79,11 @@ class MetricWindow:
         correct = losses.get("correct")  # PartialFC counts its own (it holds the classes)
         if correct is None:
             correct = (losses["logits"].argmax(1) == labels).sum().float()
-        self.sums += torch.stack(
-            [losses["loss"].detach(), losses["ce"].detach(), losses["feat"].detach(), correct]
-        )
+        weight = losses.get("teacher_weight")
+        self.weighted = weight is not None
+        terms = [losses["loss"], losses["ce"], losses["feat"], correct]
+        terms.append(torch.zeros_like(correct) if weight is None else weight)
+        self.sums += torch.stack([t.detach().float() for t in terms])
         self.images += len(labels) * world
         self.micro_steps += 1
 
@@ -89,7 +93,7 @@ class MetricWindow:
         if world > 1 and all_reduce is not None:
             all_reduce(self.sums)
         n_micro = world * self.micro_steps
-        loss, ce, feat, correct = self.sums.tolist()
+        loss, ce, feat, correct, weight = self.sums.tolist()
         values = {
             "train/loss": loss / n_micro,
             "train/ce": ce / n_micro,
@@ -97,6 +101,8 @@ class MetricWindow:
             "train/top1": correct / max(1, self.images),
             "train/images_per_s": self.images / (time.perf_counter() - self.started),
         }
+        if self.weighted:
+            values["train/teacher_weight"] = weight / n_micro
         self.sums.zero_()
         self._restart()
         return values

@@ -39,6 +39,13 @@ def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
             f"dimensions, the student's {student_spec.feature_dim}; the MSE term needs them "
             "equal (change model.width or teacher.width)"
         )
+    weighs = cfg.method.feature_weight != "none" and cfg.method.lambda_feat > 0
+    if weighs and not set(type(teacher).classifier_keys) <= set(state):
+        raise SetupError(
+            f"method.feature_weight: {cfg.method.feature_weight} weighs each face by the "
+            f"teacher's classifier, and {cfg.teacher.checkpoint} holds none (a backbone file); "
+            "set method.feature_weight=none"
+        )
     assign(teacher, state, cfg.teacher.checkpoint, cfg.student.replace_classifier)
     return freeze(teacher), state
 

@@ -180,9 +180,7 @@ class Trainer:
             cfg.model.compile_mode if cfg.model.compile else None,
         )
         lambda_feat = cfg.method.lambda_feat if self.teacher is not None else 0.0
-        self.objective = CrossResolutionObjective(
-            lambda_feat, cfg.method.feature_loss, self.head.margin, self.head.partial_fc
-        )
+        self.objective = CrossResolutionObjective.for_run(cfg.method, lambda_feat, self.head)
         self.task = CrossResolutionLoss(
             self.model, self.teacher, self.objective, cfg.method.paired and self.teacher is not None
         )
@@ -399,6 +397,8 @@ class Trainer:
                 self.total_steps,
                 *(values[f"train/{key}"] for key in shown),
             )
+            if "train/teacher_weight" in values:
+                log.info("teacher weight %.4f", values["train/teacher_weight"])
             self.scalars.add(values, self.state.step)
 
     def _stop_here(self, now) -> bool:

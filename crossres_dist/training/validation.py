@@ -21,7 +21,7 @@ import torch
 
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
-from crossres_dist.training.objective import CrossResolutionObjective
+from crossres_dist.training.objective import CrossResolutionObjective, teacher_reliability
 from crossres_dist.verification import VerificationSuite, embed_mirrored
 from crossres_dist.verification.suite import resolution_name
 from pipelines import Loader, Sample, eval_plans
@@ -84,15 +84,22 @@ def teacher_key(teacher_source: str) -> str:
 
 @torch.no_grad()
 def compute_teacher_features(
-    teacher: torch.nn.Module, data: ValidationData, autocast: AbstractContextManager
+    teacher: torch.nn.Module,
+    data: ValidationData,
+    autocast: AbstractContextManager,
+    with_reliability: bool = False,
 ) -> torch.Tensor | None:
-    """All ranks run the teacher on their share; rank 0 returns [N, D] in sample order."""
+    """All ranks run the teacher on their share; rank 0 returns [N, D] in sample order, or
+    [N, D + 2] with its reliability on each face (objective.teacher_reliability) appended."""
     rank, world = distributed.rank(), distributed.world_size()
     teacher.eval()
     parts = []
     for _, batch in data.batches([None], rank, world):
         with autocast:
-            features, _ = teacher(batch["teacher_view"])
+            features, logits = teacher(batch["teacher_view"])
+        if with_reliability:
+            reliability = teacher_reliability(logits, batch["labels"])
+            features = torch.cat([features.float(), reliability], 1)
         parts.append(features.float())
     return distributed.gather_in_order(torch.cat(parts), len(data.samples))
 
@@ -103,12 +110,15 @@ def cached_teacher_features(
     data: ValidationData,
     cache_dir: Path,
     autocast: AbstractContextManager,
+    with_reliability: bool = False,
 ) -> torch.Tensor | None:
-    """The teacher's validation features on rank 0 (None elsewhere), from cache when valid.
-    A cache file that cannot be read (a half-written file from a lost node) is set aside and
-    rebuilt, with a warning."""
+    """The teacher's validation features on rank 0 (None elsewhere), from cache when valid,
+    with its reliability appended when asked (another file: the plain one stays for runs that
+    do not ask). A cache file that cannot be read (a half-written file from a lost node) is set
+    aside and rebuilt, with a warning."""
     key = f"{teacher_key(teacher_source)}-{data.fingerprint()}"
-    path = cache_dir / f"val_teacher_features-{key}.pt"
+    kind = "targets" if with_reliability else "features"
+    path = cache_dir / f"val_teacher_{kind}-{key}.pt"
     cached = None
     if distributed.rank() == 0:
         cached = rundir.read_or_none(
@@ -119,7 +129,7 @@ def cached_teacher_features(
     if distributed.broadcast_object(cached is not None):
         log.info("validation teacher features: cached %s", path.name)
         return cached
-    features = compute_teacher_features(teacher, data, autocast)
+    features = compute_teacher_features(teacher, data, autocast, with_reliability)
     if distributed.rank() == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
         rundir.atomic_write(path, lambda f: torch.save(features, f))
@@ -156,12 +166,16 @@ def evaluate_student(
         valid = batch["valid"]
         labels = batch["labels"][valid]
         features, logits = features.float()[valid], logits.float()[valid]
-        target = None
+        target = reliability = None
         if teacher_features is not None:
             start = offsets.get(resolution, 0)
             target = teacher_features[start : start + len(labels)].to(features.device)
             offsets[resolution] = start + len(labels)
-        terms = objective(features, logits, labels, target, reduction="sum")
+            if objective.weighs_by_teacher:
+                target, reliability = target[:, :-2], target[:, -2:]
+        terms = objective(
+            features, logits, labels, target, reduction="sum", reliability=reliability
+        )
         s = sums.setdefault(resolution, {"ce": 0.0, "loss": 0.0, "correct": 0.0, "n": 0.0})
         s["ce"] += terms["ce"].item()
         s["loss"] += terms["loss"].item()
@@ -211,7 +225,12 @@ class Validator:
         self.teacher_features = None
         if teacher is not None and objective.uses_teacher:
             self.teacher_features = cached_teacher_features(
-                teacher, cfg.teacher.checkpoint, self.data, cfg.run_dir / "cache", autocast
+                teacher,
+                cfg.teacher.checkpoint,
+                self.data,
+                cfg.run_dir / "cache",
+                autocast,
+                objective.weighs_by_teacher,
             )
 
     def __call__(self, student: torch.nn.Module, step: int) -> dict[str, float]:

@@ -63,6 +63,36 @@ def test_two_process_run_learns_agrees_and_checkpoints(tmp_path, tiny_teacher):
 
 
 @pytest.mark.launch
+def test_teacher_weighted_feature_term_trains_and_validates_on_two_ranks(tmp_path, tiny_teacher):
+    """method.feature_weight=teacher_correct: the training log carries the teacher's mean
+    weight, and the validation loss is the weighted objective against a cache of the teacher's
+    features with its reliability appended (the plain cache's file is not reused for it)."""
+    run_dir = tmp_path / "weighted"
+    overrides = ["train.max_steps=4", "train.log_every=2", "method.paired=true"]
+    run_cmd(
+        train_cmd(
+            2,
+            *tiny_args(run_dir, tiny_teacher, *overrides, "method.feature_weight=teacher_correct"),
+        )
+    )
+    text = (run_dir / "train.log").read_text()
+    weights = [float(x) for x in re.findall(r"teacher weight ([0-9.]+)", text)]
+    assert len(weights) == 2 and all(0.0 <= w <= 1.0 for w in weights)
+    (cache,) = (run_dir / "cache").glob("val_teacher_*.pt")
+    assert cache.name.startswith("val_teacher_targets-")
+    targets = torch.load(cache, weights_only=True)
+    assert targets.shape[1] == TINY_SPEC.feature_dim + 2
+    confidence, correct = targets[:, -2], targets[:, -1]
+    assert set(correct.unique().tolist()) <= {0.0, 1.0}
+    assert ((confidence >= 0) & (confidence <= 1)).all()
+    # Where the true identity is the teacher's first choice, no other can be more likely.
+    assert (confidence[correct == 1] >= 1 / TINY_SPEC.num_classes).all()
+    final = results(run_dir)["final"]
+    assert final["val/full/loss"] >= final["val/full/ce"]
+    assert results(run_dir)["ranks_agree"]
+
+
+@pytest.mark.launch
 def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teacher):
     # No randomness in the views and BatchNorm on running statistics, so that the only
     # difference is how the 16 images of a step are split over ranks and micro-steps.

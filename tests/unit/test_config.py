@@ -76,6 +76,35 @@ def test_crossres_needs_a_teacher():
         load_config(TINY)
 
 
+def test_teacher_weighting_needs_the_teachers_own_classifier(tmp_path):
+    """method.feature_weight weighs faces by the teacher's classifier: refused in one line when
+    the config says that classifier is over other identities, or the file holds none."""
+    import torch
+
+    from crossres_dist.errors import SetupError
+    from crossres_dist.models import build_model, spec_from_config
+    from crossres_dist.training.student_teacher import build_teacher
+
+    weighted = ["method.feature_weight=teacher_confidence"]
+    with pytest.raises(ConfigError, match="method.feature_weight: teacher_confidence weighs") as e:
+        load_config(TINY, ["teacher.checkpoint=t.pt", *weighted, "student.replace_classifier=true"])
+    assert "set method.feature_weight=none" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="'sometimes' is not one of 'none'"):
+        load_config(TINY, ["teacher.checkpoint=t.pt", "method.feature_weight=sometimes"])
+
+    cfg = load_config(TINY, [f"teacher.checkpoint={tmp_path / 'backbone.pt'}", *weighted])
+    spec = spec_from_config(cfg.model, 40, input_size=cfg.data.crop)
+    state = build_model(spec).state_dict()
+    torch.save(state, tmp_path / "with_classifier.pt")
+    classifier = type(build_model(spec)).classifier_keys
+    torch.save({k: v for k, v in state.items() if k not in classifier}, tmp_path / "backbone.pt")
+    with pytest.raises(SetupError, match="backbone.pt holds none"):
+        build_teacher(cfg, spec)
+    cfg.teacher.checkpoint = str(tmp_path / "with_classifier.pt")
+    teacher, _ = build_teacher(cfg, spec)
+    assert not teacher.training
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(TINY, ["teacher.checkpoint=t.pt", "method.p=0.3"])
     (tmp_path / "c.yaml").write_text(cfg.dumps())

@@ -43,6 +43,17 @@ def test_metric_window_means_and_restarts():
     assert window.micro_steps == 0 and window.sums.abs().sum() == 0
 
 
+def test_metric_window_reports_the_teachers_weight_only_when_weighted():
+    window = MetricWindow(torch.device("cpu"))
+    base = {"loss": torch.tensor(1.0), "ce": torch.tensor(1.0), "feat": torch.tensor(0.0)}
+    base["logits"] = torch.tensor([[1.0, 0.0]])
+    window.add(base, torch.tensor([0]), world=1)
+    assert "train/teacher_weight" not in window.reduce(world=1)
+    for weight in (0.2, 0.6):
+        window.add({**base, "teacher_weight": torch.tensor(weight)}, torch.tensor([0]), world=1)
+    assert abs(window.reduce(world=1)["train/teacher_weight"] - 0.4) < 1e-6
+
+
 def test_nonfinite_steps_count_in_a_row_and_in_all():
     steps = NonFiniteSteps(torch.device("cpu"), total_so_far=2)
     for step, bad in ((5, 1.0), (6, 1.0), (7, 0.0), (8, 1.0)):

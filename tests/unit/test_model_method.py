@@ -8,6 +8,7 @@ from crossres_dist.training.objective import (
     Curriculum,
     feature_distance,
     freeze,
+    teacher_reliability,
 )
 from tests.conftest import TINY_SPEC
 
@@ -107,6 +108,56 @@ def test_paired_student_sees_both_views_with_every_term_on_each():
     for key in ("ce", "feat", "loss"):
         assert torch.allclose(paired[key], (low[key] + full[key]) / 2, atol=1e-5), key
     assert paired["logits"].shape == (4, TINY_SPEC.num_classes)
+
+
+def test_teacher_weighted_feature_term_by_hand():
+    """Two faces, identity 0 and 1. The teacher gives face 0 logits (2, 0): probability of its
+    true identity e^2 / (e^2 + 1) = 0.881, its first choice; face 1 logits (3, 0): probability
+    1 / (e^3 + 1) = 0.047, wrong. The cosine distances are 1 (orthogonal) and 2 (opposite)."""
+    logits = torch.tensor([[2.0, 0.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    reliability = teacher_reliability(logits, labels)
+    p0, p1 = torch.e**2 / (torch.e**2 + 1), 1 / (torch.e**3 + 1)
+    assert torch.allclose(reliability, torch.tensor([[p0, 1.0], [p1, 0.0]]), atol=1e-6)
+    student = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    teacher = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    features, class_logits = student, torch.zeros(2, 2)  # CE = log 2 whatever the weighting
+    plain = CrossResolutionObjective(1.0, "cosine")(features, class_logits, labels, teacher)
+    assert torch.allclose(plain["feat"], torch.tensor(1.5))
+    expected = {"teacher_confidence": (p0 * 1 + p1 * 2) / 2, "teacher_correct": 0.5}
+    for kind, feat in expected.items():
+        weighted = CrossResolutionObjective(1.0, "cosine", kind)
+        assert weighted.weighs_by_teacher
+        out = weighted(features, class_logits, labels, teacher, reliability=reliability)
+        assert torch.allclose(out["feat"], torch.tensor(float(feat)), atol=1e-6), kind
+        assert torch.allclose(out["loss"], out["ce"] + out["feat"], atol=1e-6)
+        assert torch.allclose(
+            out["teacher_weight"], reliability[:, 0 if "conf" in kind else 1].mean()
+        )
+    # Summed (validation's reduction): the same terms, not averaged.
+    summed = CrossResolutionObjective(1.0, "cosine", "teacher_correct")(
+        features, class_logits, labels, teacher, reduction="sum", reliability=reliability
+    )
+    assert torch.allclose(summed["feat"], torch.tensor(1.0))
+    # Without a teacher term, no weight is asked for.
+    assert not CrossResolutionObjective(0.0, "cosine", "teacher_correct").weighs_by_teacher
+
+
+def test_teacher_weighted_task_takes_the_teachers_logits_on_the_full_view():
+    torch.manual_seed(0)
+    student, teacher = build_model(TINY_SPEC).eval(), freeze(build_model(TINY_SPEC))
+    x, x_low = torch.randn(4, 3, 28, 28), torch.randn(4, 3, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    objective = CrossResolutionObjective(0.5, "cosine", "teacher_confidence")
+    paired = CrossResolutionLoss(student, teacher, objective, paired=True)(x, x_low, y)
+    with torch.no_grad():
+        t_feat, t_logits = teacher(x)
+    weight = torch.softmax(t_logits, 1)[torch.arange(4), y]
+    d_low = feature_distance(student(x_low)[0], t_feat, "cosine")
+    d_full = feature_distance(student(x)[0], t_feat, "cosine")
+    hand = torch.cat([weight * d_low, weight * d_full]).mean()
+    assert torch.allclose(paired["feat"], hand, atol=1e-5)
+    assert torch.allclose(paired["teacher_weight"], weight.mean(), atol=1e-6)
 
 
 def test_curriculum_schedule_values():
