@@ -57,18 +57,17 @@ study-lfw-heads: $(VENV)/.installed
 
 # Open-set: the LFW sample's networks verified on 600 LFW-style pairs of the 2-9 people, never
 # trained on (docs/recipe.md; about 45 min on 2 cores).
-OPEN_VARIANTS = recipe recipe-l0 recipe-mse recipe-unpaired recipe-cosface recipe-arcface \
-	recipe-adaface recipe-arcface-l0 recipe-rel recipe-conf recipe-correct
+OPEN_VARIANTS = recipe recipe-l0 recipe-rel recipe-arcface recipe-arcface-l0 recipe-arcface-rel
 
 study-lfw-open: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open --readme $(DIRTY) \
 	  --open-set ../shared/data/lfw_deepfunneled_2to9 --variants $(OPEN_VARIANTS)
 
 # The feature-term alternatives that do not follow a weak teacher, on ORL (closed-set): the
-# relational term and the cosine term weighed by the teacher's reliability (about 12 min).
+# relational term and the cosine term weighed by the teacher's confidence (about 8 min).
 study-orl-feature-terms: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data embedded:orl --name orl-feature-terms --readme $(DIRTY) \
-	  --variants recipe recipe-l0 recipe-rel recipe-conf recipe-correct
+	  --variants recipe recipe-l0 recipe-rel recipe-conf
 
 study-orl-degradations: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data embedded:orl --name orl-degradations --readme $(DIRTY) \
