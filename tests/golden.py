@@ -33,8 +33,11 @@ GOLDEN = REPO / "tests" / "assets" / "golden"
 sys.path.insert(0, str(REPO))
 
 # Relative tolerance for float results: CPU kernels may sum in another order on another CPU;
-# a behaviour change (cross-entropy scaled by 1.01, a different draw) moves them far more.
-RTOL = 1e-5
+# a behaviour change (cross-entropy scaled by 1.01, a different draw) moves them far more. The
+# files were written on an AMD EPYC; on an Intel Xeon the same code moves them by up to 4.4e-4
+# (the validation losses of the 6-step runs, which diverge and so amplify rounding), 1e-5 in the
+# training losses: 2e-3 leaves a margin over that and still catches a 1% change.
+RTOL = 2e-3
 TRAIN_STEPS = 6
 BACKENDS = ("torchvision", "dali")
 DEGRADATION_SETS = {
