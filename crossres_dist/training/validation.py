@@ -97,10 +97,10 @@ def compute_teacher_features(
     for _, batch in data.batches([None], rank, world):
         with autocast:
             features, logits = teacher(batch["teacher_view"])
+        features = features.float()
         if with_reliability:
-            reliability = teacher_reliability(logits, batch["labels"])
-            features = torch.cat([features.float(), reliability], 1)
-        parts.append(features.float())
+            features = torch.cat([features, teacher_reliability(logits, batch["labels"])], 1)
+        parts.append(features)
     return distributed.gather_in_order(torch.cat(parts), len(data.samples))
 
 
