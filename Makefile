@@ -56,8 +56,10 @@ study-lfw-heads: $(VENV)/.installed
 	  --variants recipe recipe-l0 recipe-arcface recipe-arcface-l0 recipe-adaface recipe-adaface-l0
 
 # Open-set: the LFW sample's networks verified on 600 LFW-style pairs of the 2-9 people, never
-# trained on (docs/recipe.md; about 45 min on 2 cores).
-OPEN_VARIANTS = recipe recipe-l0 recipe-rel recipe-arcface recipe-arcface-l0 recipe-arcface-rel
+# trained on (docs/recipe.md; about 75 min on 2 cores): each variant of the closed-set study, each
+# margin head, and the feature terms that do not follow a weak teacher.
+OPEN_VARIANTS = recipe recipe-l0 recipe-mse recipe-unpaired recipe-rel recipe-conf recipe-arcface \
+  recipe-arcface-l0 recipe-arcface-rel recipe-cosface recipe-adaface
 
 study-lfw-open: $(VENV)/.installed
 	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open --readme $(DIRTY) \
