@@ -7,8 +7,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
-	study-lfw-open-teacher1 study-orl-feature-terms bench-pipeline bench-teacher bench-verification \
-	bench-partial-fc bench-startup bench-backend-gap test-timing
+	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-pooled study-orl-feature-terms bench-pipeline bench-teacher \
+	bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -74,6 +74,22 @@ study-lfw-open-teacher1: $(VENV)/.installed
 	  --open-set ../shared/data/lfw_deepfunneled_2to9 --teacher-overrides run.seed=1 \
 	  --variants recipe recipe-l0 recipe-arcface recipe-arcface-l0 recipe-cosface
 
+# A third teacher (run.seed=2): the deciding variants again, and the paper's unpaired batches with
+# and without the feature term, which the first grid singled out (about 35 min).
+study-lfw-open-teacher2: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open-teacher2 --readme $(DIRTY) \
+	  --open-set ../shared/data/lfw_deepfunneled_2to9 --teacher-overrides run.seed=2 \
+	  --variants recipe recipe-l0 recipe-unpaired recipe-unpaired-l0 recipe-arcface recipe-adaface
+
+# The open-set grids read together (seconds): each choice as paired differences per seed, pooled
+# over the teachers, with a verdict only where every teacher agrees (bench/study_compare.py).
+OPEN_STUDIES = study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2
+
+study-lfw-open-pooled: $(VENV)/.installed
+	$(PY) -m tools.published run study-lfw-open-pooled $(DIRTY) \
+	  --data $(foreach s,$(OPEN_STUDIES),results/$(s)/result.json) -- \
+	  $(PY) bench/study_compare.py --studies $(OPEN_STUDIES)
+
 # The feature-term alternatives that do not follow a weak teacher, on ORL (closed-set): the
 # relational term and the cosine term weighed by the teacher's confidence (about 8 min).
 study-orl-feature-terms: $(VENV)/.installed
@@ -117,7 +133,8 @@ test-timing: $(VENV)/.installed
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-orl-feature-terms bench-pipeline \
+	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-pooled \
+	study-orl-feature-terms bench-pipeline \
 	bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are

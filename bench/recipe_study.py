@@ -87,6 +87,7 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-cos30": ["method.lambda_feat=30"],
     # Each face once per batch, degraded with probability p (the paper), not both views.
     "recipe-unpaired": ["method.paired=false"],
+    "recipe-unpaired-l0": ["method.paired=false", "method.lambda_feat=0"],
     # BatchNorm: stale running statistics (the teacher's), running statistics that follow the
     # batches, statistics of the training mixture, frozen to the teacher's in training too.
     "recipe-stale-bn": ["val.bn_recalibrate=off"],
