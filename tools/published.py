@@ -42,6 +42,10 @@ class DirtyTree(CrossresError, RuntimeError):
     pass
 
 
+class CommandFailed(CrossresError, RuntimeError):
+    pass
+
+
 def git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
@@ -310,7 +314,11 @@ def run(name: str, command: list[str], data: list[str], allow_dirty: bool) -> Pa
     """Runs a benchmark command that prints markdown and publishes what it printed."""
     shown = " ".join(command).replace(sys.executable, "python")
     prov = capture(shown, data, allow_dirty)
-    out = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=True).stdout
+    done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        # Nothing is published from a failed command; what it said is on stderr above.
+        raise CommandFailed(f"{shown} exited with {done.returncode}; results/{name} is unchanged")
+    out = done.stdout
     return publish(name, out, {"tables": markdown_tables(out)}, prov)
 
 
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("run needs a NAME and -- COMMAND")
         try:
             print(f"wrote {run(args.name, command, args.data, args.allow_dirty)}")
-        except DirtyTree as err:
+        except (DirtyTree, CommandFailed) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     elif args.action == "splice":

@@ -3,6 +3,8 @@ from, built from its file and checked against the student before any work."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from crossres_dist.errors import SetupError
@@ -32,6 +34,17 @@ def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
     teacher_spec = spec_from_config(
         cfg.model, student_spec.num_classes, layers, width, cfg.data.crop
     )
+    weighs = cfg.method.feature_weight != "none" and cfg.method.lambda_feat > 0
+    if file_spec is not None and file_spec.classifier == "cosine":
+        # A teacher trained with a margin head: its classifier is the class centres, and which
+        # identity it picks is the nearest centre by cosine (as in evaluation), not W f.
+        teacher_spec = replace(teacher_spec, classifier="cosine")
+        if weighs and cfg.method.feature_weight == "teacher_confidence":
+            raise SetupError(
+                f"method.feature_weight: {cfg.teacher.checkpoint} was trained with a margin head, "
+                "whose probabilities depend on the head's scale and margin, not on the file; set "
+                "method.feature_weight=teacher_correct (its nearest class centre) or none"
+            )
     teacher = build_model(teacher_spec)
     if teacher_spec.feature_dim != student_spec.feature_dim:
         raise SetupError(
@@ -39,7 +52,6 @@ def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
             f"dimensions, the student's {student_spec.feature_dim}; the MSE term needs them "
             "equal (change model.width or teacher.width)"
         )
-    weighs = cfg.method.feature_weight != "none" and cfg.method.lambda_feat > 0
     if weighs and not set(type(teacher).classifier_keys) <= set(state):
         raise SetupError(
             f"method.feature_weight: {cfg.method.feature_weight} weighs each face by the "

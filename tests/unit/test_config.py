@@ -105,6 +105,38 @@ def test_teacher_weighting_needs_the_teachers_own_classifier(tmp_path):
     assert not teacher.training
 
 
+def test_a_margin_head_teacher_is_weighed_by_its_nearest_class_centre(tmp_path):
+    """A teacher trained with a margin head holds class centres (a cosine classifier): it picks
+    an identity by cosine, and its softmax confidence, which depends on the head's scale, is
+    refused in one line naming the file."""
+    from dataclasses import replace
+
+    import torch
+
+    from crossres_dist.errors import SetupError
+    from crossres_dist.models import build_model, spec_from_config
+    from crossres_dist.models.registry import CosineClassifier
+    from crossres_dist.training.student_teacher import build_teacher
+
+    path = tmp_path / "arcface_teacher.pt"
+    cfg = load_config(TINY, [f"teacher.checkpoint={path}", "method.feature_weight=teacher_correct"])
+    spec = spec_from_config(cfg.model, 40, input_size=cfg.data.crop)
+    cosine = replace(spec, classifier="cosine")
+    torch.manual_seed(0)
+    torch.save({"student": build_model(cosine).state_dict(), "model_spec": cosine.as_dict()}, path)
+
+    teacher, _ = build_teacher(cfg, spec)
+    assert isinstance(teacher.fc, CosineClassifier)
+    _, logits = teacher(torch.randn(2, 3, cfg.data.crop, cfg.data.crop))
+    assert logits.abs().max() <= 1.0 + 1e-5
+
+    cfg.method.feature_weight = "teacher_confidence"
+    with pytest.raises(SetupError, match="arcface_teacher.pt was trained with a margin head") as e:
+        build_teacher(cfg, spec)
+    assert "set method.feature_weight=teacher_correct" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(TINY, ["teacher.checkpoint=t.pt", "method.p=0.3"])
     (tmp_path / "c.yaml").write_text(cfg.dumps())
