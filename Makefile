@@ -7,8 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
-	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-pooled study-orl-feature-terms bench-pipeline bench-teacher \
-	bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
+	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 study-lfw-open-pooled \
+	study-orl-feature-terms bench-pipeline bench-teacher bench-verification bench-partial-fc \
+	bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
 # processes, evaluation; prints the table and writes it to runs/demo/.
@@ -81,9 +82,16 @@ study-lfw-open-teacher2: $(VENV)/.installed
 	  --open-set ../shared/data/lfw_deepfunneled_2to9 --teacher-overrides run.seed=2 \
 	  --variants recipe recipe-l0 recipe-unpaired recipe-unpaired-l0 recipe-arcface recipe-adaface
 
+# A fourth teacher (run.seed=3) for the two open questions the first three left on their spread:
+# the feature term against lambda = 0, and unpaired against paired batches (about 30 min).
+study-lfw-open-teacher3: $(VENV)/.installed
+	$(PY) bench/recipe_study.py --data $(LFW) --name lfw-open-teacher3 --readme $(DIRTY) \
+	  --open-set ../shared/data/lfw_deepfunneled_2to9 --teacher-overrides run.seed=3 \
+	  --variants recipe recipe-l0 recipe-unpaired recipe-unpaired-l0 recipe-arcface
+
 # The open-set grids read together (seconds): each choice as paired differences per seed, pooled
 # over the teachers, with a verdict only where every teacher agrees (bench/study_compare.py).
-OPEN_STUDIES = study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2
+OPEN_STUDIES = study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3
 
 study-lfw-open-pooled: $(VENV)/.installed
 	$(PY) -m tools.published run study-lfw-open-pooled $(DIRTY) \
@@ -133,9 +141,9 @@ test-timing: $(VENV)/.installed
 # Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-pooled \
-	study-orl-feature-terms bench-pipeline \
-	bench-teacher bench-verification bench-partial-fc bench-startup bench-backend-gap test-timing
+	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 \
+	study-lfw-open-pooled study-orl-feature-terms bench-pipeline bench-teacher bench-verification \
+	bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.
