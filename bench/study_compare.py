@@ -54,20 +54,25 @@ def load_runs(results: Path, study: str) -> dict[str, list[dict]]:
 
 
 def teacher_of(results: Path, study: str) -> str:
-    """How the study's teacher was pretrained: its --teacher-overrides, or the default."""
+    """How the study's teacher was pretrained (its --teacher-overrides, or the default) and on
+    which CPU: the same code rounds differently on another CPU, and 40 epochs amplify it."""
     try:
-        command = json.loads((results / study / "provenance.json").read_text())["command"]
+        provenance = json.loads((results / study / "provenance.json").read_text())
+        command = provenance["command"]
     except (OSError, ValueError, KeyError):
         return "unknown"
     words = command.split()
-    if "--teacher-overrides" not in words:
-        return "configs/demo_teacher.yaml as it is"
     overrides = []
-    for word in words[words.index("--teacher-overrides") + 1 :]:
-        if word.startswith("--"):
-            break
-        overrides.append(word)
-    return "configs/demo_teacher.yaml with " + " ".join(overrides)
+    if "--teacher-overrides" in words:
+        for word in words[words.index("--teacher-overrides") + 1 :]:
+            if word.startswith("--"):
+                break
+            overrides.append(word)
+    teacher = "configs/demo_teacher.yaml " + (
+        "with " + " ".join(overrides) if overrides else "as it is"
+    )
+    cpu = provenance.get("hardware", {}).get("cpu")
+    return teacher + (f", on {cpu}" if cpu else "")
 
 
 def paired(

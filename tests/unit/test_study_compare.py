@@ -15,7 +15,8 @@ def write_study(results, name, runs, teacher_overrides=None):
     command = "python bench/recipe_study.py --data D --name x --readme"
     if teacher_overrides:
         command += " --teacher-overrides " + teacher_overrides + " --variants a b"
-    (folder / "provenance.json").write_text(json.dumps({"command": command}))
+    provenance = {"command": command, "hardware": {"cpu": "AMD EPYC", "cpus": 2}}
+    (folder / "provenance.json").write_text(json.dumps(provenance))
 
 
 def seeds(*values):
@@ -51,8 +52,8 @@ def test_pooled_paired_differences_and_verdicts(results):
     assert cb["per_study"]["s1"] is None and cb["pairs"] == 3
     assert cb["mean"] == pytest.approx(-0.05) and cb["verdict"] == "`b` ahead"
     assert "| `c` - `b` | open acc 8 | -0.050 | - | -0.050 (0.010) | 0/3 | `b` ahead |" in text
-    assert "`s1`: teacher configs/demo_teacher.yaml with run.seed=1, 3 seeds" in text
-    assert "`s0`: teacher configs/demo_teacher.yaml as it is" in text
+    assert "`s1`: teacher configs/demo_teacher.yaml with run.seed=1, on AMD EPYC, 3 seeds" in text
+    assert "`s0`: teacher configs/demo_teacher.yaml as it is, on AMD EPYC" in text
 
 
 def test_studies_that_disagree_in_sign_are_level():
