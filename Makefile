@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: demo demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
 	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 study-lfw-open-pooled \
-	study-orl-feature-terms bench-pipeline bench-teacher bench-verification bench-partial-fc \
+	study-orl-feature-terms study-lfw-dlib aligned teacher-alignment bench-pipeline bench-teacher bench-verification bench-partial-fc \
 	bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
@@ -89,6 +89,30 @@ study-lfw-open-teacher3: $(VENV)/.installed
 	  --open-set ../shared/data/lfw_deepfunneled_2to9 --teacher-overrides run.seed=3 \
 	  --variants recipe recipe-l0 recipe-unpaired recipe-unpaired-l0 recipe-arcface
 
+# The method with a real teacher (docs/recipe.md, "A real teacher"): dlib's face ResNet, read
+# without dlib, as the teacher; the student starts as a copy of it. Both LFW samples aligned by
+# crossres-align first (dlib's 150 px chips; a few minutes once); then recipe, the paper's MSE,
+# lambda = 0 and ArcFace, 3 seeds each, verified open-set on pairs of the 2-9 people.
+ALIGNED := runs/aligned
+aligned: $(ALIGNED)/lfw_10to19/align_report.csv $(ALIGNED)/lfw_2to9/align_report.csv
+
+$(ALIGNED)/%/align_report.csv: $(VENV)/.installed-dev
+	$(PY) -m crossres_dist.eval.align_faces ../shared/data/lfw_deepfunneled_$(subst lfw_,,$*) \
+	  $(ALIGNED)/$* --template dlib150
+
+study-lfw-dlib: aligned
+	$(PY) bench/recipe_study.py --data $(ALIGNED)/lfw_10to19 --name lfw-dlib --readme $(DIRTY) \
+	  --config configs/dlib_recipe.yaml --teacher dlib_face_recognition_resnet_model_v1 \
+	  --open-set $(ALIGNED)/lfw_2to9 --parallel 1 --threads 2 \
+	  --variants recipe recipe-l0 recipe-mse recipe-arcface
+
+# What a fixed centre crop of the deep-funnelled images costs the teacher against aligned chips
+# (the dlib study's pairs; about 3 min).
+teacher-alignment: aligned
+	$(PY) -m tools.published run teacher-alignment $(DIRTY) \
+	  --data $(ALIGNED)/lfw_2to9 ../shared/data/lfw_deepfunneled_2to9 -- \
+	  $(PY) bench/teacher_alignment.py --aligned $(ALIGNED)/lfw_2to9 --raw ../shared/data/lfw_deepfunneled_2to9
+
 # The open-set grids read together (seconds): each choice as paired differences per seed, pooled
 # over the teachers, with a verdict only where every teacher agrees (bench/study_compare.py).
 OPEN_STUDIES = study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3
@@ -142,7 +166,7 @@ test-timing: $(VENV)/.installed
 # needs the device: bench/gpu_check.sh says how.
 results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
 	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 \
-	study-lfw-open-pooled study-orl-feature-terms bench-pipeline bench-teacher bench-verification \
+	study-lfw-open-pooled study-orl-feature-terms study-lfw-dlib teacher-alignment bench-pipeline bench-teacher bench-verification \
 	bench-partial-fc bench-startup bench-backend-gap test-timing
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are

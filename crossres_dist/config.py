@@ -185,8 +185,15 @@ class StudentConfig:
     init: str = "teacher"
     # Allow a checkpoint with another number of identities: keep the features, new classifier.
     replace_classifier: bool = False
+    # A new classifier: "random", or "centres", the teacher's class centres on the training
+    # faces (training/imprint.py says why; needs a teacher and the network's own classifier).
+    classifier_init: Literal["random", "centres"] = "random"
+    # With "centres", a linear classifier's logits for the mean descriptor: this x cosine.
+    centre_logit_scale: float = 16.0
 
     def problem(self) -> str | None:
+        if self.centre_logit_scale <= 0:
+            return f"student.centre_logit_scale: {self.centre_logit_scale} must be > 0"
         return None
 
 
@@ -332,8 +339,14 @@ class OptimConfig:
     warmup_steps: int = 0
     # Clip the gradient norm to this; 0 = no clipping.
     grad_clip: float = 0.0
+    # The classifier's learning rate (the network's classifier and a margin head's class
+    # centres) as a multiple of optim.lr. A new classifier on a pretrained network whose
+    # descriptor is small (dlib's: norm about 1.4) hardly moves at a fine-tuning lr.
+    classifier_lr_scale: float = 1.0
 
     def problem(self) -> str | None:
+        if self.classifier_lr_scale <= 0:
+            return f"optim.classifier_lr_scale: {self.classifier_lr_scale} must be > 0"
         for name in ("lr", "global_batch"):
             if getattr(self, name) <= 0:
                 return f"optim.{name}: must be > 0"
@@ -460,6 +473,14 @@ class Config:
             )
         if self.dist.backend == "nccl" and self.train.device == "cpu":
             yield "dist.backend", "nccl needs train.device=cuda; use gloo on the CPU"
+        if self.student.classifier_init == "centres" and (
+            self.head.partial_fc or self.run.stage != "crossres"
+        ):
+            yield (
+                "student.classifier_init",
+                "centres are the teacher's, on the network's own classifier: it needs "
+                "run.stage=crossres and head.partial_fc=false (or set it to random)",
+            )
         if (
             self.purpose == "training"
             and self.run.stage == "crossres"

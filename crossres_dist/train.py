@@ -15,6 +15,7 @@ from crossres_dist.distributed import PeerStopped
 from crossres_dist.distributed.parallelize import use_compile_cache
 from crossres_dist.errors import CrossresError
 from crossres_dist.training.trainer import run
+from crossres_dist.weights import preflight
 from pipelines.sources import DataError
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        if cfg.run.stage == "crossres":
+            preflight(cfg.teacher.checkpoint)  # a missing or damaged teacher before any data
         use_compile_cache(cfg.train.compile_cache)  # before anything compiles
         return run(cfg)
     except PeerStopped as err:

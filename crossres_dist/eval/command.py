@@ -40,7 +40,7 @@ from crossres_dist.eval.protocols import PROTOCOLS
 from crossres_dist.eval.protocols.folder import parse_resolution
 from crossres_dist.eval.report import write
 from crossres_dist.precision import autocast_for, resolve_precision
-from crossres_dist.weights import WeightsError
+from crossres_dist.weights import resolve_path
 from pipelines.degradations import condition_label, parse_condition
 from pipelines.sources import DataError
 
@@ -53,9 +53,8 @@ def evaluate(args) -> dict | None:
     protocol_class = PROTOCOLS[args.protocol]
     if protocol_class.name != "folder" and not args.root:
         raise ConfigError(f"--protocol {args.protocol} needs --root, the release's folder")
-    for path in args.checkpoint:
-        if not Path(path).is_file():
-            raise WeightsError(f"{path}: checkpoint not found")
+    # A path, or the short name of a network a package ships (dlib's), resolved once here.
+    args.checkpoint = [str(resolve_path(path)) for path in args.checkpoint]
     names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
     if len(names) != len(args.checkpoint):
         raise ConfigError("give one --name per --checkpoint")

@@ -24,7 +24,7 @@ from crossres_dist.models.registry import (
 
 # Each family registers itself, in this order (the order errors list them in).
 # isort: off
-from crossres_dist.models import seresnet, iresnet  # noqa: E402, F401
+from crossres_dist.models import seresnet, iresnet, dlib_resnet  # noqa: E402, F401
 # isort: on
 
 __all__ = [

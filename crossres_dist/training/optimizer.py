@@ -10,17 +10,41 @@ from crossres_dist.config import OptimConfig
 from crossres_dist.errors import SetupError
 
 
-def build_optimizer(params, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Fused SGD on either device: one kernel per step, and it takes ``found_inf`` so that a
-    non-finite step is skipped on the device, with no host synchronisation."""
+def parameter_groups(student: torch.nn.Module, head: torch.nn.Module, scale: float) -> list:
+    """The trained parameters: one group, or with ``optim.classifier_lr_scale`` != 1 the
+    classifier (the network's own and the head's) in a second group at that multiple of lr."""
+    params = [*student.parameters(), *head.parameters()]
+    if scale == 1.0:
+        return params
+    network = student
+    while hasattr(network, "module") or hasattr(network, "_orig_mod"):  # DDP, torch.compile
+        network = getattr(network, "module", None) or network._orig_mod
+    classifier = {
+        id(p) for p in getattr(network, network.classifier_keys[0].split(".")[0]).parameters()
+    }
+    classifier |= {id(p) for p in head.parameters()}
+    backbone = [p for p in params if id(p) not in classifier]
+    chosen = [p for p in params if id(p) in classifier]
+    return [{"params": backbone}, {"params": chosen, "lr_scale": scale}]
+
+
+def build_optimizer(
+    student: torch.nn.Module, head: torch.nn.Module, cfg: OptimConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """Fused SGD over the student's and the head's parameters, on either device: one kernel per
+    step, and it takes ``found_inf`` so that a non-finite step is skipped on the device, with
+    no host synchronisation."""
     optimizer = torch.optim.SGD(
-        params,
+        parameter_groups(student, head, cfg.classifier_lr_scale),
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.nesterov,
         fused=True,
     )
+    for group in optimizer.param_groups:
+        if "lr_scale" in group:  # the classifier's group (parameter_groups)
+            group["lr"] = cfg.lr * group["lr_scale"]
     if cfg.momentum > 0:
         # Created lazily, a buffer is left uninitialised when the first step is skipped; zeros
         # give the same first step (dampening 0: buffer = gradient).

@@ -37,6 +37,7 @@ from crossres_dist.heads.training_head import TrainingHead
 from crossres_dist.models import ModelSpec, set_bn_frozen, spec_from_config
 from crossres_dist.precision import autocast_for, resolve_precision
 from crossres_dist.training.batchnorm import BatchNormReestimation
+from crossres_dist.training.imprint import imprint_classifier
 from crossres_dist.training.objective import (
     CrossResolutionLoss,
     CrossResolutionObjective,
@@ -207,8 +208,10 @@ class Trainer:
         self.total_steps = cfg.train.max_steps or max(
             1, math.ceil(cfg.train.epochs * steps_per_epoch)
         )
-        trained = [*self.student.parameters(), *self.head.parameters()]
-        self.optimizer = build_optimizer(trained, cfg.optim, self.device)
+        nets = self.student, self.teacher
+        if self.resume_state is None:  # a resumed run has its classifier
+            imprint_classifier(cfg.student, nets, train_samples, self.loader, self.autocast)
+        self.optimizer = build_optimizer(self.student, self.head, cfg.optim, self.device)
         self.schedule = Schedule(self.optimizer, cfg.optim, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState(self.curriculum.p_at)

@@ -24,6 +24,7 @@ from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.training.objective import CrossResolutionObjective, teacher_reliability
 from crossres_dist.verification import VerificationSuite, embed_mirrored
 from crossres_dist.verification.suite import resolution_name
+from crossres_dist.weights import resolve_path
 from pipelines import Loader, Sample, eval_plans
 from pipelines.packed import container_of
 
@@ -75,7 +76,7 @@ class ValidationData:
 
 
 def teacher_key(teacher_source: str) -> str:
-    path = Path(teacher_source)
+    path = resolve_path(teacher_source)
     stat = path.stat()
     return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[
         :16

@@ -1,12 +1,15 @@
-"""Weights: the released forms and arcface backbones (``forms``), loading without running file
-code (``loading``, re-exported here), ``convert`` and ``export``."""
+"""Weights: the released forms and arcface backbones (``forms``), dlib's networks
+(``dlib_dat``), loading without running file code (``loading``, re-exported here), ``convert``
+and ``export``."""
 
 from crossres_dist.weights.loading import (
     WeightsError,
     assign,
     lineage_of,
     load_into,
+    preflight,
     read_state,
+    resolve_path,
 )
 
 __all__ = [
@@ -14,5 +17,7 @@ __all__ = [
     "assign",
     "lineage_of",
     "load_into",
+    "preflight",
     "read_state",
+    "resolve_path",
 ]

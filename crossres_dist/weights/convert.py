@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.target}: SE-ResNet {info['layers']} width {info['width']}, "
+        f"wrote {args.target}: {info['arch']} {info['layers']} width {info['width']}, "
         f"{info['num_classes']} identities, {info['tensors']} tensors"
     )
     return 0

@@ -14,15 +14,41 @@ from pathlib import Path
 import torch
 
 from crossres_dist.models import ModelSpec
+from crossres_dist.weights import dlib_dat
 from crossres_dist.weights import forms as formats
 from crossres_dist.weights.forms import FormatError as WeightsError
 
 
+def resolve_path(name: str | Path) -> Path:
+    """The weights file `name` stands for: a path, or the short name of a network that an
+    installed package ships (dlib's face network: ``dlib_face_recognition_resnet_model_v1``);
+    one line when neither exists, with the install hint for a known package that is missing."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = dlib_dat.find_packaged(str(name))
+    if packaged is not None:
+        return packaged
+    raise WeightsError(f"{path}: weights file not found")
+
+
+def preflight(name: str | Path) -> Path:
+    """A teacher's file checked before any data is touched: found (or its package named), and
+    a dlib network parsed whole (22 MB, a fraction of a second), so that a damaged one is one
+    line at once. Other forms are read where the networks are built."""
+    path = resolve_path(name)
+    if dlib_dat.is_dlib_dat(path):
+        dlib_dat.read_network(path)
+    return path
+
+
 def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
-    """The state_dict in `path` in the project's key names, and the architecture if recorded."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
+    """The state_dict in `path` (or a packaged network's short name) in the project's key
+    names, and the architecture if recorded."""
+    path = resolve_path(path)
+    if dlib_dat.is_dlib_dat(path):
+        network = dlib_dat.read_network(path)
+        return network.state, network.spec
     return formats.read_any(path)
 
 
