@@ -17,7 +17,8 @@ from crossres_dist.eval.align_faces import align_set
 from tests.conftest import LFW, needs_lfw, run_cmd, train_cmd
 
 pytest.importorskip(
-    "dlib", reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it"
+    "dlib",
+    reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it",
 )
 pytestmark = [
     needs_lfw,
@@ -81,9 +82,7 @@ def test_a_damaged_teacher_is_one_line_before_any_data(tmp_path, chips):
 
     damaged = tmp_path / "damaged.dat"
     damaged.write_bytes(find_packaged(TEACHER).read_bytes()[:5000])
-    result = run_cmd(
-        small_run(tmp_path / "s", chips, f"teacher.checkpoint={damaged}"), check=False
-    )
+    result = run_cmd(small_run(tmp_path / "s", chips, f"teacher.checkpoint={damaged}"), check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {damaged}: truncated") and "at byte" in lines[-1]
