@@ -116,9 +116,11 @@ def feature_settings(extractor: Extractor) -> dict:
 
 
 def cache_key(checkpoint: str, samples: list[Sample], settings: dict, condition) -> str:
-    """The checkpoint's contents, every image's path, size and modification time, the feature
-    settings and the condition: an image replaced in place, another backend or interpolation,
-    a retrained checkpoint under the same name each make another key."""
+    """The checkpoint's contents, every image's path, size and modification time (not its
+    bytes), the feature settings and the condition: an image replaced or rewritten, another
+    backend or interpolation, a retrained checkpoint under the same name each make another key;
+    an in-place edit that keeps an image's size and modification time does not
+    (docs/benchmarks.md says so)."""
     files = []
     for s in samples:
         stat = Path(container_of(s.path)).stat()

@@ -119,12 +119,17 @@ def _literals(data: bytes) -> dict[bytes, int]:
     """The raw byte literals of the pickle stream, by content digest -> their offset. Parsing
     runs nothing (pickletools only reads the opcodes)."""
     found: dict[bytes, int] = {}
-    for opcode, arg, pos in pickletools.genops(data):
-        width = RAW_LITERALS.get(opcode.name)
-        if width is None:
-            continue
-        raw = arg.encode("latin1") if isinstance(arg, str) else bytes(arg)
-        found.setdefault(hashlib.sha1(raw).digest(), pos + 1 + width)
+    try:
+        for opcode, arg, pos in pickletools.genops(data):
+            width = RAW_LITERALS.get(opcode.name)
+            if width is None:
+                continue
+            raw = arg.encode("latin1") if isinstance(arg, str) else bytes(arg)
+            found.setdefault(hashlib.sha1(raw).digest(), pos + 1 + width)
+    except (UnicodeDecodeError, ValueError):
+        # pickletools decodes a protocol-0 STRING as ASCII, and Python 2's protocol 0 writes
+        # image bytes that way: such a set has no raw literals and is read from a repacked copy.
+        return {}
     return found
 
 

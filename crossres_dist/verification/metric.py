@@ -13,7 +13,9 @@ counts exactly the pairs below each threshold), so a 6,000-pair set scores in mi
 reading differs: insightface finds the FAR threshold with SciPy's ``interp1d(kind='slinear')``
 on a FAR curve with repeated values, which SciPy 1.9 and later refuse; here it is interpolated
 between the last threshold below the target FAR and the first that reaches it, which is what the
-older SciPy returned whenever the target lies between two FAR values of the curve.
+older SciPy returned whenever the target lies between two FAR values of the curve; where several
+thresholds have exactly the target FAR (a set of 20,000 pairs can; no released set does), the
+last of them, as that SciPy did.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def _far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> fl
     interpolated; 0 when it never does (insightface's fallback)."""
     if far.max() < target:
         return 0.0
+    equal = np.flatnonzero(far == target)
+    if len(equal):
+        # A tie (several thresholds with exactly the target FAR): the last of them, which is
+        # what insightface's interp1d returned with the SciPy it was written for.
+        return float(thresholds[equal[-1]])
     k = int(np.argmax(far >= target))
     if far[k] == target or k == 0:
         return float(thresholds[k])

@@ -115,6 +115,27 @@ def test_another_backend_or_interpolation_is_not_served_from_the_cache(
     assert Path(reused["models"]["tiny"]["checkpoint"]).is_absolute()
 
 
+def test_the_feature_cache_key_is_path_size_and_time_as_the_docs_say(tmp_path, tiny_teacher):
+    """The key is each image's path, size and modification time, not its bytes
+    (docs/benchmarks.md): a rewritten file is a new key, an edit that keeps both is not."""
+    import os
+
+    from crossres_dist.eval.features import cache_key
+    from pipelines import Sample
+
+    image = tmp_path / "a.jpg"
+    shutil.copy(sorted(LFW.glob("*/*.jpg"))[0], image)
+    samples = [Sample(str(image), 0)]
+    key = cache_key(str(tiny_teacher), samples, {}, "full")
+    stat = image.stat()
+    data = bytearray(image.read_bytes())
+    data[-3] ^= 0xFF  # same size
+    image.write_bytes(bytes(data))
+    assert cache_key(str(tiny_teacher), samples, {}, "full") != key  # a new modification time
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache_key(str(tiny_teacher), samples, {}, "full") == key  # the stated limit
+
+
 # ----------------------------------------------------------------------------- partial results
 def test_one_missing_1n_csv_is_refused_and_none_at_all_is_said(
     trees, tmp_path, capsys, tiny_teacher

@@ -84,6 +84,50 @@ def test_the_pickle_forms_other_tools_write_read_alike(tmp_path, faces, protocol
     assert (vset.source == path) == (protocol != 2)
 
 
+def python2_protocol0(images: list[bytes], issame: list[bool]) -> bytes:
+    """``pickle.dump((bins, issame_list), f)`` as Python 2 writes it by default (protocol 0):
+    each str as S + its repr, each bool as I01 / I00."""
+
+    def py2_repr(data: bytes) -> bytes:
+        out = bytearray(b"'")
+        for byte in data:
+            char = bytes([byte])
+            if char in (b"\\", b"'"):
+                out += b"\\" + char
+            elif char == b"\n":
+                out += b"\\n"
+            elif char == b"\r":
+                out += b"\\r"
+            elif char == b"\t":
+                out += b"\\t"
+            elif 32 <= byte < 127:
+                out += char
+            else:
+                out += b"\\x%02x" % byte
+        return bytes(out + b"'")
+
+    memo = 0
+    stream = bytearray(b"((lp0\n")
+    for image in images:
+        memo += 1
+        stream += b"S" + py2_repr(image) + b"\np%d\na" % memo
+    memo += 1
+    stream += b"(lp%d\n" % memo
+    for same in issame:
+        stream += b"I01\na" if same else b"I00\na"
+    return bytes(stream + b"tp%d\n." % (memo + 1))
+
+
+def test_a_python2_protocol0_set_is_read_from_a_repacked_copy(tmp_path, faces):
+    """A well-formed set pickled under Python 2 with protocol 0 (its JPEG bytes as escaped
+    STRING opcodes, which pickletools decodes as ASCII) reads like the others."""
+    path = tmp_path / "py2.bin"
+    path.write_bytes(python2_protocol0(faces, ISSAME))
+    vset = read_bin(path, cache_dir=tmp_path / "cache")
+    assert [read_encoded(locator) for locator in vset.images] == faces
+    assert vset.issame.tolist() == ISSAME and vset.source != path
+
+
 def test_a_malicious_pickle_is_refused_by_name_without_running(tmp_path, faces):
     marker = tmp_path / "ran"
 
@@ -245,6 +289,19 @@ def test_the_metric_by_hand_on_twenty_pairs():
     assert fold_slices(23) == [slice(0, 3), slice(3, 6), slice(6, 9)] + [
         slice(9 + 2 * i, 11 + 2 * i) for i in range(7)
     ]
+
+
+def test_val_at_a_far_tie_takes_the_last_threshold_as_insightface_did():
+    """Several thresholds with exactly FAR 1e-3 on the training folds: insightface's
+    interp1d (the SciPy it was written for) returned the last of them, and so does this."""
+    from crossres_dist.verification.metric import _far_threshold
+
+    thresholds = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    tied = np.array([0.0, 0.0005, 0.001, 0.001, 0.001, 0.002])
+    assert _far_threshold(tied, thresholds, 1e-3) == 4.0
+    between = np.array([0.0, 0.0005, 0.0008, 0.0012, 0.002, 0.003])
+    assert _far_threshold(between, thresholds, 1e-3) == pytest.approx(2.5)
+    assert _far_threshold(np.zeros(6), thresholds, 1e-3) == 0.0
 
 
 def test_mirror_embeddings_are_added_before_the_normalisation():
@@ -453,6 +510,8 @@ def test_scface_reads_the_release_layout_and_reports_by_distance_and_camera(
         ),
         ("too_many", "6 subjects, --scface-test-subjects 80 asks for more"),
         ("no_distance", "surveillance_cameras_distance_3: SCface distance folder not found"),
+        # A tested subject's mugshot lost: refused, never a lower-numbered subject instead.
+        ("no_mugshot", "tested subject 005 has surveillance images but no mugshot"),
     ],
 )
 def test_scface_broken_trees_are_refused_in_one_line(
@@ -467,6 +526,8 @@ def test_scface_broken_trees_are_refused_in_one_line(
         moved.rename(root / "surveillance_cameras_distance_1/cam3/006_cam2_1.jpg")
     elif damage == "no_distance":
         shutil.rmtree(root / "surveillance_cameras_distance_3")
+    elif damage == "no_mugshot":
+        next((root / "mugshot_frontal_cropped_all").glob("005_frontal.*")).unlink()
     code = evaluate.main(
         ["--protocol", "scface", "--root", str(root), "--config", str(TINY),
          "--checkpoint", str(tiny_teacher), *subjects, "--out", str(tmp_path / "out")]

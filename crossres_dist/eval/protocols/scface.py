@@ -72,19 +72,30 @@ class SCface(Protocol):
         root = require(Path(args.root), "SCface root")
         self.cameras = VISIBLE + (INFRARED if args.scface_infrared else ())
         mugshots = self._mugshots(require(root / MUGSHOTS, "SCface mugshot folder"))
-        wanted = args.scface_test_subjects
-        if wanted < 1 or wanted > len(mugshots):
-            raise DataError(
-                f"{root / MUGSHOTS}: {len(mugshots)} subjects, --scface-test-subjects {wanted} "
-                f"asks for {'more' if wanted > len(mugshots) else 'none'}"
-            )
-        self.subjects = sorted(mugshots)[-wanted:]
-        probes = []  # (path, subject, camera, distance)
+        every = []  # (path, subject, camera, distance) of every subject
         for distance in DISTANCES:
             folder = require(
                 root / f"surveillance_cameras_distance_{distance}", "SCface distance folder"
             )
-            probes += self._probes(folder, distance, set(self.subjects))
+            every += self._probes(folder, distance)
+        # The subjects are numbered by the release, whether or not a file is missing: the K
+        # highest numbers, so that a lost mugshot cannot shift the tested set in silence.
+        known = sorted(set(mugshots) | {p[1] for p in every})
+        wanted = args.scface_test_subjects
+        if wanted < 1 or wanted > len(known):
+            raise DataError(
+                f"{root / MUGSHOTS}: {len(known)} subjects, --scface-test-subjects {wanted} "
+                f"asks for {'more' if wanted > len(known) else 'none'}"
+            )
+        self.subjects = known[-wanted:]
+        missing = [s for s in self.subjects if s not in mugshots]
+        if missing:
+            raise DataError(
+                f"{root / MUGSHOTS}: tested subject {missing[0]:03d} has surveillance images but "
+                f"no mugshot ({missing[0]:03d}_frontal.JPG; {len(missing)} tested subject(s) "
+                "without one): restore it, or the gallery would lose a person"
+            )
+        probes = [p for p in every if p[1] in set(self.subjects)]
         if not probes:
             raise DataError(f"{root}: no surveillance image of the tested subjects")
         self.data_name = (
@@ -115,7 +126,7 @@ class SCface(Protocol):
             raise DataError(f"{folder}: no mugshot named NNN_frontal.JPG")
         return found
 
-    def _probes(self, folder: Path, distance: int, subjects: set[int]) -> list[tuple]:
+    def _probes(self, folder: Path, distance: int) -> list[tuple]:
         out = []
         for camera_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             for path in sorted(camera_dir.iterdir()):
@@ -128,7 +139,7 @@ class SCface(Protocol):
                         f"{path}: names camera {camera} at distance {at}, but lies in "
                         f"{folder.name}/{camera_dir.name}"
                     )
-                if camera in self.cameras and subject in subjects:
+                if camera in self.cameras:
                     out.append((path, subject, camera, distance))
         return out
 
