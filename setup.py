@@ -8,6 +8,11 @@ requirements = [
     if line.strip() and not line.startswith("#")
 ]
 
+SHIPPED = {
+    "crossres_dist.shipped.configs": ("configs", ["*.yaml"]),
+    "crossres_dist.shipped.orl_att_faces": ("data/orl_att_faces", ["*.md", "*.tsv", "s*/*"]),
+}
+
 setup(
     name="crossres-dist",
     version="0.1.0",
@@ -15,9 +20,15 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(
-        include=["crossres_dist", "crossres_dist.*", "pipelines", "pipelines.*"]
-    ),
+    packages=[
+        *find_packages(include=["crossres_dist", "crossres_dist.*", "pipelines", "pipelines.*"]),
+        *SHIPPED,
+    ],
+    # The configs and the embedded ORL faces ship inside the package, taken from where the
+    # layout keeps them (one copy in the repository): --config NAME and embedded:orl work from
+    # an installed wheel, in any working folder.
+    package_dir={name: folder for name, (folder, _) in SHIPPED.items()},
+    package_data={name: patterns for name, (_, patterns) in SHIPPED.items()},
     install_requires=requirements,
     extras_require={
         "mpi": ["mpi4py>=4.0"],

@@ -638,16 +638,41 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+# The configs a checkout holds in configs/ and a wheel installs as crossres_dist/shipped/configs
+# (setup.py takes them from configs/: one copy in the repository).
+_HERE = Path(__file__).resolve().parent
+CONFIG_DIRS = (_HERE.parent / "configs", _HERE / "shipped" / "configs")
+
+
+def shipped_configs() -> list[str]:
+    """The names `--config` takes without a path (demo, demo_teacher, ...)."""
+    names = {p.stem for folder in CONFIG_DIRS if folder.is_dir() for p in folder.glob("*.yaml")}
+    return sorted(names)
+
+
+def shipped_config(name: str | Path) -> Path:
+    """A config path as given, or a shipped config by name when no such file exists."""
+    path = Path(name)
+    if path.is_file() or path.suffix or len(path.parts) > 1:
+        return path
+    for folder in CONFIG_DIRS:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    return path
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple = (), purpose: str = "training"
 ) -> Config:
     merged: dict[str, dict[str, Any]] = {}
     source = "<defaults>"
     if path:
-        path = Path(path)
+        path = shipped_config(path)
         source = str(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(
+                f"{path}: config file not found (shipped configs: {', '.join(shipped_configs())})"
+            )
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -718,6 +743,8 @@ def format_settings_help() -> str:
     import textwrap
 
     out = [
+        f"shipped configs (--config NAME): {', '.join(shipped_configs())}",
+        "",
         "settings (in the YAML file as section: {key: value}, or on the command line as",
         "section.key=value; the command line wins):",
     ]

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=format_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="YAML file in configs/")
+    parser.add_argument("--config", help="a YAML file, or the name of a shipped config (below)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_intermixed_args(argv)
     try:

@@ -19,7 +19,22 @@ import numpy as np
 from pipelines.packed import PackedError, packed_kind, read_packed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
-EMBEDDED = {"embedded:orl": Path(__file__).resolve().parent.parent / "data" / "orl_att_faces"}
+
+
+def _embedded_orl() -> Path:
+    """The bundled ORL faces: data/ of a checkout, or the copy a wheel installs beside this
+    package (crossres_dist/shipped/orl_att_faces, setup.py); found by path, imported never."""
+    beside = Path(__file__).resolve().parent.parent
+    for candidate in (
+        beside / "data" / "orl_att_faces",
+        beside / "crossres_dist" / "shipped" / "orl_att_faces",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return beside / "data" / "orl_att_faces"  # named in the error when neither exists
+
+
+EMBEDDED = {"embedded:orl": _embedded_orl()}
 
 
 class DataError(ValueError):

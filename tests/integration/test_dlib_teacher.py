@@ -58,6 +58,7 @@ def small_run(run_dir: Path, chips: Path, *extra: str) -> list[str]:
         "train.max_steps=2",
         "val.every=2",
         "val.report_resolutions=[8]",
+        "val.min_images=4",
         "train.progress_bar=false",
         *extra,
     )
