@@ -1,7 +1,7 @@
 """Entry point: ``python -m crossres_dist.train --config FILE [section.key=value ...]``.
 
 The same command runs as one process, under torchrun, under srun (one task per device) or
-under mpirun; see crossres_dist/distributed.py.
+under mpirun; see crossres_dist/distributed/bootstrap.py.
 """
 
 from __future__ import annotations

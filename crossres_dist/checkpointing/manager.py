@@ -1,6 +1,6 @@
 """One checkpoint manager: interval saves, keep-latest-K, the best by a metric, auto-resume.
 
-A checkpoint is written to ``*.tmp``, flushed to disk and renamed into place (rundir.py), so a
+A checkpoint is written to ``*.tmp``, flushed to disk and renamed into place (run_directory.py), so a
 file named ``step_*.pt`` is complete when it is written; a process killed during a save leaves
 only a ``.tmp`` that is removed on the next start. Only rank 0 writes, and only rank 0 decides
 what to resume from (the others load the file it names), so that every rank resumes from the same

@@ -338,7 +338,9 @@ def init(
     )
 
 
-RANK_HOSTS: list[str] = []  # the host of every rank, once the group has met
+# The host of every rank, once the group has met: the watchdog names a rank's host by it even
+# when the store that holds the ranks' own records no longer answers.
+RANK_HOSTS: list[str] = []
 
 
 def ranks_text(ranks: list[int]) -> str:

@@ -34,6 +34,8 @@ from functools import partial
 
 import torch.distributed as dist
 
+from crossres_dist.distributed import bootstrap
+
 log = logging.getLogger(__name__)
 
 EXIT_HUNG = 5
@@ -83,6 +85,7 @@ class Watchdog:
         master_port: int,
         timeout_s: float,
         exit_process: Callable[[int], None] = os._exit,
+        hosts: list[str] | None = None,
     ) -> None:
         self.rank, self.world = rank, world
         self.timeout_s = timeout_s
@@ -101,8 +104,9 @@ class Watchdog:
         self.host = socket.gethostname()
         # Every store call's deadline: a live store answers in milliseconds.
         self.deadline_s = max(2.0, self.interval * 2)
-        # Who each rank is, read once it is there: named even when the store is gone.
-        self.who: dict[int, str] = {}
+        # Who each rank is (its host from the group's first meeting until its record is read):
+        # named even when the store is gone.
+        self.who: dict[int, str] = {r: f"host {h}, pid unknown" for r, h in enumerate(hosts or [])}
         self.store.set(f"who/{rank}", f"host {self.host}, pid {os.getpid()}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossres-watchdog", daemon=True)
@@ -147,7 +151,7 @@ class Watchdog:
         """Publish this rank's beat and read the others' (one bounded call), and learn who
         the ranks not yet known are."""
         self.store.set(f"beat/{self.rank}", str(beats))
-        for r in [r for r in range(self.world) if r not in self.who]:
+        for r in [r for r in range(self.world) if "pid unknown" in self.who.get(r, "pid unknown")]:
             record = self._read(f"who/{r}")
             if record is not None:
                 self.who[r] = record
@@ -227,7 +231,10 @@ def start_for_run(info, world: int, seconds: float) -> Watchdog | None:
     """The run's watchdog (dist.watchdog_s), started; None on one rank or when it is off."""
     if world <= 1 or seconds <= 0:
         return None
-    return Watchdog(info.rank, world, info.master_addr, info.master_port, seconds).start()
+    hosts = bootstrap.RANK_HOSTS
+    return Watchdog(
+        info.rank, world, info.master_addr, info.master_port, seconds, hosts=hosts
+    ).start()
 
 
 def is_peer_loss(err: RuntimeError) -> bool:

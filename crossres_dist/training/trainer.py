@@ -285,7 +285,7 @@ class Trainer:
         save_agreed(self.checkpoints, self.state_dict(), self.state.step, self.device, metric)
 
     def validate(self) -> dict[str, float]:
-        """Validation (validate.py: Validator), then what depends on it: the plateau schedule
+        """Validation (validation.py: Validator), then what depends on it: the plateau schedule
         and TensorBoard."""
         with self.head.for_validation(self.student):
             metrics = self.validator(self.student, self.state.step)

@@ -125,8 +125,9 @@ def test_no_function_is_longer_than_a_hundred_lines():
 
 
 def test_the_trainer_orchestrates_and_stays_short():
-    """Components own their parts (validate.Validator, state.TrainState, checkpoint.resume_point,
-    loop.Cadence ...); the trainer wires them: at most 500 lines, train() at most 60."""
+    """Components own their parts (validation.Validator, state.TrainState,
+    manager.resume_point, step_control.Cadence ...); the trainer wires them: at most 500 lines,
+    train() at most 60."""
     path = REPO / "crossres_dist" / "training" / "trainer.py"
     assert len(path.read_text().splitlines()) <= 500
     train = next(

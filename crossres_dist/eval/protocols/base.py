@@ -44,7 +44,7 @@ class Protocol(abc.ABC):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The protocol's own options (shared options live in evaluate.py); none by default."""
+        """The protocol's own options (shared options live in eval/command.py); none by default."""
         return None
 
     def images(self) -> list[str]:
