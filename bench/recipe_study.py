@@ -566,7 +566,7 @@ def main() -> None:
         if args.chosen in rows:
             text += "\n\n" + open_targets(teacher_metrics, rows, args.chosen, args.without)
     text += f"\n\nVariants (overrides of {CONFIG[0]}):\n\n" + "\n".join(
-        f"- `{v}`: {' '.join(variants[v]) or '(the demo as it is)'}" for v in rows
+        f"- `{v}`: {' '.join(variants[v]) or '(the config as it is)'}" for v in rows
     )
     (out / "study.md").write_text(text + "\n")
     payload = {"teacher": teacher_metrics, "runs": rows, "variants": variants}
