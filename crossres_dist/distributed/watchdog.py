@@ -106,7 +106,8 @@ class Watchdog:
         self.deadline_s = max(2.0, self.interval * 2)
         # Who each rank is (its host from the group's first meeting until its record is read):
         # named even when the store is gone.
-        self.who: dict[int, str] = {r: f"host {h}, pid unknown" for r, h in enumerate(hosts or [])}
+        self.hosts = list(hosts or [])
+        self.who: dict[int, str] = {}  # rank -> "host H, pid P", as each rank recorded it
         self.store.set(f"who/{rank}", f"host {self.host}, pid {os.getpid()}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossres-watchdog", daemon=True)
@@ -151,25 +152,32 @@ class Watchdog:
         """Publish this rank's beat and read the others' (one bounded call), and learn who
         the ranks not yet known are."""
         self.store.set(f"beat/{self.rank}", str(beats))
-        for r in [r for r in range(self.world) if "pid unknown" in self.who.get(r, "pid unknown")]:
+        for r in [r for r in range(self.world) if r not in self.who]:
             record = self._read(f"who/{r}")
             if record is not None:
                 self.who[r] = record
         return {r: self._read(f"beat/{r}") for r in peers}
 
     def store_lost(self) -> str:
-        host = self.who.get(0, "host unknown").removeprefix("host ").partition(", pid ")[0]
+        host = self.host_pid(0)[0]
         return (
             f"rank 0 (host {host}: it serves the rendezvous store, which does not answer; or "
             f"this host, {self.host}, is cut off from it)"
         )
 
+    def host_pid(self, rank: int) -> tuple[str, str]:
+        """A rank's host and pid from its own record; its host from the group's first meeting
+        when the record was never read."""
+        if rank in self.who:
+            host, _, pid = self.who[rank].removeprefix("host ").partition(", pid ")
+            return host, pid
+        return (self.hosts[rank] if rank < len(self.hosts) else "unknown"), "unknown"
+
     def describe(self, ranks: list[int]) -> str:
         """'ranks 2, 3 (host node2)': the silent ranks grouped by the host they ran on."""
         by_host: dict[str, list[tuple[int, str]]] = {}
         for r in ranks:
-            who = self.who.get(r, "host unknown, pid unknown")
-            host, _, pid = who.removeprefix("host ").partition(", pid ")
+            host, pid = self.host_pid(r)
             by_host.setdefault(host, []).append((r, pid))
         parts = []
         for host, found in by_host.items():
@@ -213,10 +221,10 @@ class Watchdog:
         # A frozen process on this host is killed too: a stopped process ignores the launcher's
         # SIGTERM, and torchrun would wait out its grace period (30 s) before the restart.
         for r in ranks:
-            record = self.who.get(r, "")
-            if not record.startswith(f"host {self.host}, pid "):
+            host, pid = self.host_pid(r)
+            if host != self.host or not pid.isdigit():
                 continue
-            pid = int(record.rsplit(" ", 1)[1])
+            pid = int(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
                 log.error("watchdog: killed the frozen process %d on this host", pid)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import io
 import os
 import sys
@@ -36,6 +35,8 @@ import numpy as np
 
 from crossres_dist.errors import CrossresError
 from crossres_dist.eval.align import REFERENCE_112, similarity
+from crossres_dist.weights.dlib_dat import packaged_model
+from crossres_dist.weights.forms import FormatError
 
 TEMPLATES = ("dlib150", "arcface112")
 PREDICTOR = "shape_predictor_5_face_landmarks.dat"
@@ -48,16 +49,14 @@ class AlignError(CrossresError, RuntimeError):
 
 def predictor_path() -> Path:
     """dlib's 5-point landmark model, from the installed face_recognition_models package."""
-    found = importlib.util.find_spec("face_recognition_models")
-    if found is None or not found.submodule_search_locations:
-        raise AlignError(
-            f"the 5-point landmark model ({PREDICTOR}) ships in face_recognition_models: "
-            "pip install crossres-dist[align]"
+    try:
+        return packaged_model(
+            PREDICTOR,
+            f"the 5-point landmark model ({PREDICTOR})",
+            "pip install crossres-dist[align]",
         )
-    path = Path(list(found.submodule_search_locations)[0]) / "models" / PREDICTOR
-    if not path.is_file():
-        raise AlignError(f"face_recognition_models is installed but has no {path}")
-    return path
+    except FormatError as err:
+        raise AlignError(str(err)) from None
 
 
 def import_dlib():
@@ -234,11 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     except CrossresError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    total = sum(counts.values())
+    others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "aligned")
     print(
-        f"{args.out}: {counts.get('aligned', 0)} of {total} images aligned ({args.template}); "
-        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "aligned")
-        + f"{'; ' if len(counts) > 1 else ''}report: {args.out / REPORT}"
+        f"{args.out}: {counts.get('aligned', 0)} of {sum(counts.values())} images aligned "
+        f"({args.template}); {others + '; ' if others else ''}report: {args.out / REPORT}"
     )
     if not counts.get("aligned"):
         print(f"error: {args.raw}: no face found in any image", file=sys.stderr)

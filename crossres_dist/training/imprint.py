@@ -48,14 +48,15 @@ def imprint_classifier(student_cfg, networks, samples, loader, autocast) -> None
     if distributed.rank() == 0:
         labels = torch.tensor([s.label for s in samples])
         centres = class_centres(features.cpu(), labels, layer.weight.shape[0])
-        scale = student_cfg.centre_logit_scale / features.norm(dim=1).mean()
+        norm = float(features.norm(dim=1).mean())
+        scale = student_cfg.centre_logit_scale / norm
         weight = centres if isinstance(layer, CosineClassifier) else centres * scale
         log.info(
             "classifier: the teacher's centres of %d classes from %d training faces (mean "
             "descriptor norm %.3f)",
             len(centres),
             len(samples),
-            float(features.norm(dim=1).mean()),
+            norm,
         )
     weight = distributed.broadcast_object(weight)
     layer.weight.copy_(weight.to(layer.weight))

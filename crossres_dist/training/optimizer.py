@@ -8,6 +8,7 @@ import torch
 
 from crossres_dist.config import OptimConfig
 from crossres_dist.errors import SetupError
+from crossres_dist.models import classifier_name
 
 
 def parameter_groups(student: torch.nn.Module, head: torch.nn.Module, scale: float) -> list:
@@ -19,9 +20,7 @@ def parameter_groups(student: torch.nn.Module, head: torch.nn.Module, scale: flo
     network = student
     while hasattr(network, "module") or hasattr(network, "_orig_mod"):  # DDP, torch.compile
         network = getattr(network, "module", None) or network._orig_mod
-    classifier = {
-        id(p) for p in getattr(network, network.classifier_keys[0].split(".")[0]).parameters()
-    }
+    classifier = {id(p) for p in getattr(network, classifier_name(network)).parameters()}
     classifier |= {id(p) for p in head.parameters()}
     backbone = [p for p in params if id(p) not in classifier]
     chosen = [p for p in params if id(p) in classifier]

