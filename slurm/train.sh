@@ -5,6 +5,9 @@
 # Ahead of the time limit SLURM sends SIGUSR1 (--signal); every rank then checkpoints at the next
 # step boundary and exits with code 3, and this script requeues the job (array-aware). The requeued
 # job keeps its job id, so it finds the same run directory and resumes from its last checkpoint.
+# A rank lost mid-run (its node, its process, frozen or cut off) ends the others within
+# dist.watchdog_s; this script then requeues the job too, where it may be requeued (--requeue, as
+# below) and has been requeued fewer than CROSSRES_MAX_REQUEUES times (default 3).
 #SBATCH --job-name=crossres
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -26,7 +29,9 @@ echo "job $job_tag on $(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -s
 # Rank 0 writes this file (on the shared file system) when it stopped for a preemption after
 # writing a checkpoint; srun's exit code alone is not enough (it may kill the slower ranks).
 export CROSSRES_PREEMPTED_FILE="$PWD/logs/.preempted-$job_tag"
-rm -f "$CROSSRES_PREEMPTED_FILE"
+# ... and this one when a rank ended because another was lost (the line that names it).
+export CROSSRES_LOST_FILE="$PWD/logs/.lost-$job_tag"
+rm -f "$CROSSRES_PREEMPTED_FILE" "$CROSSRES_LOST_FILE"
 set +e
 # run.name defaults to the job (stable across requeues); a run.name=... in "$@" wins.
 srun --kill-on-bad-exit=1 python -m crossres_dist.train "run.name=${SLURM_JOB_NAME}-${job_tag}" "$@"
@@ -37,5 +42,18 @@ if [ -f "$CROSSRES_PREEMPTED_FILE" ]; then
   echo "preempted (exit $code): checkpoint written; requeueing $job_tag"
   scontrol requeue "$job_tag"
   exit 0
+fi
+if [ -f "$CROSSRES_LOST_FILE" ]; then
+  rm -f "$CROSSRES_LOST_FILE"
+  requeues=${SLURM_RESTART_COUNT:-0} most=${CROSSRES_MAX_REQUEUES:-3}
+  if ! scontrol show job "$SLURM_JOB_ID" | grep -q "Requeue=1"; then
+    echo "a rank was lost (srun's exit $code): not requeued (the job was submitted with --no-requeue)"
+  elif [ "$requeues" -ge "$most" ]; then
+    echo "a rank was lost (srun's exit $code): not requeued (requeued $requeues times already: CROSSRES_MAX_REQUEUES)"
+  else
+    echo "a rank was lost (srun's exit $code): requeueing $job_tag (requeue $((requeues + 1)) of $most)"
+    scontrol requeue "$job_tag"
+    exit 0
+  fi
 fi
 exit "$code"

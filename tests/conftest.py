@@ -235,23 +235,44 @@ def unguarded():
 
 @dataclass(frozen=True)
 class TwoHosts:
-    """The two-host test cluster (tests/cluster/hosts.sh): node1 10.78.0.11 and node2
-    10.78.0.12 on a bridge, each with a management interface that reaches nothing."""
+    """The two-host test cluster (tests/cluster/hosts.sh): node1 NET.11 and node2 NET.12 on a
+    bridge, NET being the cluster's own 10.78.N (two test runs go side by side), each with a
+    management interface that reaches nothing."""
 
     dir: Path
     env: dict  # SLURM_CONF for sbatch and squeue from the test
     hosts: Path  # names resolve to the data network
     hosts_mgmt: Path  # names resolve to the management addresses, as on many clusters
+    net: str  # the data network's first three octets, "10.78.N"
+
+    def addr(self, host: str) -> str:
+        """A host's address on the data network."""
+        return f"{self.net}.1{host.removeprefix('node')}"
+
+    @property
+    def subnet(self) -> str:
+        return f"{self.net}.0/24"
 
     def on(self, host: str, *cmd: str, hosts: Path | None = None) -> list[str]:
         """`cmd` as run on `host`, with the cluster's hosts file (or `hosts`)."""
         script = REPO / "tests" / "cluster" / "on_host.sh"
         return ["bash", str(script), host, str(hosts or self.hosts), *cmd]
 
-    def control(self, action: str, host: str) -> None:
-        """hosts.sh kill|revive HOST."""
+    def control(self, action: str, host: str) -> str:
+        """hosts.sh ACTION HOST (kill, kill-job, cut, link, revive, leftovers): its output."""
         script = REPO / "tests" / "cluster" / "hosts.sh"
-        subprocess.run(["bash", str(script), action, str(self.dir), host], check=True, timeout=60)
+        return subprocess.run(
+            ["bash", str(script), action, str(self.dir), host],
+            check=True,
+            timeout=60,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def leftovers(self) -> dict[str, str]:
+        """The job processes still running, per host ({} when none)."""
+        found = {host: self.control("leftovers", host) for host in ("node1", "node2")}
+        return {host: text for host, text in found.items() if text.strip()}
 
 
 @pytest.fixture(scope="session")
@@ -265,12 +286,13 @@ def two_hosts(tmp_path_factory):
     for tool in ("ip", "nsenter", "unshare", "munged", "slurmctld", "slurmd"):
         if not shutil.which(tool):
             pytest.skip(f"the two-host cluster needs {tool} (make deps installs it as root)")
+    probe_ns = f"crx-probe-{os.getpid()}"
     probe = subprocess.run(
-        ["ip", "netns", "add", "crossres-probe"], capture_output=True, text=True, timeout=30
+        ["ip", "netns", "add", probe_ns], capture_output=True, text=True, timeout=30
     )
     if probe.returncode != 0:
         pytest.skip(f"network namespaces cannot be made here: {probe.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", "crossres-probe"], check=True, timeout=30)
+    subprocess.run(["ip", "netns", "del", probe_ns], check=True, timeout=30)
     state = tmp_path_factory.mktemp("two-hosts")
     script = REPO / "tests" / "cluster" / "hosts.sh"
     started = subprocess.run(
@@ -278,8 +300,13 @@ def two_hosts(tmp_path_factory):
     )
     assert started.returncode == 0, started.stdout + started.stderr
     try:
+        cluster = dict(line.split("=", 1) for line in (state / "cluster.env").read_text().split())
         yield TwoHosts(
-            state, {"SLURM_CONF": str(state / "slurm.conf")}, state / "hosts", state / "hosts-mgmt"
+            state,
+            {"SLURM_CONF": str(state / "slurm.conf")},
+            state / "hosts",
+            state / "hosts-mgmt",
+            cluster["DATA_NET"],
         )
     finally:
         with unguarded():

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -65,6 +66,19 @@ def bounded(call: Callable, seconds: float, what: str = "a store call"):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def mark_lost(line: str) -> None:
+    """Tell a launcher script (slurm/train.sh) that this rank ended because another was lost, in
+    $CROSSRES_LOST_FILE: srun's exit code is the highest of its tasks' (the ranks it killed
+    afterwards), not the one that says why. The script then requeues the job."""
+    marker = os.environ.get("CROSSRES_LOST_FILE")
+    if marker:
+        try:
+            Path(marker).parent.mkdir(parents=True, exist_ok=True)
+            Path(marker).write_text(line + "\n")
+        except OSError as err:  # the line itself is already in the log
+            log.error("could not write %s: %s", marker, err)
 
 
 def cut_middle(text: str, keep: int = 200) -> str:
@@ -211,13 +225,13 @@ class Watchdog:
         return self.store.get(key).decode()
 
     def _fire(self, who: str, silent_s: float, ranks: list[int] = ()) -> None:
-        log.error(
-            "watchdog: %s %s had no heartbeat for %.0f s (frozen, or the node is lost); ending "
-            "this rank so that the launcher restarts the job from its last checkpoint",
-            who,
-            "have" if len(ranks) > 1 else "has",
-            silent_s,
+        line = (
+            f"watchdog: {who} {'have' if len(ranks) > 1 else 'has'} had no heartbeat for "
+            f"{silent_s:.0f} s (frozen, or the node is lost); ending this rank so that the "
+            "launcher restarts the job from its last checkpoint"
         )
+        log.error("%s", line)
+        mark_lost(line)
         # A frozen process on this host is killed too: a stopped process ignores the launcher's
         # SIGTERM, and torchrun would wait out its grace period (30 s) before the restart.
         for r in ranks:
@@ -270,11 +284,10 @@ def report_lost_peers(err: RuntimeError, watchdog: Watchdog | None, code: int) -
         # in seconds, whatever dist.watchdog_s is.
         gone = watchdog.silent_ranks(min(watchdog.timeout_s, 2.5 * watchdog.interval))
         who = watchdog.store_lost() if gone is None else watchdog.describe(gone) or who
-    log.error(
-        "lost %s: a collective failed (%s); this rank ends (exit %d), and a relaunch or SLURM's "
-        "requeue resumes from the newest complete checkpoint",
-        who,
-        reason,
-        code,
+    line = (
+        f"lost {who}: a collective failed ({reason}); this rank ends (exit {code}), and a "
+        "relaunch or SLURM's requeue resumes from the newest complete checkpoint"
     )
+    log.error("%s", line)
+    mark_lost(line)
     return True

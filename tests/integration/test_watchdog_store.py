@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,64 @@ def test_bounded_gives_up_on_a_call_that_never_returns():
     assert wd.bounded(lambda: 7, 1.0) == 7
     with pytest.raises(KeyError):
         wd.bounded(lambda: {}["x"], 1.0)
+
+
+def supervisor(port: int, *cmd: str, lost_after: float = 3.0) -> subprocess.Popen:
+    """`python -m crossres_dist.distributed supervise` over `cmd`, as the launcher starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "crossres_dist.distributed", "supervise", f"127.0.0.1:{port}"]
+        + ["--lost-after", str(lost_after), "--interval", "0.5", "--", *cmd],
+        env=child_env(TORCH_CPP_LOG_LEVEL="FATAL", CROSSRES_CALLER_CPP_LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_supervisor_ends_the_agent_and_its_children_when_the_store_goes_silent(
+    store_server,
+):
+    """The launcher's supervisor (supervise.py) over an 'agent' with a child of its own, in a
+    session of its own as torchrun starts its workers: a frozen store ends both, in one line,
+    within --lost-after plus a probe's interval and deadline and the 3 s grace; the agent got
+    the caller's C++ log level back."""
+    server, port = store_server
+    agent = (
+        "import os, subprocess, sys, time\n"
+        "print(os.environ.get('TORCH_CPP_LOG_LEVEL'), flush=True)\n"
+        "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    watched = supervisor(port, sys.executable, "-c", agent)
+    assert watched.stdout.readline().strip() == "WARNING"
+    grandchild = int(watched.stdout.readline())
+    time.sleep(2.0)  # the store answers: nothing happens
+    assert watched.poll() is None
+    server.send_signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    code = watched.wait(timeout=30)
+    took = time.monotonic() - frozen_at
+    assert code == wd.EXIT_HUNG and took <= 3.0 + 2 * 2.0 + 3.0 + 1.0, took
+    lines = watched.stderr.read().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"launch: the rendezvous store 127.0.0.1:{port} has not answered for "
+    ), lines
+    assert not running(grandchild)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (killed, its parent gone, nobody has reaped it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_supervisor_passes_the_agents_exit_code_and_waits_for_a_store_that_never_was():
+    """Before the store has answered once (the agent on the store's host not up yet), its
+    silence is torchrun's own join_timeout's to judge, not the supervisor's."""
+    done = supervisor(free_port(), "sh", "-c", "sleep 2; exit 3", lost_after=0.5)
+    assert done.wait(timeout=30) == 3
+    assert "launch:" not in done.stderr.read()
