@@ -47,6 +47,10 @@ class RunConfig:
     # A run directory is locked by its job; a lock held from another host whose heartbeat is
     # older than this (seconds) is taken over.
     lock_stale_s: int = 120
+    # "": the CPU's own arithmetic (fastest). "cross_cpu": the same bits on any x86-64 CPU
+    # with AVX2 at the same versions and thread count (crossres_dist/arithmetic.py; the demo's
+    # setting; its cost: docs/operations.md, "The same bits on another CPU").
+    reproducible: Literal["", "cross_cpu"] = ""
 
     def problem(self) -> str | None:
         return None

@@ -10,6 +10,7 @@ import argparse
 import gc
 import sys
 
+from crossres_dist.arithmetic import pin as pin_arithmetic
 from crossres_dist.config import format_settings_help, load_config
 from crossres_dist.distributed import PeerStopped
 from crossres_dist.distributed.parallelize import use_compile_cache
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        pin_arithmetic(cfg.run.reproducible, may_run_again=argv is None)  # before any work
         if cfg.run.stage == "crossres":
             preflight(cfg.teacher.checkpoint)  # a missing or damaged teacher before any data
         use_compile_cache(cfg.train.compile_cache)  # before anything compiles

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from crossres_dist import distributed, logs
+from crossres_dist.arithmetic import pin as pin_arithmetic
 from crossres_dist.config import load_config
 from crossres_dist.data.views import view_settings
 from crossres_dist.errors import ConfigError, CrossresError
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 DEFAULT_RESOLUTIONS = [8, 12, 16, 24, 32, None]
 
 
-def evaluate(args) -> dict | None:
+def evaluate(args, may_run_again: bool = False) -> dict | None:
     cfg = load_config(args.config, args.overrides, purpose="evaluation")
+    pin_arithmetic(cfg.run.reproducible, may_run_again)  # features as the run computed them
     protocol_class = PROTOCOLS[args.protocol]
     if protocol_class.name != "folder" and not args.root:
         raise ConfigError(f"--protocol {args.protocol} needs --root, the release's folder")
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 parse_condition(text)  # a bad --degrade is refused before any work
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-        evaluate(args)
+        evaluate(args, may_run_again=argv is None)
     except (CrossresError, DataError) as err:
         if _is_rank_zero():  # every rank refuses alike; one says why
             print(f"error: {err}", file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from crossres_dist import distributed, logs
+from crossres_dist import arithmetic, distributed, logs
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.checkpointing.manager import CheckpointManager, resume_point, save_agreed
 from crossres_dist.config import Config
@@ -117,12 +117,13 @@ class Trainer:
             self.scalars = logs.Scalars(self.run_dir / "tensorboard")
         cfg = self.cfg
         log.info(
-            "student %s, %d parameters; teacher %s; precision %s; %d ranks x micro-batch %d "
-            "x accumulation %d = %d images per step; %d steps",
+            "student %s, %d parameters; teacher %s; precision %s, arithmetic %s; %d ranks x "
+            "micro-batch %d x accumulation %d = %d images per step; %d steps",
             spec.layers,
             sum(p.numel() for p in self.student.parameters()),
             "none" if self.teacher is None else f"sharding={cfg.teacher.sharding}",
             self.precision,
+            arithmetic.describe(cfg.run.reproducible),
             self.world,
             cfg.data.micro_batch,
             self.accumulation,
@@ -222,9 +223,8 @@ class Trainer:
         self.cadence = Cadence.from_config(cfg.train, cfg.val, self.total_steps)
 
     def _setup_validation(self, val_samples: list) -> None:
-        """Validation (BatchNorm re-estimated first if val.bn_recalibrate asks) and the
-        teacher's features of the validation views (all ranks take part: the teacher may be
-        sharded), from the cache when it is valid."""
+        """Validation (BatchNorm re-estimated first if val.bn_recalibrate asks) and the teacher's
+        features of the validation views (all ranks: it may be sharded), cached when valid."""
         cfg = self.cfg
         recalibrate = None
         if cfg.val.bn_recalibrate != "off":
