@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,28 @@ def undecodable_everywhere(paths: list[str], rank: int, world: int, threads: int
 
         bad = {p: why for part in distributed.all_gather_objects(bad) for p, why in part.items()}
     return bad
+
+
+def refuse_undecodable(
+    paths: list[str],
+    rank: int,
+    world: int,
+    threads: int,
+    name: Callable[[str], str] = str,
+    what: str = "images the protocol reads",
+) -> None:
+    """Every image of `paths` decoded before any network runs (each rank its share, the answer
+    gathered): the first bad one in `paths`' order is refused in one line, named by `name` (a
+    .bin's image by its set, index and pair), since scoring without it would change the
+    benchmark. The one decode check of the evaluation protocols and the verification sets."""
+    bad = undecodable_everywhere(paths, rank, world, threads)
+    if bad:
+        first = next(p for p in paths if p in bad)
+        raise DataError(
+            f"{name(first)}: this image cannot be read ({bad[first]}); {len(bad)} of the "
+            f"{len(paths)} {what} cannot (`python -m crossres_dist.data.check` lists them): "
+            "fix or remove them, evaluating without them would change the benchmark"
+        )
 
 
 def check_files(

@@ -14,9 +14,10 @@ import numpy as np
 
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
+from crossres_dist.data.check import refuse_undecodable
 from crossres_dist.data.file_checks import check_run_files, report_files
 from crossres_dist.errors import SetupError
-from crossres_dist.verification import load_sets, verification_paths
+from crossres_dist.verification import image_namer, images_of, load_sets, verification_paths
 from crossres_dist.weights import lineage_of
 from pipelines import choose_backend
 from pipelines.sources import (
@@ -162,7 +163,15 @@ def verification_sets(cfg, run_dir: Path, rank: int, world: int) -> list:
             f"finds no .bin set (auto looks beside data.train, {cfg.data.train}): put the sets "
             "there, list them, or set val.select_by=top1"
         )
-    sets = load_sets(paths, rank, world, cfg.data.num_threads, run_dir / "cache" / "bins")
+    sets = load_sets(paths, rank, world, run_dir / "cache" / "bins")
+    refuse_undecodable(
+        images_of(sets),
+        rank,
+        world,
+        cfg.data.num_threads,
+        image_namer(sets),
+        "images of the verification sets",
+    )
     for vset in sets:
         log.info("verification set %s: %d pairs (%s)", vset.name, vset.pairs, vset.path)
     return sets

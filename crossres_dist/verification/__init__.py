@@ -14,6 +14,8 @@ from crossres_dist.verification.metric import ten_fold
 from crossres_dist.verification.suite import (
     VerificationSuite,
     embed_mirrored,
+    image_namer,
+    images_of,
     load_sets,
     score_pairs,
     verification_paths,
@@ -25,6 +27,8 @@ __all__ = [
     "VerificationSuite",
     "embed_mirrored",
     "find_bins",
+    "image_namer",
+    "images_of",
     "load_sets",
     "read_bin",
     "score_pairs",

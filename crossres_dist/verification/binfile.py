@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from crossres_dist.errors import CrossresError
-from crossres_dist.weights.forms import NUMPY_GLOBALS
+from crossres_dist.pickle_globals import NUMPY_GLOBALS
 
 log = logging.getLogger(__name__)
 

@@ -57,19 +57,16 @@ def load_sets(
     paths: list[Path],
     rank: int,
     world: int,
-    threads: int,
     cache_dir: Path | None = None,
-    decode: bool = True,
 ) -> list[VerificationSet]:
-    """Every set read and (with `decode`) every image decoded, each rank its share, before any
-    network runs; the first problem refused in one line naming the file and the image."""
+    """Every set read before any network runs, the first problem refused in one line naming
+    the file (their images are decoded by the caller: data.check.refuse_undecodable, with
+    `images_of` and `image_namer`)."""
     sets = read_once(paths, rank, world, cache_dir)
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise BinError(f"two verification sets are named '{twice}': rename one of the files")
-    if decode:
-        check_decodes(sets, rank, world, threads)
     return sets
 
 
@@ -92,19 +89,20 @@ def read_once(
     return read
 
 
-def check_decodes(sets: list[VerificationSet], rank: int, world: int, threads: int) -> None:
-    from crossres_dist.data.check import undecodable_everywhere
+def images_of(sets: list[VerificationSet]) -> list[str]:
+    """Every image locator of the sets, in set and pair order."""
+    return [locator for s in sets for locator in s.images]
 
+
+def image_namer(sets: list[VerificationSet]) -> Callable[[str], str]:
+    """How an error names a set's image: its file, its index and its pair."""
     where = {locator: (s, i) for s in sets for i, locator in enumerate(s.images)}
-    bad = undecodable_everywhere(list(where), rank, world, threads)
-    if bad:
-        first = min(bad, key=lambda p: (str(where[p][0].path), where[p][1]))
-        vset, index = where[first]
-        raise BinError(
-            f"{vset.path}: image {index} (pair {index // 2}) does not decode ({bad[first]}); "
-            f"{len(bad)} image(s) of the verification sets cannot: scoring without them would "
-            "change the benchmark"
-        )
+
+    def name(locator: str) -> str:
+        vset, index = where[locator]
+        return f"{vset.path}: image {index} (pair {index // 2})"
+
+    return name
 
 
 class VerificationSuite:

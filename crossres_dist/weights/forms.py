@@ -23,6 +23,7 @@ import torch
 
 from crossres_dist.errors import CrossresError
 from crossres_dist.models import ModelSpec, spec_of_state
+from crossres_dist.pickle_globals import NUMPY_GLOBALS
 
 
 class FormatError(CrossresError, ValueError):
@@ -161,18 +162,6 @@ def from_attribute_dict(flat: dict[str, torch.Tensor], source: str) -> dict[str,
 # ---------------------------------------------------------------------------------------------
 # Restricted unpickling
 # ---------------------------------------------------------------------------------------------
-
-NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    # Protocol-2 pickles made by Python 3 spell bytes as _codecs.encode(text, "latin1").
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):

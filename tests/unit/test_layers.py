@@ -89,6 +89,9 @@ RULES = [
     *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in EVALUATION],
     *[(m, "crossres_dist.training", "weights, data and checkpoints sit below training") for m in in_package("crossres_dist.weights", "crossres_dist.data", "crossres_dist.checkpointing", "crossres_dist.distributed")],
     *[(m, forbidden, "verification sets serve training and evaluation alike") for m in in_package("crossres_dist.verification") for forbidden in ("crossres_dist.training", "crossres_dist.eval", "crossres_dist.config")],
+    # Below data (which reads the sets for validation) and weights (the networks): the decode
+    # check is data's, the pickle allow-list sits below both (crossres_dist.pickle_globals).
+    *[(m, forbidden, "verification sits below data and the networks") for m in in_package("crossres_dist.verification") for forbidden in ("crossres_dist.data", "crossres_dist.weights", "crossres_dist.models", "crossres_dist.checkpointing")],
 ]  # fmt: skip
 
 
@@ -98,12 +101,38 @@ def test_imports_run_one_way(module, forbidden, why):
     assert not bad, f"{module} imports {', '.join(bad)}: {why}"
 
 
+def package_imports() -> dict[str, set[str]]:
+    """Which of the layout's packages each package imports (directly, inside functions too)."""
+    found: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        for target in imports_of(path):
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and package(target) != package(name):
+                found.setdefault(package(name), set()).add(package(target))
+    return found
+
+
+def test_no_two_packages_import_each_other():
+    """One direction between any two packages: a package that another imports never imports it
+    back, not even inside a function."""
+    found = package_imports()
+    both = sorted(
+        f"{a} <-> {b}"
+        for a, targets in found.items()
+        for b in targets
+        if a < b and a in found.get(b, ())
+    )
+    assert not both, f"these packages import each other: {', '.join(both)}"
+
+
 def test_the_rules_see_real_imports():
     assert "crossres_dist.distributed" in reaches("crossres_dist.training.validation")
     assert "pipelines.sources" in reaches("crossres_dist.training.trainer")
     assert "crossres_dist.eval.features" in reaches("crossres_dist.evaluate")
     assert package("crossres_dist.training.trainer") == "crossres_dist.training"
     assert "crossres_dist.training.trainer" in in_package("crossres_dist.training")
+    assert "crossres_dist.verification" in package_imports()["crossres_dist.data"]
 
 
 def test_models_and_pipelines_agree_on_the_released_networks_mean():

@@ -23,14 +23,16 @@ from bench import benchmark_trees
 from crossres_dist import evaluate
 from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.config import load_config
+from crossres_dist.data.check import refuse_undecodable
 from crossres_dist.data.pack import main as pack_main
 from crossres_dist.errors import ConfigError, SetupError
 from crossres_dist.verification import BinError, read_bin, ten_fold, write_bin
 from crossres_dist.verification.metric import fold_slices
 from crossres_dist.verification.pairs import lfw_style_pairs, read_pairs, write_pairs
-from crossres_dist.verification.suite import check_decodes
+from crossres_dist.verification.suite import image_namer, images_of
 from pipelines import Loader, Sample, ViewSettings, eval_plans
 from pipelines.packed import read_encoded
+from pipelines.sources import DataError
 from tests.conftest import LFW, SHARED, TINY
 from tests.golden import pretrain_in_process
 
@@ -188,8 +190,11 @@ def test_an_image_that_does_not_decode_is_named_by_set_image_and_pair(tmp_path, 
     bins = list(faces)
     bins[7] = faces[7][: len(faces[7]) // 3]  # a JPEG cut short
     vset = read_bin(write_bin(tmp_path / "cut.bin", bins, ISSAME))
-    with pytest.raises(BinError, match=r"cut\.bin: image 7 \(pair 3\) does not decode"):
-        check_decodes([vset], 0, 1, 1)
+    pattern = r"cut\.bin: image 7 \(pair 3\): this image cannot be read \(\w+\); 1 of the 20 "
+    with pytest.raises(DataError, match=pattern + "images of the verification sets cannot"):
+        refuse_undecodable(
+            images_of([vset]), 0, 1, 1, image_namer([vset]), "images of the verification sets"
+        )
 
 
 @pytest.mark.parametrize("backend", ["dali", "torchvision"])

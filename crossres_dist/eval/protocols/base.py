@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossres_dist.data.check import refuse_undecodable
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label
 from pipelines.sources import DataError, Sample
@@ -57,7 +58,7 @@ class Protocol(abc.ABC):
 
     def check(self, rank: int, world: int, threads: int) -> None:
         """Every image decoded before any network runs (each rank its share), on every rank."""
-        check_images(self.images(), rank, world, threads)
+        refuse_undecodable(self.images(), rank, world, threads)
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
         """Work before extraction that every rank shares (alignment), run on every rank; none
@@ -93,22 +94,6 @@ class Protocol(abc.ABC):
 
     def plots(self, out: Path, report: dict) -> list[Path]:
         return []
-
-
-def check_images(paths: list[str], rank: int, world: int, threads: int) -> None:
-    """Every image the protocol will read is decoded before any network runs (each rank its
-    share): a bad one is refused in one line naming it, since evaluating without it would
-    change the benchmark."""
-    from crossres_dist.data.check import undecodable_everywhere
-
-    bad = undecodable_everywhere(paths, rank, world, threads)
-    if bad:
-        first = sorted(bad)[0]
-        raise DataError(
-            f"{first}: this image cannot be read ({bad[first]}); {len(bad)} of the {len(paths)} "
-            "images the protocol reads cannot (`python -m crossres_dist.data.check` lists them): "
-            "fix or remove them, evaluating without them would change the benchmark"
-        )
 
 
 def require(path: Path, what: str) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crossres_dist.data.check import refuse_undecodable
 from crossres_dist.eval.protocols.base import (
     Features,
     Protocol,
@@ -21,8 +22,14 @@ from crossres_dist.eval.protocols.base import (
     table,
     unique,
 )
-from crossres_dist.verification import VerificationSuite, find_bins, load_sets, score_pairs
-from crossres_dist.verification.suite import check_decodes
+from crossres_dist.verification import (
+    VerificationSuite,
+    find_bins,
+    image_namer,
+    images_of,
+    load_sets,
+    score_pairs,
+)
 from pipelines.sources import DataError, Sample
 
 
@@ -49,14 +56,21 @@ class Verification(Protocol):
             raise DataError(f"{root}: no *.bin verification set in this folder")
         self.data_name = f"the verification sets in {root}"
         # Read and checked here, before any network; their images are decoded in check().
-        self.sets = load_sets(paths, 0, 1, 1, Path(args.out) / "cache" / "bins", decode=False)
+        self.sets = load_sets(paths, 0, 1, Path(args.out) / "cache" / "bins")
         self.degrade = args.verification_degrade
         self.suite = VerificationSuite(self.sets, [], self.degrade)
         self.samples = [Sample(p, 0) for s in self.sets for p in s.images]
 
     def check(self, rank: int, world: int, threads: int) -> None:
         """Every image decoded before any network runs; a bad one named by set and index."""
-        check_decodes(self.sets, rank, world, threads)
+        refuse_undecodable(
+            images_of(self.sets),
+            rank,
+            world,
+            threads,
+            image_namer(self.sets),
+            "images of the verification sets",
+        )
 
     def samples_at(self, condition) -> list[Sample]:
         return [s for vset in self.sets for s in self.suite.samples(vset, condition)]
