@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from crossres_dist import distributed, logs
@@ -38,6 +39,7 @@ from crossres_dist.eval.features import (
     load_model,
 )
 from crossres_dist.eval.protocols import PROTOCOLS
+from crossres_dist.eval.protocols.base import Protocol
 from crossres_dist.eval.protocols.folder import parse_resolution
 from crossres_dist.eval.report import write
 from crossres_dist.precision import autocast_for, resolve_precision
@@ -49,21 +51,31 @@ log = logging.getLogger(__name__)
 DEFAULT_RESOLUTIONS = [8, 12, 16, 24, 32, None]
 
 
-def evaluate(args, may_run_again: bool = False) -> dict | None:
+@dataclass
+class Plan:
+    """What an evaluation will do, every input read and checked: the protocol with its files,
+    the networks by name, the conditions, each network's provenance."""
+
+    cfg: object
+    protocol: Protocol
+    networks: list[tuple[str, str]]  # (checkpoint, name)
+    conditions: list
+    provenance: dict[str, dict]
+
+
+def plan(args, may_run_again: bool = False) -> Plan:
+    """Every check before any network runs: the config, the checkpoints and their names, the
+    protocol's files, the conditions."""
     cfg = load_config(args.config, args.overrides, purpose="evaluation")
     pin_arithmetic(cfg.run.reproducible, may_run_again)  # features as the run computed them
     protocol_class = PROTOCOLS[args.protocol]
-    if protocol_class.name != "folder" and not args.root:
+    if protocol_class.needs_root and not args.root:
         raise ConfigError(f"--protocol {args.protocol} needs --root, the release's folder")
     # A path, or the short name of a network a package ships (dlib's), resolved once here.
     args.checkpoint = [str(resolve_path(path)) for path in args.checkpoint]
     names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
     if len(names) != len(args.checkpoint):
         raise ConfigError("give one --name per --checkpoint")
-    info = distributed.detect()
-    # Log lines on stderr from here on (the protocols' warnings too); the tables go to stdout.
-    logs.setup(info.rank, stream=sys.stderr)
-    # Everything read and checked before any network runs.
     protocol = protocol_class(args, cfg)
     if protocol.native_resolution and args.resolutions != DEFAULT_RESOLUTIONS:
         log.warning(
@@ -72,34 +84,30 @@ def evaluate(args, may_run_again: bool = False) -> dict | None:
             args.protocol,
             " ".join(condition_label(r) for r in args.resolutions),
         )
-    provenance = {n: protocol.provenance(p) for p, n in zip(args.checkpoint, names)}
     conditions = list(dict.fromkeys(args.resolutions))
     conditions += [parse_condition(text) for text in args.degrade]
-    conditions = protocol.conditions(conditions)
+    return Plan(
+        cfg,
+        protocol,
+        list(zip(args.checkpoint, names)),
+        protocol.conditions(conditions),
+        {n: protocol.provenance(p) for p, n in zip(args.checkpoint, names)},
+    )
 
-    device = distributed.pick_device(args.device, info.local_rank)
-    distributed.init(info, device, "auto", 1800)
+
+def extract_and_score(work: Plan, args, rank: int, device, out: Path) -> dict:
+    """Each network's features under every condition (from the cache when it holds them), and
+    on rank 0 the protocol's scores of them: {name: its part of the report}."""
+    cfg, protocol = work.cfg, work.protocol
     autocast = autocast_for(resolve_precision("auto", device), device)
-    protocol.check(info.rank, distributed.world_size(), cfg.data.num_threads)
-    out = Path(args.out)
     cache = out / "cache"
-    if info.rank == 0:
+    if rank == 0:
         cache.mkdir(parents=True, exist_ok=True)
-    views = None
-    report = {
-        "protocol": args.protocol,
-        "data": protocol.data_name,
-        "conditions": [condition_label(c) for c in conditions],
-        "flip": args.flip,
-        "models": {},
-    }
-    if args.protocol == "folder":
-        report["tsne_resolution"] = condition_label(args.tsne_resolution)
-    for checkpoint, name in zip(args.checkpoint, names):
+    models = {}
+    for checkpoint, name in work.networks:
         model = load_model(checkpoint, device)
-        spec = model.spec
         # The config's geometry, the network's own normalisation: training's views, undrawn.
-        views = view_settings(cfg, spec, evaluation=True)
+        views = view_settings(cfg, model.spec, evaluation=True)
         protocol.prepare(out, views)
         extractor = Extractor(
             model,
@@ -114,33 +122,64 @@ def evaluate(args, may_run_again: bool = False) -> dict | None:
             protocol.mirror,
         )
         features, files = {}, {}
-        for condition in conditions:
+        for condition in work.conditions:
             samples = protocol.samples_at(condition)
-            files[condition_label(condition)] = str(
-                cache_path(extractor, checkpoint, samples, condition, cache)
-            )
+            label = condition_label(condition)
+            files[label] = str(cache_path(extractor, checkpoint, samples, condition, cache))
             extracted = extract_cached(extractor, checkpoint, samples, condition, cache, name)
             if extracted is not None:
-                features[condition_label(condition)] = extracted
-        if info.rank == 0:
-            report["models"][name] = {
+                features[label] = extracted
+        if rank == 0:
+            models[name] = {
                 "checkpoint": str(Path(checkpoint).resolve()),
                 "feature_settings": feature_settings(extractor),
-                "provenance": provenance[name],
+                "provenance": work.provenance[name],
                 "feature_cache": files,
                 **protocol.score(checkpoint, features),
             }
-    report["images"] = len(protocol.samples)
-    if info.rank != 0:
-        distributed.shutdown()
-        return None
+    return models
+
+
+def publish(work: Plan, args, models: dict, out: Path) -> dict:
+    """The report (rank 0): written to OUT with its table and plots, the table printed."""
+    protocol = work.protocol
+    report = {
+        "protocol": args.protocol,
+        "data": protocol.data_name,
+        "conditions": [condition_label(c) for c in work.conditions],
+        "flip": args.flip,
+        "models": models,
+        **protocol.report_settings(),
+        "images": len(protocol.samples),
+    }
     table = protocol.markdown(report)
     write(out, report, table)
     plots = protocol.plots(out, report) if args.plots else []
     print("\n" + table)
     log.info("evaluation written to %s (%s)", out, ", ".join(p.name for p in plots) or "no plots")
-    distributed.shutdown()
     return report
+
+
+def evaluate(args, may_run_again: bool = False) -> dict | None:
+    """Plan (every check before any network), extract and score, report; the report on rank 0,
+    None on the others."""
+    info = distributed.detect()
+    # Log lines on stderr from here on (the protocols' warnings too); the tables go to stdout.
+    logs.setup(info.rank, stream=sys.stderr)
+    work = plan(args, may_run_again)
+    device = distributed.pick_device(args.device, info.local_rank)
+    distributed.init(info, device, "auto", 1800)
+    finished = False
+    try:
+        work.protocol.check(info.rank, distributed.world_size(), work.cfg.data.num_threads)
+        out = Path(args.out)
+        models = extract_and_score(work, args, info.rank, device, out)
+        report = publish(work, args, models, out) if info.rank == 0 else None
+        finished = True
+        return report
+    finally:
+        # After a failure the ranks do not meet again: one may be gone.
+        distributed.shutdown(graceful=finished)
 
 
 def positive_int(text: str) -> int:

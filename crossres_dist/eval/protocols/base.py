@@ -30,6 +30,9 @@ class Protocol(abc.ABC):
     features are scored and shown."""
 
     name = ""
+    # The release's folder (--root) holds the protocol's files; the folder protocol reads the
+    # config's data instead.
+    needs_root = True
     # Images that are low-resolution already (TinyFace, QMUL-SurvFace) are evaluated as they are.
     native_resolution = False
     # The mirror image's features: summed with --flip (""), or kept apart ("separate").
@@ -59,6 +62,10 @@ class Protocol(abc.ABC):
     def check(self, rank: int, world: int, threads: int) -> None:
         """Every image decoded before any network runs (each rank its share), on every rank."""
         refuse_undecodable(self.images(), rank, world, threads)
+
+    def report_settings(self) -> dict:
+        """Settings of the protocol's own that the report records; none by default."""
+        return {}
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
         """Work before extraction that every rank shares (alignment), run on every rank; none

@@ -199,6 +199,7 @@ def unmated_identities(labels: np.ndarray, fraction: float) -> np.ndarray:
 
 class Folder(Protocol):
     name = "folder"
+    needs_root = False
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -313,6 +314,9 @@ class Folder(Protocol):
             )
         return result
 
+    def report_settings(self) -> dict:
+        return {"tsne_resolution": condition_label(self.args.tsne_resolution)}
+
     def markdown(self, report: dict) -> str:
         return markdown(report)
 
@@ -342,10 +346,26 @@ def parse_resolution(text: str):
 
 
 def markdown(report: dict) -> str:
+    """The folder protocol's tables: what was evaluated and how far it leaks, then classifier
+    top-1, rank-1, verification, open-set and the probe x gallery matrix, each where present."""
     labels = report["conditions"]
-    header = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     lines = [f"Evaluated on the {report['data']}: {report['images']} images.", ""]
-    for name, m in report["models"].items():
+    lines += overlap_notes(report["models"])
+    lines += classifier_table(report["models"], labels)
+    lines += rank1_table(report["models"], labels)
+    lines += verification_table(report["models"], labels)
+    lines += open_set_tables(report["models"], labels)
+    lines += cross_matrices(report["models"], labels)
+    return "\n".join(lines) + "\n"
+
+
+def header(labels: list[str]) -> list[str]:
+    return ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+
+
+def overlap_notes(models: dict) -> list[str]:
+    lines = []
+    for name, m in models.items():
         trained = m["provenance"].get("overlap_with_training", 0)
         selected = m["provenance"].get("overlap_with_selection", 0)
         if trained:
@@ -355,28 +375,44 @@ def markdown(report: dict) -> str:
             )
         if selected:
             lines.append(f"{name} was chosen on {selected} of these images: optimistic.")
-    with_classifier = [n for n, m in report["models"].items() if "classifier_top1" in m]
-    if with_classifier:
-        lines += ["Classifier top-1, images at r px:", "", *header]
-        for name in with_classifier:
-            top1 = report["models"][name]["classifier_top1"]
-            lines.append(f"| {name} | " + " | ".join(f"{top1[r]:.3f}" for r in labels) + " |")
-        lines.append("")
-    lines += ["Rank-1 identification, probe at r px vs full-resolution gallery:", "", *header]
-    for name, m in report["models"].items():
+    return lines
+
+
+def classifier_table(models: dict, labels: list[str]) -> list[str]:
+    with_classifier = [n for n, m in models.items() if "classifier_top1" in m]
+    if not with_classifier:
+        return []
+    lines = ["Classifier top-1, images at r px:", "", *header(labels)]
+    for name in with_classifier:
+        top1 = models[name]["classifier_top1"]
+        lines.append(f"| {name} | " + " | ".join(f"{top1[r]:.3f}" for r in labels) + " |")
+    return [*lines, ""]
+
+
+def rank1_table(models: dict, labels: list[str]) -> list[str]:
+    lines = [
+        "Rank-1 identification, probe at r px vs full-resolution gallery:",
+        "",
+        *header(labels),
+    ]
+    for name, m in models.items():
         rows = m["probe_vs_full_gallery"]
         lines.append(
             f"| {name} | "
             + " | ".join(f"{rows[r]['identification']['rank1']:.3f}" for r in labels)
             + " |"
         )
-    lines += [
+    return lines
+
+
+def verification_table(models: dict, labels: list[str]) -> list[str]:
+    lines = [
         "",
         "Verification, probe at r px vs full-resolution gallery (AUC / EER / TAR@FAR=1e-2):",
         "",
-        *header,
+        *header(labels),
     ]
-    for name, m in report["models"].items():
+    for name, m in models.items():
         rows = m["probe_vs_full_gallery"]
         cells = []
         for r in labels:
@@ -386,12 +422,15 @@ def markdown(report: dict) -> str:
                 f"{v['auc']:.3f} / {v['eer']:.3f} / {'n/a' if tar is None else f'{tar:.3f}'}"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    open_rows = {
-        name: m["probe_vs_full_gallery"]
-        for name, m in report["models"].items()
-        if "open_set" in m["probe_vs_full_gallery"][labels[0]]
-    }
-    for name, rows in open_rows.items():
+    return lines
+
+
+def open_set_tables(models: dict, labels: list[str]) -> list[str]:
+    lines = []
+    for name, m in models.items():
+        rows = m["probe_vs_full_gallery"]
+        if "open_set" not in rows[labels[0]]:
+            continue
         first = rows[labels[0]]["open_set"]
         lines += [
             "",
@@ -410,19 +449,25 @@ def markdown(report: dict) -> str:
                 + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells)
                 + " |"
             )
-    for name, m in report["models"].items():
-        if "cross_matrix_rank1" in m:
-            lines += [
-                "",
-                f"{name}: rank-1, probe resolution (rows) x gallery resolution (columns):",
-                "",
-                "| probe \\ gallery | " + " | ".join(labels) + " |",
-                "|---|" + "---|" * len(labels),
-            ]
-            for r1 in labels:
-                lines.append(
-                    f"| {r1} | "
-                    + " | ".join(f"{m['cross_matrix_rank1'][r1][r2]:.3f}" for r2 in labels)
-                    + " |"
-                )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def cross_matrices(models: dict, labels: list[str]) -> list[str]:
+    lines = []
+    for name, m in models.items():
+        if "cross_matrix_rank1" not in m:
+            continue
+        lines += [
+            "",
+            f"{name}: rank-1, probe resolution (rows) x gallery resolution (columns):",
+            "",
+            "| probe \\ gallery | " + " | ".join(labels) + " |",
+            "|---|" + "---|" * len(labels),
+        ]
+        for r1 in labels:
+            lines.append(
+                f"| {r1} | "
+                + " | ".join(f"{m['cross_matrix_rank1'][r1][r2]:.3f}" for r2 in labels)
+                + " |"
+            )
+    return lines

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,131 @@ FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (0.01, 0.1)
 RANKS = (1, 5, 10)
 GALLERIES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}
+
+
+def read_subjects(path: Path, known: set[int], tid_mid: Path) -> dict[int, int]:
+    """template id -> subject id, from one of NIST's 1:N CSVs."""
+    require(path, "NIST 1:N CSV")
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is no header
+        reader = csv.reader(handle)
+        header = [h.strip().upper() for h in next(reader, [])]
+        if "TEMPLATE_ID" not in header or "SUBJECT_ID" not in header:
+            raise DataError(f"{path}:1: the header names no TEMPLATE_ID and SUBJECT_ID")
+        t_col, s_col = header.index("TEMPLATE_ID"), header.index("SUBJECT_ID")
+        subjects = {}
+        for number, row in enumerate(reader, 2):
+            if not row:
+                continue
+            try:
+                template, subject = int(row[t_col]), int(row[s_col])
+            except (ValueError, IndexError):
+                raise DataError(f"{path}:{number}: unreadable TEMPLATE_ID/SUBJECT_ID") from None
+            if template not in known:
+                raise DataError(f"{path}:{number}: template {template} is not in {tid_mid}")
+            subjects[template] = subject
+    if not subjects:
+        raise DataError(f"{path}: lists no template: an empty gallery or probe set")
+    return subjects
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The images of P_face_tid_mid.txt that are there: their line in the file, name, template
+    and media."""
+
+    lines: list[int]
+    names: list[str]
+    templates: np.ndarray
+    media: np.ndarray
+
+
+def read_images(tid_mid: Path, images: Path) -> Listed:
+    """P_face_tid_mid.txt: every listed image with its template and media. A missing image is
+    left out (its template uses the others, said once); a template left with none is refused."""
+    rows = read_table(tid_mid, 3, "image template_id media_id")
+    if not rows:
+        raise DataError(f"{tid_mid}: no images listed")
+    names = [f[0] for _, f in rows]
+    templates = np.array([number(f[1], int, tid_mid, n, "template id") for n, f in rows])
+    media = np.array([number(f[2], int, tid_mid, n, "media id") for n, f in rows])
+    present = np.array([(images / n).is_file() for n in names])
+    for t in np.unique(templates[~present]):
+        if not present[templates == t].any():
+            first = int(np.flatnonzero(templates == t)[0])
+            raise DataError(
+                f"{tid_mid}:{rows[first][0]}: template {t} has no readable image in {images} "
+                f"(e.g. {names[first]})"
+            )
+    if not present.all():
+        log.warning(
+            "%s: %d listed images are missing; their templates use the others",
+            tid_mid,
+            int((~present).sum()),
+        )
+    keep = np.flatnonzero(present)
+    return Listed(
+        [rows[i][0] for i in keep], [names[i] for i in keep], templates[keep], media[keep]
+    )
+
+
+def read_landmarks(
+    marks_file: Path, listed: Listed, tid_mid: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each listed image's five landmarks (N x 5 x 2) and detector score (N), from
+    P_name_5pts_score.txt; an image without a line is refused."""
+    marks = {
+        f[0]: [number(v, float, marks_file, n, "landmark") for v in f[1:]]
+        for n, f in read_table(marks_file, 12, "image, 5 x (x y), score")
+    }
+    landmarks = np.zeros((len(listed.names), 5, 2))
+    scores = np.zeros(len(listed.names))
+    for i, name in enumerate(listed.names):
+        if name not in marks:
+            raise DataError(f"{marks_file}: no landmarks for {name} ({tid_mid}:{listed.lines[i]})")
+        values = np.array(marks[name], float)
+        landmarks[i] = values[:10].reshape(5, 2)
+        scores[i] = values[10]
+    return landmarks, scores
+
+
+def read_template_pairs(pair_file: Path, known: set[int], tid_mid: Path) -> np.ndarray:
+    """P_template_pair_label.txt: (template 1, template 2, label) rows, every template listed in
+    tid_mid and every label 0 or 1."""
+    pairs = []
+    for line, fields in read_table(pair_file, 3, "template_1 template_2 label"):
+        a, b, label = (number(x, int, pair_file, line, "template pair field") for x in fields)
+        for t in (a, b):
+            if t not in known:
+                raise DataError(f"{pair_file}:{line}: template {t} is not in {tid_mid}")
+        if label not in (0, 1):
+            raise DataError(f"{pair_file}:{line}: label {label} is neither 0 nor 1")
+        pairs.append((a, b, label))
+    return np.array(pairs, np.int64).reshape(-1, 3)
+
+
+def read_search(meta: Path, p: str, task: str, known: set[int], tid_mid: Path) -> dict | None:
+    """NIST's 1:N probe and gallery templates with their subjects, or None when 1:N is not
+    asked for (--ijb-task) or, with "all", none of its CSVs is there (said once). Some of them
+    missing is refused: a partial 1:N would not be the benchmark."""
+    csvs = [meta / f"{p}_1N_gallery_{g}.csv" for g in GALLERIES[p]]
+    probe_csv = meta / f"{p}_1N_probe_mixed.csv"
+    missing = [c for c in [*csvs, probe_csv] if not c.is_file()]
+    if task == "all" and missing and len(missing) < len(csvs) + 1:
+        raise DataError(
+            f"{missing[0]}: NIST 1:N CSV not found, while the other 1:N CSVs are there: restore "
+            "it, or pass --ijb-task verification to leave 1:N identification out"
+        )
+    if task == "identification" or (task == "all" and not missing):
+        galleries = {g: read_subjects(c, known, tid_mid) for g, c in zip(GALLERIES[p], csvs)}
+        return {"probe": read_subjects(probe_csv, known, tid_mid), "galleries": galleries}
+    if task == "all":
+        log.warning(
+            "%s: none of the 1:N CSVs (%s) is there: 1:N identification is left out, 1:1 "
+            "verification only",
+            meta,
+            ", ".join(c.name for c in [*csvs, probe_csv]),
+        )
+    return None
 
 
 class IJB(Protocol):
@@ -93,116 +219,24 @@ class IJB(Protocol):
         meta = require(root / "meta", "IJB meta folder")
         images = require(root / "loose_crop", "IJB loose_crop image folder")
         tid_mid = meta / f"{p}_face_tid_mid.txt"
-        rows = read_table(tid_mid, 3, "image template_id media_id")
-        if not rows:
-            raise DataError(f"{tid_mid}: no images listed")
-        names = [f[0] for _, f in rows]
-        self.templates = np.array([number(f[1], int, tid_mid, n, "template id") for n, f in rows])
-        self.media = np.array([number(f[2], int, tid_mid, n, "media id") for n, f in rows])
-        present = np.array([(images / n).is_file() for n in names])
-        for t in np.unique(self.templates[~present]):
-            if not present[self.templates == t].any():
-                line = rows[int(np.flatnonzero(self.templates == t)[0])][0]
-                raise DataError(
-                    f"{tid_mid}:{line}: template {t} has no readable image in {images} "
-                    f"(e.g. {names[int(np.flatnonzero(self.templates == t)[0])]})"
-                )
-        if not present.all():
-            log.warning(
-                "%s: %d listed images are missing; their templates use the others",
-                tid_mid,
-                int((~present).sum()),
-            )
-        keep = np.flatnonzero(present)
-        self.lines = [rows[i][0] for i in keep]
-        self.names = [names[i] for i in keep]
-        self.templates, self.media = self.templates[keep], self.media[keep]
+        listed = read_images(tid_mid, images)
+        self.lines, self.names = listed.lines, listed.names
+        self.templates, self.media = listed.templates, listed.media
         self.known = set(self.templates.tolist())
         self.sources = [images / n for n in self.names]
-
         marks_file = first_of(
             [meta / f"{p}_name_5pts_score.txt", root / f"{p}_name_5pts_score.txt"],
             "five-landmark file",
         )
-        marks = {
-            f[0]: [number(v, float, marks_file, n, "landmark") for v in f[1:]]
-            for n, f in read_table(marks_file, 12, "image, 5 x (x y), score")
-        }
-        self.landmarks = np.zeros((len(self.names), 5, 2))
-        self.scores = np.zeros(len(self.names))
-        for i, name in enumerate(self.names):
-            if name not in marks:
-                raise DataError(
-                    f"{marks_file}: no landmarks for {name} ({tid_mid}:{self.lines[i]})"
-                )
-            values = np.array(marks[name], float)
-            self.landmarks[i] = values[:10].reshape(5, 2)
-            self.scores[i] = values[10]
-
+        self.landmarks, self.scores = read_landmarks(marks_file, listed, tid_mid)
         task = args.ijb_task
         self.pairs = None
         if task in ("all", "verification"):
             pair_file = meta / f"{p}_template_pair_label.txt"
-            pairs = []
-            for line, fields in read_table(pair_file, 3, "template_1 template_2 label"):
-                a, b, label = (
-                    number(x, int, pair_file, line, "template pair field") for x in fields
-                )
-                for t in (a, b):
-                    if t not in self.known:
-                        raise DataError(f"{pair_file}:{line}: template {t} is not in {tid_mid}")
-                if label not in (0, 1):
-                    raise DataError(f"{pair_file}:{line}: label {label} is neither 0 nor 1")
-                pairs.append((a, b, label))
-            self.pairs = np.array(pairs, np.int64).reshape(-1, 3)
-        self.search = None
-        csvs = [meta / f"{p}_1N_gallery_{g}.csv" for g in GALLERIES[p]]
-        probe_csv = meta / f"{p}_1N_probe_mixed.csv"
-        missing = [c for c in [*csvs, probe_csv] if not c.is_file()]
-        if task == "all" and missing and len(missing) < len(csvs) + 1:
-            raise DataError(
-                f"{missing[0]}: NIST 1:N CSV not found, while the other 1:N CSVs are there: restore "
-                "it, or pass --ijb-task verification to leave 1:N identification out"
-            )
-        wanted = task == "identification" or (task == "all" and not missing)
-        if wanted:
-            self.search = {
-                "probe": self._subjects(probe_csv, tid_mid),
-                "galleries": {g: self._subjects(c, tid_mid) for g, c in zip(GALLERIES[p], csvs)},
-            }
-        elif task == "all":
-            log.warning(
-                "%s: none of the 1:N CSVs (%s) is there: 1:N identification is left out, 1:1 "
-                "verification only",
-                meta,
-                ", ".join(c.name for c in [*csvs, probe_csv]),
-            )
+            self.pairs = read_template_pairs(pair_file, self.known, tid_mid)
+        self.search = read_search(meta, p, task, self.known, tid_mid)
         # The images the network sees: aligned crops (written by prepare).
         self.samples = []
-
-    def _subjects(self, path: Path, tid_mid: Path) -> dict[int, int]:
-        """template id -> subject id, from one of NIST's 1:N CSVs."""
-        require(path, "NIST 1:N CSV")
-        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is no header
-            reader = csv.reader(handle)
-            header = [h.strip().upper() for h in next(reader, [])]
-            if "TEMPLATE_ID" not in header or "SUBJECT_ID" not in header:
-                raise DataError(f"{path}:1: the header names no TEMPLATE_ID and SUBJECT_ID")
-            t_col, s_col = header.index("TEMPLATE_ID"), header.index("SUBJECT_ID")
-            subjects = {}
-            for number, row in enumerate(reader, 2):
-                if not row:
-                    continue
-                try:
-                    template, subject = int(row[t_col]), int(row[s_col])
-                except (ValueError, IndexError):
-                    raise DataError(f"{path}:{number}: unreadable TEMPLATE_ID/SUBJECT_ID") from None
-                if template not in self.known:
-                    raise DataError(f"{path}:{number}: template {template} is not in {tid_mid}")
-                subjects[template] = subject
-        if not subjects:
-            raise DataError(f"{path}: lists no template: an empty gallery or probe set")
-        return subjects
 
     def prepare(self, out: Path, views: ViewSettings) -> None:
         """Align every face once (each rank its share; kept in OUT/aligned for the next run)."""

@@ -46,6 +46,69 @@ FARS = (0.001, 0.01, 0.1, 0.3)  # every table: the strictest operating point fir
 FPIRS = (0.1, 0.2, 0.3)
 
 
+def read_pairs_mat(verify_dir: Path, paths: list[Path]) -> np.ndarray:
+    """The verification pairs of positive_pairs_names.mat and negative_pairs_names.mat as rows
+    (index of image a, index of image b, same): every image named is appended once to `paths`,
+    which the indices point into. A cell that is not N x 2 is refused, never guessed."""
+    images = require(verify_dir / "verification_images", "verification image folder")
+    index: dict[str, int] = {}
+    pairs = []
+    for label, key in ((True, "positive_pairs_names"), (False, "negative_pairs_names")):
+        mat = verify_dir / f"{key}.mat"
+        raw = np.asarray(read_mat(mat, (key,), "SurvFace pair file")[key], dtype=object)
+        if raw.ndim != 2 or raw.shape[1] != 2:
+            # Read as N x 2 it would pair other faces: refused, never guessed.
+            raise DataError(
+                f"{mat}: {key} is {' x '.join(map(str, raw.shape))}; the release stores "
+                "N x 2 (one name pair per row): store it so"
+            )
+        names = strings(raw)
+        # MATLAB stores the N x 2 cell column by column.
+        half = len(names) // 2
+        for a, b in zip(names[:half], names[half:]):
+            ends = []
+            for name in (a, b):
+                if name not in index:
+                    if not (images / name).is_file():
+                        raise DataError(f"{mat}: names {name}, which is not in {images}")
+                    index[name] = len(paths)
+                    paths.append(images / name)
+                ends.append(index[name])
+            pairs.append((*ends, label))
+    return np.array(pairs, dtype=object)
+
+
+def read_identification(ident_dir: Path, paths: list[Path]) -> dict:
+    """The open-set identification set: gallery, mated and unmated probes appended to `paths`,
+    with their positions and identities (a non-mated probe's is one no gallery image has)."""
+    gallery, gallery_ids = named_images(ident_dir, "gallery", "gallery_img_ID_pairs", "gallery")
+    if not gallery:
+        raise DataError(
+            f"{ident_dir / 'gallery'}: no gallery images (gallery_img_ID_pairs.mat "
+            "names none): identification needs a gallery"
+        )
+    mated, mated_ids = named_images(
+        ident_dir, "mated_probe", "mated_probe_img_ID_pairs", "mated_probe"
+    )
+    unmated = image_files(ident_dir / "unmated_probe")
+    if not unmated:
+        log.warning(
+            "%s has no images: open-set TPIR at FPIR cannot be measured (n/a in the "
+            "tables); only mated probes are scored",
+            ident_dir / "unmated_probe",
+        )
+    start = len(paths)
+    paths += [*gallery, *mated, *unmated]
+    return {
+        "gallery": np.arange(start, start + len(gallery)),
+        "probes": np.arange(start + len(gallery), len(paths)),
+        "gallery_ids": gallery_ids,
+        "probe_ids": np.concatenate(
+            [mated_ids, np.full(len(unmated), min(gallery_ids.min(), 0) - 1)]
+        ),
+    }
+
+
 class SurvFace(Protocol):
     name = "survface"
     native_resolution = True
@@ -70,62 +133,9 @@ class SurvFace(Protocol):
         self.pairs = self.ident = None
         paths: list[Path] = []
         if task == "verification" or (task == "all" and verify_dir.exists()):
-            images = require(verify_dir / "verification_images", "verification image folder")
-            index: dict[str, int] = {}
-            pairs = []
-            for label, key in ((True, "positive_pairs_names"), (False, "negative_pairs_names")):
-                mat = verify_dir / f"{key}.mat"
-                raw = np.asarray(read_mat(mat, (key,), "SurvFace pair file")[key], dtype=object)
-                if raw.ndim != 2 or raw.shape[1] != 2:
-                    # Read as N x 2 it would pair other faces: refused, never guessed.
-                    raise DataError(
-                        f"{mat}: {key} is {' x '.join(map(str, raw.shape))}; the release stores "
-                        "N x 2 (one name pair per row): store it so"
-                    )
-                names = strings(raw)
-                # MATLAB stores the N x 2 cell column by column.
-                half = len(names) // 2
-                for a, b in zip(names[:half], names[half:]):
-                    ends = []
-                    for name in (a, b):
-                        if name not in index:
-                            if not (images / name).is_file():
-                                raise DataError(f"{mat}: names {name}, which is not in {images}")
-                            index[name] = len(paths)
-                            paths.append(images / name)
-                        ends.append(index[name])
-                    pairs.append((*ends, label))
-            self.pairs = np.array(pairs, dtype=object)
+            self.pairs = read_pairs_mat(verify_dir, paths)
         if task == "identification" or (task == "all" and ident_dir.exists()):
-            gallery, gallery_ids = named_images(
-                ident_dir, "gallery", "gallery_img_ID_pairs", "gallery"
-            )
-            if not gallery:
-                raise DataError(
-                    f"{ident_dir / 'gallery'}: no gallery images (gallery_img_ID_pairs.mat "
-                    "names none): identification needs a gallery"
-                )
-            mated, mated_ids = named_images(
-                ident_dir, "mated_probe", "mated_probe_img_ID_pairs", "mated_probe"
-            )
-            unmated = image_files(ident_dir / "unmated_probe")
-            if not unmated:
-                log.warning(
-                    "%s has no images: open-set TPIR at FPIR cannot be measured (n/a in the "
-                    "tables); only mated probes are scored",
-                    ident_dir / "unmated_probe",
-                )
-            start = len(paths)
-            paths += [*gallery, *mated, *unmated]
-            self.ident = {
-                "gallery": np.arange(start, start + len(gallery)),
-                "probes": np.arange(start + len(gallery), len(paths)),
-                "gallery_ids": gallery_ids,
-                # Non-mated probes carry an identity no gallery image has.
-                "probe_ids": np.concatenate(
-                    [mated_ids, np.full(len(unmated), min(gallery_ids.min(), 0) - 1)]
-                ),
-            }
+            self.ident = read_identification(ident_dir, paths)
         if self.pairs is None and self.ident is None:
             raise DataError(
                 f"{root}: neither Face_Verification_Test_Set nor Face_Identification_Test_Set"
