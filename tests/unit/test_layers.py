@@ -142,13 +142,13 @@ def test_models_and_pipelines_agree_on_the_released_networks_mean():
     assert MODEL_MEAN == PIPELINE_MEAN
 
 
-def test_no_function_is_longer_than_a_hundred_lines():
+def test_no_function_is_longer_than_eighty_lines():
     long = []
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
-                if lines > 100:
+                if lines > 80:
                     long.append(f"{name}.{node.name} ({lines} lines)")
     assert not long, f"split these into parts that each do one thing: {', '.join(long)}"
 
