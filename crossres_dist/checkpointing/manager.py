@@ -24,7 +24,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -69,7 +69,35 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class Stateful(Protocol):
+    """A part of the checkpoint: the top-level keys it writes, read back from the whole."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Keyed:
+    """A component whose state is one key of the checkpoint (the optimizer, the schedule, the
+    loss scaler: anything with torch's state_dict / load_state_dict)."""
+
+    def __init__(self, key: str, component) -> None:
+        self.key, self.component = key, component
+
+    def state_dict(self) -> dict:
+        return {self.key: self.component.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.component.load_state_dict(state[self.key])
+
+
 class CheckpointManager:
+    """Where the checkpoints are and which to keep; the parts a checkpoint is made of are
+    registered with it (``register``), each Stateful, and it puts them together
+    (``state_dict``) and restores them (``load_state_dict``) in the order they were registered.
+    A later part may overwrite an earlier part's keys (PartialFC writes the whole classifier
+    over the network's slice)."""
+
     def __init__(
         self,
         run_dir: Path,
@@ -82,6 +110,23 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.is_writer = is_writer
         self.best_metric: float | None = None
+        self.parts: dict[str, Stateful] = {}
+
+    def register(self, **parts: Stateful) -> None:
+        self.parts.update(parts)
+
+    def state_dict(self) -> dict:
+        """The checkpoint of the registered parts (every rank takes part: a part may gather)."""
+        state: dict = {}
+        for part in self.parts.values():
+            state.update(part.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Every part from `state`, then the best metric it carries."""
+        for part in self.parts.values():
+            part.load_state_dict(state)
+        self.restore_best(state.get("best_metric"))
 
     def step_path(self, step: int) -> Path:
         return self.dir / f"step_{step:08d}.pt"

@@ -64,42 +64,54 @@ class TrainingHead:
         finally:
             self.margin.train()
 
-    def add_to_checkpoint(
-        self, state: dict, student: nn.Module, optimizer: torch.optim.Optimizer
-    ) -> None:
-        """The margin's state (AdaFace's statistics) and, with PartialFC, the whole classifier
-        as the network's own cosine classifier, with its whole momentum: the checkpoint reads
-        as a margin head's on any number of ranks. Every rank takes part."""
-        if self.margin is None:
-            return
-        state["head"] = self.margin.state_dict()
-        if self.partial_fc is None:
-            return
+    def checkpoint_part(self, student: nn.Module, optimizer: torch.optim.Optimizer) -> HeadState:
+        """The head's part of the checkpoint (checkpointing.CheckpointManager.register)."""
+        return HeadState(self, student, optimizer)
+
+
+class HeadState:
+    """The margin's state (AdaFace's statistics) and, with PartialFC, the whole classifier
+    written over the network's slice as the network's own cosine classifier, with its whole
+    momentum: the checkpoint reads as a margin head's on any number of ranks. Every rank takes
+    part in state_dict (PartialFC gathers)."""
+
+    def __init__(self, head: TrainingHead, student: nn.Module, optimizer) -> None:
+        self.head, self.student, self.optimizer = head, student, optimizer
+
+    def state_dict(self) -> dict:
+        margin, partial_fc = self.head.margin, self.head.partial_fc
+        if margin is None:
+            return {}
+        state = {"head": margin.state_dict()}
+        if partial_fc is None:
+            return state
         from crossres_dist.heads.partial_fc import gather_momentum
 
-        weight = self.partial_fc.gather_weight()
-        momentum = gather_momentum(optimizer, self.partial_fc)
+        weight = partial_fc.gather_weight()
+        momentum = gather_momentum(self.optimizer, partial_fc)
         if weight is None:
-            return
-        weight_key, bias_key = type(student).classifier_keys
+            return state
+        weight_key, bias_key = type(self.student).classifier_keys
         state["student"] = {
-            **state["student"],
+            **self.student.state_dict(),
             weight_key: weight.cpu(),
             bias_key: torch.zeros(len(weight)),
         }
-        state["model_spec"] = replace(student.spec, classifier="cosine").as_dict()
+        state["model_spec"] = replace(self.student.spec, classifier="cosine").as_dict()
         state["partial_fc_momentum"] = momentum.cpu()
+        return state
 
-    def restore(self, state: dict, student: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if self.margin is not None and "head" in state:
-            self.margin.load_state_dict(state["head"])
-        if self.partial_fc is None:
+    def load_state_dict(self, state: dict) -> None:
+        margin, partial_fc = self.head.margin, self.head.partial_fc
+        if margin is not None and "head" in state:
+            margin.load_state_dict(state["head"])
+        if partial_fc is None:
             return
-        weight_key, _ = type(student).classifier_keys
-        self.partial_fc.load_full(state["student"][weight_key])
+        weight_key, _ = type(self.student).classifier_keys
+        partial_fc.load_full(state["student"][weight_key])
         momentum = state.get("partial_fc_momentum")
         if momentum is not None:
-            mine = momentum[self.partial_fc.start : self.partial_fc.end]
-            optimizer.state[self.partial_fc.weight]["momentum_buffer"] = mine.to(
-                self.partial_fc.weight.device
+            mine = momentum[partial_fc.start : partial_fc.end]
+            self.optimizer.state[partial_fc.weight]["momentum_buffer"] = mine.to(
+                partial_fc.weight.device
             )

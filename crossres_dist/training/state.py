@@ -1,8 +1,11 @@
-"""What a checkpoint keeps of the process beyond the networks and the optimizer: every global
-random generator, whole, so that a resumed run draws what an uninterrupted one would."""
+"""The training run's own parts of a checkpoint (each Stateful, registered with the checkpoint
+manager): the student with its spec, where the run is (TrainState, with every global random
+generator, whole, so that a resumed run draws what an uninterrupted one would), and what the run
+was (RunRecord)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,8 @@ import numpy as np
 import torch
 
 from crossres_dist.errors import SetupError
+
+log = logging.getLogger(__name__)
 
 
 def random_state() -> dict:
@@ -64,6 +69,44 @@ class TrainState:
         self.images_seen = state["images_seen"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
         restore_random_state(state["random"])
+
+
+class StudentState:
+    """The student's weights and spec. They are read back when the network is built
+    (student_teacher.build_networks: before it is wrapped and compiled), not here."""
+
+    def __init__(self, student: torch.nn.Module) -> None:
+        self.student = student
+
+    def state_dict(self) -> dict:
+        return {"student": self.student.state_dict(), "model_spec": self.student.spec.as_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+class RunRecord:
+    """What the run was: its config, label map, splits, lineage and number of ranks, kept with
+    every checkpoint for evaluation and the exports. On resume only the number of ranks is news."""
+
+    def __init__(self, cfg, identities, splits, lineage, world: int) -> None:
+        self.cfg, self.identities, self.splits = cfg, identities, splits
+        self.lineage, self.world = lineage, world
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "identities": self.identities,
+            "splits": self.splits,
+            "lineage": self.lineage,
+            "world_size": self.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world_size", self.world) != self.world:
+            # The data position is the step x the global batch, and each image's draws depend on
+            # its position only, so a run resumed on another number of ranks sees the same data.
+            log.info("resuming a %d-rank run on %d ranks", state["world_size"], self.world)
 
 
 def check_resumable(state: dict, total_steps: int, global_batch: int, where: Path) -> None:

@@ -14,7 +14,12 @@ import torch
 
 from crossres_dist import arithmetic, distributed, logs
 from crossres_dist.checkpointing import run_directory as rundir
-from crossres_dist.checkpointing.manager import CheckpointManager, resume_point, save_agreed
+from crossres_dist.checkpointing.manager import (
+    CheckpointManager,
+    Keyed,
+    resume_point,
+    save_agreed,
+)
 from crossres_dist.config import Config
 from crossres_dist.data import (
     check_degradations,
@@ -44,7 +49,7 @@ from crossres_dist.training.objective import (
     Curriculum,
 )
 from crossres_dist.training.optimizer import Schedule, accumulation_steps, build_optimizer
-from crossres_dist.training.state import TrainState, check_resumable
+from crossres_dist.training.state import RunRecord, StudentState, TrainState, check_resumable
 from crossres_dist.training.step_control import (
     Cadence,
     MetricWindow,
@@ -217,8 +222,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState(self.curriculum.p_at)
         self.on_step = None  # a benchmark's hook, called after every optimizer step
+        self._register_checkpoint_parts()
         if self.resume_state is not None:
-            self._restore(self.resume_state)
+            check_resumable(
+                self.resume_state, self.total_steps, cfg.optim.global_batch, self.checkpoints.dir
+            )
+            self.checkpoints.load_state_dict(self.resume_state)
         self.nonfinite = NonFiniteSteps(self.device, self.state.nonfinite_total)
         self.cadence = Cadence.from_config(cfg.train, cfg.val, self.total_steps)
 
@@ -249,37 +258,20 @@ class Trainer:
         self.validator = Validator(cfg, val_samples, *parts, self.verification_sets)
 
     # ------------------------------------------------------------------ checkpoint state
-    def state_dict(self) -> dict:
-        """The checkpoint: the student and its spec, the optimisation, where the run is
-        (TrainState), and what the run was (config, label map, splits, lineage, world size)."""
-        state = {
-            "student": self.student.state_dict(),
-            "model_spec": self.student.spec.as_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            **self.state.state_dict(),
-            "config": self.cfg.to_dict(),
-            "identities": self.identities,
-            "splits": self.splits,
-            "lineage": self.lineage,
-            "world_size": self.world,
-        }
-        self.head.add_to_checkpoint(state, self.student, self.optimizer)
-        return state
+    def _register_checkpoint_parts(self) -> None:
+        """What a checkpoint holds, part by part, in the order of its keys (and of a resume)."""
+        self.checkpoints.register(
+            student=StudentState(self.student),
+            optimizer=Keyed("optimizer", self.optimizer),
+            schedule=Keyed("schedule", self.schedule),
+            scaler=Keyed("scaler", self.scaler),
+            train_state=self.state,
+            run=RunRecord(self.cfg, self.identities, self.splits, self.lineage, self.world),
+            head=self.head.checkpoint_part(self.student, self.optimizer),
+        )
 
-    def _restore(self, state: dict) -> None:
-        check_resumable(state, self.total_steps, self.cfg.optim.global_batch, self.checkpoints.dir)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.head.restore(state, self.student, self.optimizer)
-        self.state.load_state_dict(state)
-        self.checkpoints.restore_best(state.get("best_metric"))
-        if state.get("world_size", self.world) != self.world:
-            # The data position is the step x the global batch, and each image's draws depend on
-            # its position only, so a run resumed on another number of ranks sees the same data.
-            log.info("resuming a %d-rank run on %d ranks", state["world_size"], self.world)
+    def state_dict(self) -> dict:
+        return self.checkpoints.state_dict()
 
     def save(self, metric: float | None = None) -> None:
         save_agreed(self.checkpoints, self.state_dict(), self.state.step, self.device, metric)
