@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-dlib demo-dlib-readme demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
+.PHONY: demo demo-band cross-cpu demo-dlib demo-dlib-readme demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
 	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 study-lfw-open-pooled \
 	study-orl-feature-terms study-lfw-dlib aligned teacher-alignment bench-pipeline bench-teacher bench-verification bench-partial-fc \
@@ -26,6 +26,16 @@ LFW ?= ../shared/data/lfw_deepfunneled_10to19
 # The demo, then its table and plot as results/demo/.
 demo-readme: $(VENV)/.installed
 	$(PY) -m tools.demo --readme $(DIRTY)
+
+# run.reproducible=cross_cpu on this CPU: its digest recorded (tests/assets/cross_cpu_digest.json)
+# or checked against the record, and the CPU kinds it has held on as results/cross-cpu/.
+cross-cpu: $(VENV)/.installed
+	$(PY) -m tools.cross_cpu $(DIRTY)
+
+# The band each figure of the demo's table moves in over seeds, as results/demo-band/ (make demo
+# says whether a table lies inside it; about 4 x the demo's time).
+demo-band: $(VENV)/.installed
+	$(PY) -m tools.demo --band 0 1 2 3 $(DIRTY)
 
 # The example benchmark report (every protocol on trees built from the LFW sample, with the
 # demo's networks; run make demo-readme first).

@@ -222,6 +222,8 @@ def splice() -> list[str]:
 # How each result is made again (the slow path, before a release: `make results`).
 REGENERATE = {
     "demo": "make demo-readme",
+    "demo-band": "make demo-band",
+    "cross-cpu": "make cross-cpu",
     "study-orl": "make study-orl",
     "study-lfw": "make study-lfw",
     "study-orl-degradations": "make study-orl-degradations",
@@ -256,6 +258,8 @@ TRAINED_WITH_HEADS = (*TRAINING, HEADS, "plans.json", "metrics.json")
 # plans it decodes.
 DEPENDS = {
     "demo": (*TRAINING, "plans.json", "metrics.json"),
+    "demo-band": (*TRAINING, "plans.json", "metrics.json"),
+    "cross-cpu": ("train_pretrain_torchvision.json",),
     "study-orl": (*TRAINING, "plans.json", "metrics.json"),
     "study-lfw": (*TRAINING, "plans.json", "metrics.json"),
     "study-orl-degradations": (*TRAINING, "plans.json", "metrics.json"),
