@@ -47,10 +47,11 @@ class RunConfig:
     # A run directory is locked by its job; a lock held from another host whose heartbeat is
     # older than this (seconds) is taken over.
     lock_stale_s: int = 120
-    # "": the CPU's own arithmetic (fastest). "cross_cpu": the same bits on any x86-64 CPU
-    # with AVX2 at the same versions and thread count (crossres_dist/arithmetic.py; the demo's
-    # setting; its cost: docs/operations.md, "The same bits on another CPU").
-    reproducible: Literal["", "cross_cpu"] = ""
+    # "": the CPU's own arithmetic (fastest). "cross_cpu": ATen, oneDNN and MKL pinned to AVX2
+    # paths, for the same bits on another x86-64 CPU at the same versions and thread count (the
+    # demo's setting); "cross_cpu_strict": oneDNN off as well (crossres_dist/arithmetic.py;
+    # their costs: docs/operations.md, "The same bits on another CPU").
+    reproducible: Literal["", "cross_cpu", "cross_cpu_strict"] = ""
 
     def problem(self) -> str | None:
         return None

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="run.seed of both stages")
     parser.add_argument(
         "--arithmetic",
-        choices=["cross_cpu", "native"],
+        choices=["cross_cpu", "cross_cpu_strict", "native"],
         default="cross_cpu",
         help="run.reproducible: cross_cpu (the same bits on any x86-64 CPU) or this CPU's own",
     )

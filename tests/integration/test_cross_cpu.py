@@ -25,7 +25,7 @@ def test_a_cross_cpu_run_ends_on_the_recorded_bits(tmp_path):
         )
     run_dir = tmp_path / "run"
     done = run_cmd(command(run_dir))
-    assert "arithmetic cross_cpu (ATen AVX2, oneDNN off, MKL_CBWR COMPATIBLE" in (
+    assert "arithmetic cross_cpu (ATen AVX2, oneDNN AVX2, MKL_CBWR COMPATIBLE" in (
         done.stdout + done.stderr
     )
     found = weights_digest(run_dir / "checkpoints" / "step_00000006.pt")
