@@ -1,6 +1,6 @@
 """The launchers' two questions:
 ``python -m crossres_dist.distributed route HOST`` (which of this node's addresses reaches HOST;
-bootstrap.main) and ``python -m crossres_dist.distributed supervise HOST:PORT -- torchrun ...``
+network.main) and ``python -m crossres_dist.distributed supervise HOST:PORT -- torchrun ...``
 (torchrun with a deadline on its rendezvous store; supervise.py)."""
 
 import os
@@ -15,6 +15,6 @@ if sys.argv[1:2] == ["supervise"]:
     # Without the interpreter's teardown: a probe thread may still sit in torch's store client,
     # whose destruction under it aborts the process ("terminate called ...").
     os._exit(code)
-from crossres_dist.distributed.bootstrap import main
+from crossres_dist.distributed.network import main
 
 sys.exit(main())

@@ -26,11 +26,11 @@ from tests.twohost import env_for, one_host_run, same_bits, sbatch_args, wait_go
 pytestmark = pytest.mark.launch
 
 # Long enough that the loss lands mid-run, short enough that the relaunch is quick.
-RUN = ("train.max_steps=60", "train.checkpoint_every=10", "val.every=60", "train.log_every=2")
+RUN = ("train.max_steps=40", "train.checkpoint_every=10", "val.every=40", "train.log_every=2")
 WATCHDOG_S = 5
 LIVENESS = (f"dist.watchdog_s={WATCHDOG_S}", "dist.timeout_s=120")
 # The launcher's two bounds (launch/multinode_torchrun.sh), small for the tests.
-STORE_LOST_S, JOIN_TIMEOUT = 5, 6
+STORE_LOST_S, JOIN_TIMEOUT = 4, 5
 PROBE_S = 2.0  # the supervisor's probe interval and deadline
 BEAT_S = max(0.5, min(5.0, WATCHDOG_S / 10))  # the watchdog's interval (watchdog.py)
 STORE_CALL_S = max(2.0, 2 * BEAT_S)  # and its store calls' deadline
@@ -103,7 +103,7 @@ def test_the_store_host_killed_ends_the_other_host_with_one_line(
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, tiny_teacher, *RUN, *LIVENESS)
     agents = launch_both(two_hosts, args, tmp_path, "loss")
-    wait_for(tmp_path / "loss-node1.log", "step 12/60", timeout=240)
+    wait_for(tmp_path / "loss-node1.log", "step 12/40", timeout=240)
     two_hosts.control("kill-job", "node1")
     lost_at = time.monotonic()
     # Its connections close: the next collective fails at once, the store is refused.
@@ -129,7 +129,7 @@ def test_a_host_cut_off_ends_both_hosts_in_bounded_time_and_the_relaunch_resumes
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, tiny_teacher, *RUN, *LIVENESS)
     agents = launch_both(two_hosts, args, tmp_path, "loss")
-    wait_for(tmp_path / "loss-node1.log", "step 12/60", timeout=240)
+    wait_for(tmp_path / "loss-node1.log", "step 12/40", timeout=240)
     two_hosts.control("cut", cut)
     lost_at = time.monotonic()
     try:
@@ -167,7 +167,7 @@ def test_a_frozen_rank_0_under_slurm_ends_the_job_and_the_requeue_resumes(
     job = subprocess.run(
         ["sbatch", *args], env=env, capture_output=True, text=True, check=True
     ).stdout.split()[-1]
-    wait_for(log, "step 12/60", timeout=240)
+    wait_for(log, "step 12/40", timeout=240)
     frozen = two_hosts.control("freeze", "node1").split()
     frozen_at = time.monotonic()
     assert len(frozen) == 1, frozen
