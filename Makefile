@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-band cross-cpu demo-dlib demo-dlib-readme demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
+.PHONY: demo demo-band cross-cpu bench-arithmetic demo-dlib demo-dlib-readme demo-readme benchmarks-readme test test-fast lint deps venv bench clean readme golden stale \
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
 	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 study-lfw-open-pooled \
 	study-orl-feature-terms study-lfw-dlib aligned teacher-alignment bench-pipeline bench-teacher bench-verification bench-partial-fc \
@@ -31,6 +31,10 @@ demo-readme: $(VENV)/.installed
 # or checked against the record, and the CPU kinds it has held on as results/cross-cpu/.
 cross-cpu: $(VENV)/.installed
 	$(PY) -m tools.cross_cpu $(DIRTY)
+
+# What run.reproducible costs: the demo teacher's first 60 steps in each mode (about 4 minutes).
+bench-arithmetic: $(VENV)/.installed
+	$(PY) bench/arithmetic_cost.py --readme $(DIRTY)
 
 # The band each figure of the demo's table moves in over seeds, as results/demo-band/ (make demo
 # says whether a table lies inside it; about 4 x the demo's time).
