@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESOLUTIONS = ["8px", "12px", "16px", "24px", "32px", "full"]
 
 
-# The figures of the README's table: (metric, model, resolution) -> value.
+# The figures of the README's table: (metric, model, resolution) -> value. The report keys a
+# resolution as "8" ... "32" and "full".
+LABELS = [r.removesuffix("px") for r in RESOLUTIONS]
 METRICS = {
     "top-1 (classifier)": lambda m, r: m["classifier_top1"][r],
     "rank-1, probe at r vs full-resolution gallery": lambda m, r: m["probe_vs_full_gallery"][r][
@@ -52,7 +54,7 @@ def figures(report: dict) -> dict[str, float | None]:
         f"{title} | {name} | {r}": value(report["models"][name], r)
         for title, value in METRICS.items()
         for name in MODELS
-        for r in RESOLUTIONS
+        for r in LABELS
     }
 
 
@@ -164,6 +166,10 @@ def run_demo(out: Path, nproc: int, settings: list[str]) -> tuple[dict, dict[str
     return json.loads((out / "eval" / "results.json").read_text()), timings
 
 
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def compare(mine: dict[str, float | None]) -> str:
     """Each figure against the README's (results/demo/) and the band over seeds
     (results/demo-band/): how many are equal, inside the band, outside it."""
@@ -188,7 +194,9 @@ def compare(mine: dict[str, float | None]) -> str:
     ]
     for key in outside:
         spread = f"band {band[key]['min']:.3f}-{band[key]['max']:.3f}" if key in band else "no band"
-        lines.append(f"  outside: {key}: {mine[key]} (README {readme.get(key)}, {spread})")
+        lines.append(
+            f"  outside: {key}: {fmt(mine[key])} (README {fmt(readme.get(key))}, {spread})"
+        )
     return "\n".join(lines)
 
 
@@ -215,7 +223,7 @@ def band_block(per_seed: dict[int, dict[str, float | None]]) -> tuple[str, dict]
     for title in METRICS:
         for i, name in enumerate(MODELS):
             cells = []
-            for r in RESOLUTIONS:
+            for r in LABELS:
                 b = band.get(f"{title} | {name} | {r}")
                 cells.append("n/a" if b is None else f"{b['min']:.3f}-{b['max']:.3f}")
             lines.append(f"| {title if i == 0 else ''} | {name} | {' | '.join(cells)} |")
