@@ -9,10 +9,10 @@ in which floats are summed, so the bits of a run:
 
 ``cross_cpu`` pins the ISA of the first three to what every x86-64 CPU with AVX2 has: ATen at
 AVX2, oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA``) and MKL's conditional numerical reproducibility
-(``MKL_CBWR=COMPATIBLE``); it costs the demo about 8 % (docs/operations.md). oneDNN may still
-block its loops by the CPU's cache sizes, which one machine cannot vary: ``cross_cpu_strict``
-turns oneDNN off as well (convolutions through ATen's own kernels, whose GEMM is MKL's), at about
-2.4 x the demo's training time. The thread count is the caller's (the demo runs 1 per process).
+(``MKL_CBWR=COMPATIBLE``): 1.13 x the time of 60 demo steps, start-up included, most of it the
+process starting twice (results/arithmetic-cost/). oneDNN may still block its loops by the CPU's
+cache sizes, which one machine cannot vary: ``cross_cpu_strict`` turns oneDNN off as well
+(convolutions through ATen's own kernels, whose GEMM is MKL's), at 2.0 x. The thread count is the caller's (the demo runs 1 per process).
 The pins are read when torch, oneDNN and MKL load, so the process runs itself again with them in
 its environment, once, before any work; under torchrun the pid stays the same.
 """
