@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import yaml
 
+from crossres_dist.distributed.settings import DistConfig
 from crossres_dist.errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
-from crossres_dist.heads import HEADS
-from crossres_dist.heads import check as check_head
-from crossres_dist.models import ARCHITECTURES, DEFAULT_ARCH, check_input
+from crossres_dist.heads.settings import HeadConfig
+from crossres_dist.models import check_input
+from crossres_dist.models.settings import ModelConfig
 
 
 def first_not_probability(section, name: str, keys: tuple[str, ...]) -> str | None:
@@ -126,48 +127,6 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    # The network family, one registered in crossres_dist/models/: seresnet (VGGFace2 SE-ResNet,
-    # Caffe BGR input; the paper's) or iresnet (ArcFace iResNet, RGB (x - 127.5) / 127.5,
-    # data.crop = its input side, 112).
-    arch: str = DEFAULT_ARCH
-    # Blocks per stage; [3, 4, 6, 3] is SE-ResNet-50 (and iResNet-34), [3, 4, 14, 3] iResNet-50,
-    # [3, 13, 30, 3] iResNet-100.
-    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
-    # Channels of the first stage (64 for SE-ResNet-50); each stage doubles it.
-    width: int = 64
-    # Squeeze-excite bottleneck ratio (16 in SE-ResNet-50).
-    se_reduction: int = 16
-    # iResNet's embedding size (the feature; 512 in arcface_torch); 0 = the family's default.
-    embedding: int = 0
-    # 0 = inferred from the training data.
-    num_classes: int = 0
-    # BatchNorm momentum 0 keeps the running statistics fixed, as in the released model.
-    bn_momentum: float = 0.0
-    # "batch": BatchNorm uses batch statistics in training; "frozen": running statistics always.
-    bn_mode: Literal["batch", "frozen"] = "batch"
-    # NHWC memory layout on GPU (faster convolutions with bf16).
-    channels_last: bool = True
-    # torch.compile the student (GPU: fuses the squeeze-excite and BatchNorm element-wise work).
-    compile: bool = False
-    # torch.compile's mode for the student (and the teacher, with teacher.compile):
-    # "reduce-overhead" adds CUDA graphs (small micro-batches), "max-autotune" tunes kernels.
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
-
-    def problem(self) -> str | None:
-        if not self.layers or any(n < 1 for n in self.layers):
-            return "model.layers: needs 1 or more stages with >= 1 block each"
-        if self.width < 4:
-            return "model.width: must be >= 4"
-        if self.arch not in ARCHITECTURES:
-            return (
-                f"model.arch: {self.arch!r} is not a registered architecture "
-                f"(registered: {', '.join(ARCHITECTURES)})"
-            )
-        return None
-
-
-@dataclass
 class TeacherConfig:
     # A project checkpoint, a plain state_dict, or a released VGGFace2 file (forms A, B, C).
     checkpoint: str = ""
@@ -249,32 +208,6 @@ class MethodConfig:
         if self.curriculum and self.curriculum_step <= 0:
             return "method.curriculum_step: must be > 0 when method.curriculum is true"
         return first_not_probability(self, "method", ("p", "curriculum_start"))
-
-
-@dataclass
-class HeadConfig:
-    # The classification head (crossres_dist/heads/): softmax (the network's own linear
-    # classifier; the paper's) or a margin on the cosine to the class centres: cosface, arcface,
-    # adaface (quality-adaptive, by the feature norm).
-    name: str = "softmax"
-    # s, the scale of a margin head's logits (64 in the three papers).
-    scale: float = 64.0
-    # m, a margin head's margin; null for its paper's (cosface 0.35, arcface 0.5, adaface 0.4).
-    margin: float | None = None
-    # AdaFace's h: how strongly the standardised feature norm moves the margin (0.333).
-    adaface_h: float = 0.333
-    # AdaFace's momentum for the running mean and deviation of the feature norms (0.01).
-    adaface_t_alpha: float = 0.01
-    # PartialFC: a margin head's classifier sharded by class over the ranks (1/N memory each).
-    partial_fc: bool = False
-    # PartialFC's sampling: each negative class is kept with this probability per step; every
-    # class of the global batch is always kept (1: the full head's loss).
-    partial_fc_rate: float = 1.0
-
-    def problem(self) -> str | None:
-        if self.name not in HEADS:
-            return f"head.name: {self.name!r} is not a registered head (registered: {', '.join(HEADS)})"
-        return check_head(self)
 
 
 @dataclass
@@ -406,24 +339,6 @@ class DebugConfig:
     inject_nan_steps: list[int] = field(default_factory=list)
     # Rank 0 dies (SIGKILL) half-way through writing this step's checkpoint; 0 = never.
     inject_kill_during_save: int = 0
-
-    def problem(self) -> str | None:
-        return None
-
-
-@dataclass
-class DistConfig:
-    # How ranks are found: "auto" (torchrun, then SLURM, then MPI, else one process) or forced.
-    launcher: Literal["auto", "torchrun", "slurm", "mpi", "single"] = "auto"
-    # "nccl" (GPU), "gloo" (CPU), or "auto" (from the device).
-    backend: Literal["auto", "nccl", "gloo"] = "auto"
-    # Every collective (and the wait for rank-0 validation) fails after this many seconds.
-    timeout_s: int = 1800
-    # A rank without a heartbeat for this long (frozen, SIGSTOP, a hung node) ends the job so
-    # that torchrun / SLURM restarts it from the last checkpoint; 0 = off. Far below timeout_s.
-    watchdog_s: int = 300
-    # The rendezvous port under SLURM or MPI; 0 = derived from the job id / chosen free.
-    port: int = 0
 
     def problem(self) -> str | None:
         return None
@@ -711,15 +626,18 @@ def _type_name(hint: Any) -> str:
 
 def settings_help() -> list[tuple[str, str, Any, str]]:
     """(section.key, type, default, meaning) for every setting, the meaning read from the
-    comment above the field in this file: the one place each setting is documented."""
+    comment above the field in the module that owns its section (this file, or a package's
+    settings.py): the one place each setting is documented."""
     import ast
     import inspect
 
-    source = inspect.getsource(sys.modules[__name__])
-    lines = source.splitlines()
     comments: dict[tuple[str, str], str] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.ClassDef):
+    for module in {cls.__module__ for cls in SECTIONS.values()}:
+        source = inspect.getsource(sys.modules[module])
+        lines = source.splitlines()
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
             for item in node.body:
                 if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                     above, i = [], item.lineno - 2
