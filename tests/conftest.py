@@ -259,7 +259,7 @@ class TwoHosts:
         return ["bash", str(script), host, str(hosts or self.hosts), *cmd]
 
     def control(self, action: str, host: str) -> str:
-        """hosts.sh ACTION HOST (kill, kill-job, cut, link, revive, leftovers): its output."""
+        """hosts.sh ACTION HOST (kill-job, cut, link, freeze, leftovers): its output."""
         script = REPO / "tests" / "cluster" / "hosts.sh"
         return subprocess.run(
             ["bash", str(script), action, str(self.dir), host],

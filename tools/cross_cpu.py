@@ -21,8 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
+from crossres_dist.checkpointing.manager import load_checkpoint
 from tools import published as results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +47,7 @@ def cpu_kind() -> str:
 
 def weights_digest(checkpoint: Path) -> str:
     """sha256 over the student's tensors, name and bytes, in name order."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["student"]
+    state = load_checkpoint(checkpoint)["student"]
     digest = hashlib.sha256()
     for name in sorted(state):
         digest.update(name.encode())

@@ -76,22 +76,26 @@ def torchrun(nproc: int, *args: str) -> None:
 DEMO_DATA = ("embedded:orl",)
 
 
-def table(report: dict) -> str:
-    """The README's demo table: both models on the test split, one row per metric and model."""
-    labels = [r.removesuffix("px") for r in RESOLUTIONS]
+def table_lines(cell) -> list[str]:
+    """The README's table layout, one row per metric and model; `cell(metric, model, r)` is
+    the text of a cell."""
     lines = [
         "| test split | model | "
-        + " | ".join(f"{r} px" if r != "full" else r for r in labels)
+        + " | ".join(f"{r} px" if r != "full" else r for r in LABELS)
         + " |",
-        "|---|---|" + "---|" * len(labels),
+        "|---|---|" + "---|" * len(LABELS),
     ]
-    for title, value in METRICS.items():
+    for title in METRICS:
         for i, name in enumerate(MODELS):
-            model = report["models"][name]
-            cells = [value(model, r) for r in labels]
-            text = " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells)
+            text = " | ".join(cell(title, name, r) for r in LABELS)
             lines.append(f"| {title if i == 0 else ''} | {name} | {text} |")
-    return "\n".join(lines)
+    return lines
+
+
+def table(report: dict) -> str:
+    """The README's demo table: both models on the test split."""
+    values = figures(report)
+    return "\n".join(table_lines(lambda *key: fmt(values[" | ".join(key)])))
 
 
 def results_block(report: dict) -> str:
@@ -209,24 +213,18 @@ def band_block(per_seed: dict[int, dict[str, float | None]]) -> tuple[str, dict]
         values = sorted(v[key] for v in per_seed.values() if v[key] is not None)
         if values:
             band[key] = {"min": values[0], "median": statistics.median(values), "max": values[-1]}
-    labels = [r.removesuffix("px") for r in RESOLUTIONS]
+
+    def cell(*key: str) -> str:
+        b = band.get(" | ".join(key))
+        return "n/a" if b is None else f"{b['min']:.3f}-{b['max']:.3f}"
+
     lines = [
         f"The demo over {len(per_seed)} seeds (run.seed {', '.join(map(str, per_seed))}, both "
         "stages), each figure's lowest and highest value: a table that differs from the one above "
         "but lies inside these ranges moved as far as another seed moves it.",
         "",
-        "| test split | model | "
-        + " | ".join(f"{r} px" if r != "full" else r for r in labels)
-        + " |",
-        "|---|---|" + "---|" * len(labels),
+        *table_lines(cell),
     ]
-    for title in METRICS:
-        for i, name in enumerate(MODELS):
-            cells = []
-            for r in LABELS:
-                b = band.get(f"{title} | {name} | {r}")
-                cells.append("n/a" if b is None else f"{b['min']:.3f}-{b['max']:.3f}")
-            lines.append(f"| {title if i == 0 else ''} | {name} | {' | '.join(cells)} |")
     return "\n".join(lines), {"seeds": list(per_seed), "figures": band}
 
 
@@ -260,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-dirty", action="store_true", help="with --readme: see results.py")
     args = parser.parse_args(argv)
     arithmetic = "" if args.arithmetic == "native" else args.arithmetic
-    settings = [f"run.seed={args.seed}", f"run.reproducible={arithmetic}"]
+
+    def settings(seed: int) -> list[str]:
+        return [f"run.seed={seed}", f"run.reproducible={arithmetic}"]
+
     provenance = None
     if args.readme or args.band:
         command = "make demo-band" if args.band else "make demo-readme"
@@ -274,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.band:
             out = REPO / "runs" / "demo-band" / f"seed-{seed}"
             shutil.rmtree(out, ignore_errors=True)
-            report, _ = run_demo(
-                out, args.nproc, [f"run.seed={seed}", f"run.reproducible={arithmetic}"]
-            )
+            report, _ = run_demo(out, args.nproc, settings(seed))
             per_seed[seed] = figures(report)
         text, payload = band_block(per_seed)
         print("\n" + text)
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     out = REPO / args.out
     if out.exists() and not args.keep:
         shutil.rmtree(out)
-    report, timings = run_demo(out, args.nproc, settings)
+    report, timings = run_demo(out, args.nproc, settings(args.seed))
     text = results_block(report)
     (out / "results.md").write_text(text + "\n")
     print("\n" + text)

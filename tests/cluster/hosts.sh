@@ -140,15 +140,11 @@ host=${3:-}
 case "$action" in
   start) start ;;
   stop) stop_hosts ;;
-  # The loss of a whole node: every process of HOST (its slurmd, its workers) killed at once.
-  kill) pids=$(ip netns pids "$(netns "${host:?host}")"); [ -z "$pids" ] || kill -9 $pids ;;
   # The job's processes on HOST killed at once (the node lost, its SLURM daemons kept).
   kill-job) pids=$(job_pids "${host:?host}"); [ -z "$pids" ] || kill -9 $pids ;;
   # HOST cut off from the network (no FIN, no reset: its packets go nowhere), and back.
   cut) ip -n "$(netns "${host:?host}")" link set eth0 down ;;
   link) ip -n "$(netns "${host:?host}")" link set eth0 up ;;
-  # Its slurmd back (the node rebooted): SLURM returns it to service.
-  revive) start_slurmd "${host:?host}" ;;
   # A rank frozen: SIGSTOP to the job's python processes on HOST that run the trainer (not
   # srun or mpirun, whose command lines name it too); their pids, one a line.
   freeze) for pid in $(job_pids "${host:?host}"); do
