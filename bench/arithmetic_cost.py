@@ -39,7 +39,7 @@ def timed_run(mode: str) -> tuple[float, str]:
             f"run.output_dir={scratch}",
             f"run.reproducible={mode}",
             f"train.max_steps={STEPS}",
-            f"train.checkpoint_every={STEPS}",
+            f"checkpoint.every={STEPS}",
             "val.every=100000",
             "train.progress_bar=false",
         ]

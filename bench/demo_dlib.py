@@ -43,7 +43,7 @@ def main() -> None:
         )
     times["train"] = stage(
         [py, "-m", "crossres_dist.train", "--config", "configs/dlib_recipe.yaml", *DATA,
-         f"run.output_dir={args.out}", "run.resume=never", "train.progress_bar=false"]
+         f"run.output_dir={args.out}", "checkpoint.resume=never", "train.progress_bar=false"]
     )  # fmt: skip
     times["evaluate"] = stage(
         [py, "-m", "crossres_dist.evaluate", "--config", "configs/dlib_recipe.yaml", *DATA,

@@ -63,10 +63,10 @@ def main() -> None:
         "model.num_classes=0",
         f"run.output_dir={out}",
         "run.name=e2e",
-        "run.resume=never",
+        "checkpoint.resume=never",
         f"train.max_steps={total}",
         f"val.every={total}",
-        f"train.checkpoint_every={total}",
+        f"checkpoint.every={total}",
         "train.progress_bar=false",
     ]
     cfg_probe = load_config(args.config, [*bench_settings, "teacher.checkpoint=x", *args.overrides])
@@ -122,8 +122,8 @@ def main() -> None:
         "micro_batch": cfg.data.micro_batch,
         "global_batch": cfg.optim.global_batch,
         "teacher_sharding": cfg.teacher.sharding,
-        "compile": cfg.model.compile,
-        "compile_mode": cfg.model.compile_mode,
+        "compile": cfg.compile.student,
+        "compile_mode": cfg.compile.mode,
         "steps_timed": args.steps,
         "images_per_s": images_per_s,
         "mean_step_s": elapsed / args.steps,

@@ -24,8 +24,8 @@
 #   e2e_r50_arcface_pfc  the field's path: an iResNet-50 student at 112 px (iResNet-100 teacher),
 #                        ArcFace with PartialFC at rate 0.2, on a RecordIO set packed on the device
 #                        from the LFW sample (crossres-pack --size 112), configs/arcface_r50.yaml;
-#   e2e_b256_compiled    model.compile=true; e2e_recipe_compiled the shipped recipe compiled;
-#   e2e_b256_teacher_compiled  teacher.compile=true too; e2e_b32_cudagraphs (reduce-overhead).
+#   e2e_b256_compiled    compile.student=true; e2e_recipe_compiled the shipped recipe compiled;
+#   e2e_b256_teacher_compiled  compile.teacher=true too; e2e_b32_cudagraphs (reduce-overhead).
 # The eager rows fit one device run (about 6 minutes); the compiled ones are a second
 # (ONLY="b256_compiled recipe_compiled b256_teacher_compiled b32_cudagraphs").
 #
@@ -98,10 +98,10 @@ if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" r50_arcface_pfc "* ]]; then
     data.verification=[] val.select_by=top1 optim.global_batch=512
   cfg="--config configs/vggface2_senet50.yaml --data $DATA"
 fi
-e2e b256_compiled 220 256 20 --profile 3 model.compile=true
-e2e recipe_compiled 200 256 20 $recipe model.compile=true
-e2e b256_teacher_compiled 240 256 20 model.compile=true teacher.compile=true
-e2e b32_cudagraphs 240 32 4 model.compile=true model.compile_mode=reduce-overhead
+e2e b256_compiled 220 256 20 --profile 3 compile.student=true
+e2e recipe_compiled 200 256 20 $recipe compile.student=true
+e2e b256_teacher_compiled 240 256 20 compile.student=true compile.teacher=true
+e2e b32_cudagraphs 240 32 4 compile.student=true compile.mode=reduce-overhead
 echo "== done at $(($(date +%s) - start)) s"
 python3 - "$OUT" <<'EOF'
 import json, pathlib, sys

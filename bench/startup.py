@@ -85,7 +85,7 @@ def time_to_first_step(train: str, val: str, root: str, run_dir: Path, ranks: in
     args = [
         "--config", str(REPO / "tests" / "tiny.yaml"),
         f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}",
-        "run.stage=pretrain", "teacher.checkpoint=", "run.resume=never",
+        "run.stage=pretrain", "teacher.checkpoint=", "checkpoint.resume=never",
         f"data.train={train}", f"data.val={val}", f"data.root={root}", "data.test=",
         "data.check=off", "data.backend=torchvision", "train.precision=fp32",
         "train.max_steps=1", "train.log_every=1", "val.every=1000",

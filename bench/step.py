@@ -25,7 +25,6 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossres_dist import distributed  # noqa: E402
-from crossres_dist.config import OptimConfig  # noqa: E402
 from crossres_dist.distributed.parallelize import local_parameter_bytes, shard_teacher  # noqa: E402
 from crossres_dist.models import ModelSpec, build_model  # noqa: E402
 from crossres_dist.precision import autocast_for, resolve_precision  # noqa: E402
@@ -35,6 +34,7 @@ from crossres_dist.training.objective import (  # noqa: E402
     freeze,
 )
 from crossres_dist.training.optimizer import build_optimizer  # noqa: E402
+from crossres_dist.training.settings import OptimConfig  # noqa: E402
 
 # Dense bf16 tensor-core peaks (FLOP/s) for the chips we report on.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

@@ -72,7 +72,7 @@ def worker(args) -> None:
     spec = spec_from_config(cfg.model, 100, input_size=cfg.data.crop)
     torch.manual_seed(0)
     model = build_model(spec).to(device).eval()
-    views = view_settings(cfg, spec, evaluation=True)
+    views = view_settings(cfg.data, cfg.method, spec, evaluation=True)
     loader = Loader("dali", views, args.batch, device, cfg.data.num_threads, 0)
     autocast = autocast_for(resolve_precision("auto", device), device)
     vset = read_bin(args.bin)

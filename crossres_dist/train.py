@@ -11,10 +11,11 @@ import gc
 import sys
 
 from crossres_dist.arithmetic import pin as pin_arithmetic
-from crossres_dist.config import format_settings_help, load_config
+from crossres_dist.config import load_config
 from crossres_dist.distributed import PeerStopped
 from crossres_dist.distributed.parallelize import use_compile_cache
 from crossres_dist.errors import CrossresError
+from crossres_dist.settings_help import format_settings_help
 from crossres_dist.training.trainer import run
 from crossres_dist.weights import preflight
 from pipelines.sources import DataError
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         pin_arithmetic(cfg.run.reproducible, may_run_again=argv is None)  # before any work
         if cfg.run.stage == "crossres":
             preflight(cfg.teacher.checkpoint)  # a missing or damaged teacher before any data
-        use_compile_cache(cfg.train.compile_cache)  # before anything compiles
+        use_compile_cache(cfg.compile.cache)  # before anything compiles
         return run(cfg)
     except PeerStopped as err:
         return err.code  # the rank that failed has said why, in one line

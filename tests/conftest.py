@@ -140,7 +140,7 @@ def children(pid: int) -> list[int]:
 UNTIL_STOPPED = (
     "train.max_steps=5000",
     "val.every=5000",
-    "train.checkpoint_every=5000",
+    "checkpoint.every=5000",
     "train.log_every=5",
 )
 

@@ -160,7 +160,7 @@ def _training_trace(stage: str, backend: str, extra: tuple[str, ...] = ()) -> di
             f"train.max_steps={TRAIN_STEPS}",
             "train.log_every=1",
             "val.every=3",
-            "train.checkpoint_every=3",
+            "checkpoint.every=3",
             "run.seed=0",
         ]
         if stage == "pretrain":

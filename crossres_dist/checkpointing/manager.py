@@ -11,7 +11,7 @@ What cannot wedge a run directory:
   and never counts toward keep-last, so pruning cannot delete the good ones instead;
 - if no step checkpoint is readable, ``best.pt`` (a whole checkpoint too) is the fallback;
 - if nothing is readable the run refuses to start rather than silently start over: starting from
-  step 0 needs ``run.resume=never``, which moves the old checkpoints aside (never deletes them);
+  step 0 needs ``checkpoint.resume=never``, which moves the old checkpoints aside (never deletes them);
 - a missing or unreadable ``best.pt`` is written again at the next validation.
 """
 
@@ -112,6 +112,13 @@ class CheckpointManager:
         self.best_metric: float | None = None
         self.parts: dict[str, Stateful] = {}
 
+    def preflight(self, student: torch.nn.Module) -> None:
+        """Before the first step (the writer): the run directory is writable and has room for
+        this student's checkpoints (about three times its weights: the weights, the
+        optimizer's momentum, the rest)."""
+        weights = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+        rundir.preflight(self.dir.parent, 3 * weights)
+
     def register(self, **parts: Stateful) -> None:
         self.parts.update(parts)
 
@@ -190,14 +197,14 @@ class CheckpointManager:
         log.warning("%s: %s; moved to %s", path, why, target)
 
     def start_fresh(self) -> None:
-        """run.resume=never: the checkpoints of an earlier run move aside, none is deleted."""
+        """checkpoint.resume=never: the checkpoints of an earlier run move aside, none is deleted."""
         if not self.is_writer:
             return
         old = self.complete() + ([self.best_path] if self.best_path.is_file() else [])
         if old:
             folder = f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
             for path in old:
-                self._set_aside(path, folder, "run.resume=never starts over")
+                self._set_aside(path, folder, "checkpoint.resume=never starts over")
 
     def find_latest(self) -> tuple[Path, dict] | None:
         """Rank 0: the newest checkpoint that loads (a step file, else best.pt). Partial files
@@ -219,8 +226,8 @@ class CheckpointManager:
             return self.best_path, best
         if unreadable:
             raise CheckpointError(
-                f"run.resume: every checkpoint in {self.dir} is unreadable ({unreadable} moved to "
-                f"{self.dir / 'corrupt'}/); restore one there, or set run.resume=never to start "
+                f"checkpoint.resume: every checkpoint in {self.dir} is unreadable ({unreadable} moved to "
+                f"{self.dir / 'corrupt'}/); restore one there, or set checkpoint.resume=never to start "
                 "over from step 0"
             )
         return None
@@ -250,7 +257,7 @@ class CheckpointManager:
 def resume_point(manager: CheckpointManager, mode: str) -> dict | None:
     """The state every rank resumes from (None: a fresh start). Rank 0 chooses the checkpoint
     (setting aside what it cannot read); every rank loads the one it names, so all resume from
-    the same step. `mode` is run.resume ("never" moves earlier checkpoints aside)."""
+    the same step. `mode` is checkpoint.resume ("never" moves earlier checkpoints aside)."""
     chosen, state, error = None, None, None
     if manager.is_writer:
         try:

@@ -13,6 +13,7 @@ from crossres_dist.data.file_checks import (
 )
 from crossres_dist.data.run_data import (
     RunData,
+    ValidationChoice,
     check_identities,
     check_same_split,
     check_sizes,
@@ -21,22 +22,16 @@ from crossres_dist.data.run_data import (
     record_lineage,
     validation_samples,
 )
-from crossres_dist.data.views import (
-    check_degradations,
-    configured_ranges,
-    loader_for,
-    view_settings,
-)
+from crossres_dist.data.views import loader_for, view_settings
 
 __all__ = [
     "FileReport",
     "RunData",
-    "check_degradations",
+    "ValidationChoice",
     "check_identities",
     "check_run_files",
     "check_same_split",
     "check_sizes",
-    "configured_ranges",
     "excluded_during_run",
     "label_map",
     "load_manifest",

@@ -22,6 +22,7 @@ from pipelines.sources import (
     DataError,
     Sample,
 )
+from crossres_dist.data.settings import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def check_run_files(
     return report
 
 
-def report_files(report: FileReport, data_cfg, total: int) -> None:
+def report_files(report: FileReport, data_cfg: DataConfig, total: int) -> None:
     """One line per finding on rank 0; unusable files refused unless data.skip_bad_files."""
     if report.from_manifest:
         log.info("data: %d of %d files verified by the manifest", report.from_manifest, total)
@@ -154,7 +155,7 @@ def undecodable(paths: list[str], backend: str, device: torch.device) -> dict[st
     return bad
 
 
-def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg, rank: int) -> None:
+def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg: DataConfig, rank: int) -> None:
     """A decode failure in training: the files are named, excluded, and the run goes on,
     unless more than data.max_bad_fraction of the training files have failed."""
     for path, why in bad.items():

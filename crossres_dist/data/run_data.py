@@ -16,6 +16,7 @@ from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.data.check import refuse_undecodable
 from crossres_dist.data.file_checks import check_run_files, report_files
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.errors import SetupError
 from crossres_dist.verification import image_namer, images_of, load_sets, verification_paths
 from crossres_dist.weights import lineage_of
@@ -33,7 +34,7 @@ from pipelines.sources import (
 log = logging.getLogger(__name__)
 
 
-def check_sizes(train: list[Sample], data_cfg, world: int) -> None:
+def check_sizes(train: list[Sample], data_cfg: DataConfig, world: int) -> None:
     per_step = data_cfg.micro_batch * world
     if per_step > len(train):
         raise DataError(
@@ -42,7 +43,21 @@ def check_sizes(train: list[Sample], data_cfg, world: int) -> None:
         )
 
 
-def validation_samples(held_out: list[Sample], data_cfg, val_cfg) -> list[Sample]:
+@dataclass(frozen=True)
+class ValidationChoice:
+    """The validation section's part that the data decides before the first step: which
+    held-out images validation keeps (val.every_nth, val.offset, val.min_images) and whether
+    the verification sets choose best.pt (val.select_by)."""
+
+    every_nth: int = 1
+    offset: int = 0
+    min_images: int = 40
+    select_by: str = "top1"
+
+
+def validation_samples(
+    held_out: list[Sample], data_cfg: DataConfig, val_cfg: ValidationChoice
+) -> list[Sample]:
     """The validation images kept (every `val.every_nth` from `val.offset`); refused when too
     few remain to choose a checkpoint, said when some held-out images are left unused."""
     kept = held_out[val_cfg.offset :: val_cfg.every_nth]
@@ -70,7 +85,9 @@ def validation_samples(held_out: list[Sample], data_cfg, val_cfg) -> list[Sample
     return kept
 
 
-def check_identities(train: list[Sample], identities: dict[str, int], data_cfg) -> None:
+def check_identities(
+    train: list[Sample], identities: dict[str, int], data_cfg: DataConfig
+) -> None:
     """Every identity keeps data.min_images_per_identity training images."""
     names = {label: name for name, label in identities.items()}
     counts = np.bincount([s.label for s in train], minlength=len(identities))
@@ -102,28 +119,35 @@ class RunData:
 
 @collector_paused()
 def prepare_run_data(
-    cfg, run_dir: Path, resume_state: dict | None, checkpoints_dir: Path, rank: int, world: int
+    data_cfg: DataConfig,
+    choice: ValidationChoice,
+    *,
+    run_dir: Path,
+    resume_state: dict | None,
+    checkpoints_dir: Path,
+    rank: int,
+    world: int,
 ) -> RunData:
     """One split for every rank, run, seed and evaluation (drawn with data.split_seed, recorded
     in every checkpoint), one label map (the checkpoint's on resume), and the files checked."""
     started = time.perf_counter()
-    split_spec = SplitSpec.from_config(cfg.data)
+    split_spec = SplitSpec.from_config(data_cfg)
     if resume_state is not None:
         check_same_split(resume_state, split_spec, checkpoints_dir)
     label_file = run_dir / "identities.json"
     splits = load_splits(split_spec, label_map(resume_state, label_file, rank))
     if not splits.train.samples:
-        raise SetupError(f"data.train: {cfg.data.train} has no training images")
-    val_samples = validation_samples(splits.val.samples, cfg.data, cfg.val)
-    verification = verification_sets(cfg, run_dir, rank, world)
+        raise SetupError(f"data.train: {data_cfg.train} has no training images")
+    val_samples = validation_samples(splits.val.samples, data_cfg, choice)
+    verification = verification_sets(data_cfg, choice.select_by, run_dir, rank, world)
     train_set = splits.train
-    files = check_run_files(train_set.samples, val_samples, cfg.data, rank, world)
+    files = check_run_files(train_set.samples, val_samples, data_cfg, rank, world)
     # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
-    report_files(files, cfg.data, len(train_set.samples) + len(val_samples))
+    report_files(files, data_cfg, len(train_set.samples) + len(val_samples))
     train_samples = [s for s in train_set.samples if s.path not in files.unusable]
     val_samples = [s for s in val_samples if s.path not in files.unusable]
-    check_sizes(train_samples, cfg.data, world)
-    check_identities(train_samples, train_set.identities, cfg.data)
+    check_sizes(train_samples, data_cfg, world)
+    check_identities(train_samples, train_set.identities, data_cfg)
     described = splits.describe()
     if rank == 0:
         rundir.write_json(label_file, train_set.identities)
@@ -135,8 +159,8 @@ def prepare_run_data(
         len(val_samples),
         described["counts"]["test"],
         train_set.num_classes,
-        cfg.data.split_seed,
-        choose_backend(cfg.data.backend),
+        data_cfg.split_seed,
+        choose_backend(data_cfg.backend),
         time.perf_counter() - started,
     )
     return RunData(
@@ -153,14 +177,16 @@ def prepare_run_data(
     )
 
 
-def verification_sets(cfg, run_dir: Path, rank: int, world: int) -> list:
+def verification_sets(
+    data_cfg: DataConfig, select_by: str, run_dir: Path, rank: int, world: int
+) -> list:
     """data.verification's sets, read and every image decoded (each rank its share) before any
     network is built; val.select_by=verification with no set found is refused here."""
-    paths = verification_paths(cfg.data.verification, cfg.data.train)
-    if not paths and cfg.val.select_by == "verification":
+    paths = verification_paths(data_cfg.verification, data_cfg.train)
+    if not paths and select_by == "verification":
         raise SetupError(
-            f"val.select_by: verification, but data.verification={cfg.data.verification!r} "
-            f"finds no .bin set (auto looks beside data.train, {cfg.data.train}): put the sets "
+            f"val.select_by: verification, but data.verification={data_cfg.verification!r} "
+            f"finds no .bin set (auto looks beside data.train, {data_cfg.train}): put the sets "
             "there, list them, or set val.select_by=top1"
         )
     sets = load_sets(paths, rank, world, run_dir / "cache" / "bins")
@@ -168,7 +194,7 @@ def verification_sets(cfg, run_dir: Path, rank: int, world: int) -> list:
         images_of(sets),
         rank,
         world,
-        cfg.data.num_threads,
+        data_cfg.num_threads,
         image_namer(sets),
         "images of the verification sets",
     )
@@ -209,13 +235,16 @@ def check_same_split(resume_state: dict, spec: SplitSpec, checkpoints_dir: Path)
             )
 
 
-def record_lineage(cfg, resume_state, held_out_parts, splits, is_main: bool) -> list[dict]:
-    """What the checkpoints this run starts from were trained on, kept in every checkpoint
-    so that the evaluator can refuse images any of them saw. A teacher that trained on
-    this run's validation or test images is reported: the student's numbers would leak."""
-    sources = [cfg.teacher.checkpoint] if cfg.run.stage == "crossres" else []
-    if cfg.student.init not in ("teacher", ""):
-        sources.append(cfg.student.init)
+def record_lineage(
+    sources: list[str],
+    resume_state: dict | None,
+    held_out_parts: dict[str, list[Sample]],
+    splits: dict,
+    is_main: bool,
+) -> list[dict]:
+    """What the checkpoints this run starts from (`sources`) were trained on, kept in every
+    checkpoint so that the evaluator can refuse images any of them saw. A teacher that trained
+    on this run's validation or test images is reported: the student's numbers would leak."""
     if resume_state is not None and "lineage" in resume_state:
         lineage = resume_state["lineage"]
     else:

@@ -1,75 +1,61 @@
 """From the configuration to the pipelines: how the views are made (``view_settings``, for
-training and for evaluation alike), the degradation ranges as configured, checked against the
-registry, and the one loader settings object of a run."""
+training and for evaluation alike) and the one loader settings object of a run. The
+degradation steps and their ranges were checked with the rest of the configuration (the
+method section, training/settings.py)."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
-from crossres_dist.errors import ConfigError
+from crossres_dist.data.settings import DataConfig
+from crossres_dist.models import ModelSpec
 from pipelines import Loader, ViewSettings
-from pipelines.degradations import STEPS, Degradations, check_ranges, parse_steps
+from pipelines.degradations import Degradations, parse_steps
 
-log = logging.getLogger(__name__)
-
-
-def view_settings(cfg, spec, evaluation: bool = False) -> ViewSettings:
+def view_settings(
+    data_cfg: DataConfig, method_cfg, spec: ModelSpec, evaluation: bool = False
+) -> ViewSettings:
     """How the run's views are made: data.* sizes and draws, the network's own input
-    normalisation (its spec), and the degradation steps of method.*. For `evaluation`, the same
-    geometry and normalisation without the training draws (random grayscale, mirroring, the
-    degradation steps): a protocol degrades its probes by its own conditions."""
+    normalisation (its spec), and the degradation steps of method.* (`method_cfg`, the method
+    section: its resolutions, steps and ranges). For `evaluation`, the same geometry and
+    normalisation without the training draws (random grayscale, mirroring, the degradation
+    steps): a protocol degrades its probes by its own conditions."""
     if evaluation:
         return ViewSettings(
-            cfg.data.resize_shorter,
-            cfg.data.crop,
+            data_cfg.resize_shorter,
+            data_cfg.crop,
             0.0,
-            cfg.method.resolutions,
+            method_cfg.resolutions,
             channels=spec.channels,
             mean=spec.mean,
             scale=spec.scale,
         )
     return ViewSettings(
-        cfg.data.resize_shorter,
-        cfg.data.crop,
-        cfg.data.grayscale_p,
-        cfg.method.resolutions,
-        cfg.data.hflip_p,
+        data_cfg.resize_shorter,
+        data_cfg.crop,
+        data_cfg.grayscale_p,
+        method_cfg.resolutions,
+        data_cfg.hflip_p,
         spec.channels,
         spec.mean,
         spec.scale,
-        Degradations(steps=parse_steps(cfg.method.degradations), **configured_ranges(cfg.method)),
+        Degradations(
+            steps=parse_steps(method_cfg.degradations), **method_cfg.ranges_by_key()
+        ),
     )
 
 
-def configured_ranges(method_cfg) -> dict[str, list]:
-    """Every registered step's range as configured, by its range key: method.resolutions for
-    downsample (the method's own list), an entry of method.ranges for every other step."""
-    ranges = {f"ranges.{name}": values for name, values in method_cfg.ranges.items()}
-    return {"resolutions": method_cfg.resolutions, **ranges}
-
-
-def loader_for(cfg, views: ViewSettings, device: torch.device) -> Loader:
-    """One loader settings object for every stream of batches the run makes."""
+def loader_for(
+    data_cfg: DataConfig, views: ViewSettings, device: torch.device, seed: int, interpolation: str
+) -> Loader:
+    """One loader settings object for every stream of batches the run makes (`seed`: run.seed,
+    `interpolation`: method.interpolation)."""
     return Loader(
-        cfg.data.backend,
+        data_cfg.backend,
         views,
-        cfg.data.micro_batch,
+        data_cfg.micro_batch,
         device,
-        cfg.data.num_threads,
-        cfg.run.seed,
-        cfg.method.interpolation,
+        data_cfg.num_threads,
+        seed,
+        interpolation,
     )
-
-
-def check_degradations(cfg) -> None:
-    """method.degradations names steps the pipelines know, with probabilities in [0, 1], and
-    every step's range is one it allows (method.ranges names registered steps only): checked
-    here, where the pipelines' registry is known (the config module does not import them),
-    before any process group or file is touched."""
-    try:
-        parse_steps(cfg.method.degradations)
-        check_ranges(configured_ranges(cfg.method))
-    except ValueError as err:
-        raise ConfigError(f"{cfg.source}: {err}") from None

@@ -31,7 +31,7 @@ def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory
 
 
 def use_compile_cache(directory: str) -> None:
-    """Keep compiled code in `directory` across runs (train.compile_cache): Inductor's FX graph
+    """Keep compiled code in `directory` across runs (compile.cache): Inductor's FX graph
     cache and AOTAutograd cache, and Triton's kernels, for every compile this process makes.
     Set before the first compile; ranks share the directory safely (the caches lock)."""
     if not directory:

@@ -107,7 +107,7 @@ def extract_and_score(work: Plan, args, rank: int, device, out: Path) -> dict:
     for checkpoint, name in work.networks:
         model = load_model(checkpoint, device)
         # The config's geometry, the network's own normalisation: training's views, undrawn.
-        views = view_settings(cfg, model.spec, evaluation=True)
+        views = view_settings(cfg.data, cfg.method, model.spec, evaluation=True)
         protocol.prepare(out, views)
         extractor = Extractor(
             model,

@@ -17,17 +17,21 @@ in training mode only.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from crossres_dist.heads.registry import HeadSpec, Margin, register
 
+if TYPE_CHECKING:  # annotations only: heads/settings.py imports this package's registry
+    from crossres_dist.heads.settings import HeadConfig
+
 EPS = 1e-3
 
 
 class AdaFace(Margin):
-    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg: HeadConfig | None = None) -> None:
         super().__init__(scale, margin)
         self.h = head_cfg.adaface_h if head_cfg is not None else 0.333
         self.t_alpha = head_cfg.adaface_t_alpha if head_cfg is not None else 0.01

@@ -8,14 +8,18 @@ its slope changes, but it keeps decreasing with theta, which is what the fallbac
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from crossres_dist.heads.registry import HeadSpec, Margin, register
 
+if TYPE_CHECKING:  # annotations only: heads/settings.py imports this package's registry
+    from crossres_dist.heads.settings import HeadConfig
+
 
 class ArcFace(Margin):
-    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg: HeadConfig | None = None) -> None:
         super().__init__(scale, margin)
         self.threshold = math.cos(math.pi - margin)  # cos(theta) below it: theta + m > pi
 

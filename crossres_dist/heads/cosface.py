@@ -3,11 +3,16 @@ s * (cos(theta_y) - m); m = 0.35 in the paper, s = 64."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crossres_dist.heads.registry import HeadSpec, Margin, register
+
+if TYPE_CHECKING:  # annotations only: heads/settings.py imports this package's registry
+    from crossres_dist.heads.settings import HeadConfig
 
 
 class CosFace(Margin):
-    def __init__(self, scale: float, margin: float, head_cfg=None) -> None:
+    def __init__(self, scale: float, margin: float, head_cfg: HeadConfig | None = None) -> None:
         super().__init__(scale, margin)
 
     def target(self, cos_target, features):

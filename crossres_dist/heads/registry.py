@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:  # annotations only: heads/settings.py imports this package's registry
+    from crossres_dist.heads.settings import HeadConfig
 
 
 class Margin(nn.Module, ABC):
@@ -95,7 +99,7 @@ def head_spec(name: str) -> HeadSpec:
     return HEADS[name]
 
 
-def check(head_cfg) -> str | None:
+def check(head_cfg: HeadConfig) -> str | None:
     """Why the method section's head settings cannot train (None: they can): the key, then
     what to change."""
     spec = head_spec(head_cfg.name)
@@ -122,7 +126,7 @@ def check(head_cfg) -> str | None:
     return None
 
 
-def build_margin(head_cfg) -> nn.Module:
+def build_margin(head_cfg: HeadConfig) -> nn.Module:
     """The head's margin module (Softmax: the logits as they are)."""
     spec = head_spec(head_cfg.name)
     if not spec.has_margin:
@@ -131,7 +135,7 @@ def build_margin(head_cfg) -> nn.Module:
     return spec.build(head_cfg.scale, margin, head_cfg)
 
 
-def classifier_kind(head_cfg) -> str:
+def classifier_kind(head_cfg: HeadConfig) -> str:
     """The network's classifier layer for the head (models.ModelSpec.classifier)."""
     if not head_spec(head_cfg.name).has_margin:
         return "linear"

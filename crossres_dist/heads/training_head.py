@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -13,11 +14,16 @@ import torch.nn as nn
 from crossres_dist.heads import build_margin, head_spec
 from crossres_dist.models import ModelSpec, classifier_name
 
+if TYPE_CHECKING:  # annotations only: heads/settings.py imports this package's registry
+    from crossres_dist.heads.settings import HeadConfig
+
 log = logging.getLogger(__name__)
 
 
 class TrainingHead:
-    def __init__(self, head_cfg, spec: ModelSpec, seed: int, device: torch.device, world: int):
+    def __init__(
+        self, head_cfg: HeadConfig, spec: ModelSpec, seed: int, device: torch.device, world: int
+    ):
         self.margin = None
         self.partial_fc = None
         if not head_spec(head_cfg.name).has_margin:

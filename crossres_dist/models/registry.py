@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # annotations only: models/settings.py imports this registry
+    from crossres_dist.models.settings import ModelConfig
 
 # The released VGGFace2 networks' input: BGR, 0..255, minus this mean (Caffe's convention). The
 # pipelines' default (pipelines.plans.MEAN_BGR) is the same numbers: models know nothing of the
@@ -109,7 +112,7 @@ def architecture(name: str) -> Architecture:
 
 
 def spec_from_config(
-    model_cfg, num_classes: int, layers=None, width: int = 0, input_size: int = 0
+    model_cfg: ModelConfig, num_classes: int, layers=None, width: int = 0, input_size: int = 0
 ) -> ModelSpec:
     arch = architecture(model_cfg.arch)
     return ModelSpec(

@@ -32,11 +32,6 @@ class ModelConfig:
     bn_mode: Literal["batch", "frozen"] = "batch"
     # NHWC memory layout on GPU (faster convolutions with bf16).
     channels_last: bool = True
-    # torch.compile the student (GPU: fuses the squeeze-excite and BatchNorm element-wise work).
-    compile: bool = False
-    # torch.compile's mode for the student (and the teacher, with teacher.compile):
-    # "reduce-overhead" adds CUDA graphs (small micro-batches), "max-autotune" tunes kernels.
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
     def problem(self) -> str | None:
         if not self.layers or any(n < 1 for n in self.layers):

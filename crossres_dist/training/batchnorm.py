@@ -15,6 +15,7 @@ import torch
 
 from crossres_dist.checkpointing.manager import unwrap
 from crossres_dist.models import set_bn_frozen
+from crossres_dist.training.settings import ValConfig
 from pipelines import Loader, ResilientViews, TrainPlanner
 
 # The re-estimation stream's seed offset from run.seed: never the training stream's.
@@ -24,7 +25,7 @@ STREAM = 7919
 class BatchNormReestimation:
     def __init__(
         self,
-        val_cfg,
+        val_cfg: ValConfig,
         planner: TrainPlanner,
         loader: Loader,
         seed: int,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from crossres_dist import distributed
 from crossres_dist.models import CosineClassifier, NoClassifier, classifier_name
+from crossres_dist.training.settings import StudentConfig
 from crossres_dist.training.validation import ValidationData, compute_teacher_features
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def class_centres(features: torch.Tensor, labels: torch.Tensor, classes: int) ->
 
 
 @torch.no_grad()
-def imprint_classifier(student_cfg, networks, samples, loader, autocast) -> None:
+def imprint_classifier(student_cfg: StudentConfig, networks, samples, loader, autocast) -> None:
     """Set the student's classifier from the teacher's centres on `samples` (`networks`: the
     student and the teacher; every rank takes part in the teacher's pass, and rank 0's centres
     go to every rank). Nothing for ``classifier_init=random``."""

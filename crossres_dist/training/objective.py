@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from crossres_dist.training.settings import MethodConfig
+
 
 @dataclass(frozen=True)
 class Curriculum:
@@ -29,7 +31,7 @@ class Curriculum:
     step_images: int = 35000
 
     @classmethod
-    def from_config(cls, method_cfg, stage: str) -> Curriculum:
+    def from_config(cls, method_cfg: MethodConfig, stage: str) -> Curriculum:
         """method.p / method.curriculum*; a pretrained teacher never sees degraded views."""
         if stage == "pretrain":
             return cls(False, 0.0)
@@ -105,7 +107,9 @@ class CrossResolutionObjective:
     partial_fc: nn.Module | None = None
 
     @classmethod
-    def for_run(cls, method_cfg, lambda_feat: float, head) -> CrossResolutionObjective:
+    def for_run(
+        cls, method_cfg: MethodConfig, lambda_feat: float, head
+    ) -> CrossResolutionObjective:
         """The method section's feature term at `lambda_feat` (0 without a teacher) with the
         training head's margin or PartialFC."""
         m = method_cfg

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from crossres_dist.config import OptimConfig
 from crossres_dist.errors import SetupError
 from crossres_dist.models import classifier_name
+from crossres_dist.training.settings import OptimConfig
 
 
 def parameter_groups(student: torch.nn.Module, head: torch.nn.Module, scale: float) -> list:

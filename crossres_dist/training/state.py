@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import logging
 import random
+import resource
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from crossres_dist import distributed
+from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.errors import SetupError
+
+if TYPE_CHECKING:  # annotations only: config.py composes this package's sections
+    from crossres_dist.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,7 @@ class RunRecord:
     """What the run was: its config, label map, splits, lineage and number of ranks, kept with
     every checkpoint for evaluation and the exports. On resume only the number of ranks is news."""
 
-    def __init__(self, cfg, identities, splits, lineage, world: int) -> None:
+    def __init__(self, cfg: Config, identities, splits, lineage, world: int) -> None:
         self.cfg, self.identities, self.splits = cfg, identities, splits
         self.lineage, self.world = lineage, world
 
@@ -117,7 +124,7 @@ def check_resumable(state: dict, total_steps: int, global_batch: int, where: Pat
         raise SetupError(
             f"train.max_steps: {where} holds a checkpoint at step {state['step']}, past the "
             f"{total_steps} steps this run asks for; raise train.max_steps (or train.epochs), "
-            "or set run.resume=never to start over"
+            "or set checkpoint.resume=never to start over"
         )
     saved_batch = state["config"]["optim"]["global_batch"]
     if saved_batch != global_batch:
@@ -125,3 +132,43 @@ def check_resumable(state: dict, total_steps: int, global_batch: int, where: Pat
             f"optim.global_batch: the checkpoint was trained with {saved_batch}, this run asks "
             f"for {global_batch}; resume with the same global batch"
         )
+
+
+def write_results(
+    path: Path,
+    student: torch.nn.Module,
+    mine: list,
+    state: TrainState,
+    is_main: bool,
+    **summary,
+) -> None:
+    """results.json (rank 0, gathered from all ranks): every rank's learning rate and parameter
+    checksum, which DDP and the broadcast plateau decisions must keep identical, the files it
+    left out during the run (`mine`: [lr, excluded paths]) and its peak memory; then the
+    `summary` of the run (final metrics, best metric ...)."""
+    with torch.no_grad():
+        checksum = float(sum(p.double().sum() for p in student.parameters()))
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    lr, excluded = mine
+    everyone = distributed.all_gather_objects([lr, checksum, excluded, peak_rss])
+    if not is_main:
+        return
+    agreement = {
+        "lr_per_rank": [e[0] for e in everyone],
+        "param_checksum_per_rank": [e[1] for e in everyone],
+        "ranks_agree": all(e[:2] == everyone[0][:2] for e in everyone),
+        "excluded_during_run": sorted({path for e in everyone for path in e[2]}),
+        "peak_rss_bytes_per_rank": [e[3] for e in everyone],
+    }
+    if not agreement["ranks_agree"]:
+        log.error("ranks disagree at the end of training: %s", agreement)
+    results = {
+        **agreement,
+        "step": state.step,
+        "images_seen": state.images_seen,
+        "final": summary.pop("final"),
+        "best_metric": summary.pop("best_metric"),
+        "nonfinite_steps": state.nonfinite_total,
+        **summary,
+    }
+    rundir.write_json(path, results)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from crossres_dist.training.settings import TrainConfig, ValConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +32,7 @@ class Moments:
 
 @dataclass(frozen=True)
 class Cadence:
-    """When the loop logs, validates, checkpoints and synchronises, from train.* alone. The last
+    """When the loop logs, validates, checkpoints and synchronises, from train.*, val.every and checkpoint.every. The last
     step always logs, validates and saves; every log, validation, save and stop is a sync point,
     and so is every sync_every-th step (the host never waits for the device in between)."""
 
@@ -42,12 +44,15 @@ class Cadence:
     stop_after_step: int = 0
 
     @classmethod
-    def from_config(cls, train_cfg, val_cfg, total_steps: int) -> Cadence:
+    def from_config(
+        cls, train_cfg: TrainConfig, val_cfg: ValConfig, every: int, total_steps: int
+    ) -> Cadence:
+        """`every`: checkpoint.every, the checkpoint section's save interval."""
         return cls(
             total_steps,
             train_cfg.log_every,
             val_cfg.every,
-            train_cfg.checkpoint_every,
+            every,
             train_cfg.sync_every,
             train_cfg.stop_after_step,
         )

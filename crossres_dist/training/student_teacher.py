@@ -4,16 +4,21 @@ from, built from its file and checked against the student before any work."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from crossres_dist.errors import SetupError
 from crossres_dist.models import ModelSpec, build_model, spec_from_config
+from crossres_dist.models.settings import ModelConfig
 from crossres_dist.training.objective import freeze
 from crossres_dist.weights import assign, read_state
 
+if TYPE_CHECKING:  # for the reader only: config.py composes this package's sections
+    from crossres_dist.config import Config
 
-def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
+
+def build_teacher(cfg: Config, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
     """The frozen teacher of teacher.checkpoint (its depth and width from the file, the
     config, or the student's), refused in one line when it cannot teach this student; and the
     state it was read from (the student may start from it)."""
@@ -63,7 +68,7 @@ def build_teacher(cfg, student_spec: ModelSpec) -> tuple[torch.nn.Module, dict]:
 
 
 def build_networks(
-    cfg, spec: ModelSpec, resume_state: dict | None
+    cfg: Config, spec: ModelSpec, resume_state: dict | None
 ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The student and, for the crossres stage, the frozen teacher. The student starts from the
     resumed state, else from student.init ("teacher": the teacher's weights; a path: that file's;
@@ -90,7 +95,16 @@ def build_networks(
     return student, teacher
 
 
-def class_count(model_cfg, data_spec: str, identities: int) -> int:
+def starting_checkpoints(cfg: Config) -> list[str]:
+    """The files the run's networks start from: the teacher's (crossres stage) and the
+    student's own (student.init, a path)."""
+    sources = [cfg.teacher.checkpoint] if cfg.run.stage == "crossres" else []
+    if cfg.student.init not in ("teacher", ""):
+        sources.append(cfg.student.init)
+    return sources
+
+
+def class_count(model_cfg: ModelConfig, data_spec: str, identities: int) -> int:
     """The classifier's size: the data's identities, or model.num_classes when it agrees."""
     num_classes = model_cfg.num_classes or identities
     if num_classes != identities:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import resource
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,9 +20,8 @@ from crossres_dist.checkpointing.manager import (
     resume_point,
     save_agreed,
 )
-from crossres_dist.config import Config
 from crossres_dist.data import (
-    check_degradations,
+    ValidationChoice,
     excluded_during_run,
     loader_for,
     prepare_run_data,
@@ -49,7 +48,13 @@ from crossres_dist.training.objective import (
     Curriculum,
 )
 from crossres_dist.training.optimizer import Schedule, accumulation_steps, build_optimizer
-from crossres_dist.training.state import RunRecord, StudentState, TrainState, check_resumable
+from crossres_dist.training.state import (
+    RunRecord,
+    StudentState,
+    TrainState,
+    check_resumable,
+    write_results,
+)
 from crossres_dist.training.step_control import (
     Cadence,
     MetricWindow,
@@ -59,11 +64,18 @@ from crossres_dist.training.step_control import (
     StopFlag,
     mark_preempted,
 )
-from crossres_dist.training.student_teacher import build_networks, class_count
+from crossres_dist.training.student_teacher import (
+    build_networks,
+    class_count,
+    starting_checkpoints,
+)
 from crossres_dist.training.validation import Validator
 from crossres_dist.weights import WeightsError
 from pipelines import ResilientViews, TrainPlanner
 from pipelines.sources import DataError
+
+if TYPE_CHECKING:  # for the reader only: config.py composes this package's sections
+    from crossres_dist.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +87,6 @@ EXIT_PEER_LOST = 6  # a collective failed because ranks are gone (their node, th
 
 class Trainer:
     def __init__(self, cfg: Config) -> None:
-        check_degradations(cfg)
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         self.info = distributed.detect(force=cfg.dist.launcher, port=cfg.dist.port)
@@ -101,18 +112,15 @@ class Trainer:
     def _setup(self) -> None:
         """Every check before the first step, in phases: the run directory, the data, the
         networks, the optimisation, the validation targets."""
+        saving = self.cfg.checkpoint
         self.run_lock = rundir.lock_run(
-            self.run_dir, self.cfg.run.lock_stale_s, self.is_main, distributed.broadcast_object
+            self.run_dir, saving.lock_stale_s, self.is_main, distributed.broadcast_object
         )
         if self.is_main:
             logs.add_file(self.run_dir / "train.log")
-        self.checkpoints = CheckpointManager(
-            self.run_dir,
-            self.cfg.train.keep_last,
-            is_writer=self.is_main,
-        )
+        self.checkpoints = CheckpointManager(self.run_dir, saving.keep_last, is_writer=self.is_main)
         self.checkpoints.kill_during_save_step = self.cfg.debug.inject_kill_during_save
-        self.resume_state = resume_point(self.checkpoints, self.cfg.run.resume)
+        self.resume_state = resume_point(self.checkpoints, saving.resume)
         train_samples, val_samples, num_classes = self._setup_data()
         spec = self._setup_networks(num_classes)
         self._setup_optimisation(spec, train_samples)
@@ -140,8 +148,17 @@ class Trainer:
         """The run's data (crossres_dist/data/: prepare_run_data), the accumulation that keeps the
         global batch, and the classifier's size; returns the samples and that size."""
         cfg = self.cfg
-        where = (self.run_dir, self.resume_state, self.checkpoints.dir, self.info.rank, self.world)
-        data = prepare_run_data(cfg, *where)
+        val = cfg.val
+        choice = ValidationChoice(val.every_nth, val.offset, val.min_images, val.select_by)
+        data = prepare_run_data(
+            cfg.data,
+            choice,
+            run_dir=self.run_dir,
+            resume_state=self.resume_state,
+            checkpoints_dir=self.checkpoints.dir,
+            rank=self.info.rank,
+            world=self.world,
+        )
         self.skipped_before_run = data.skipped_before_run
         self.identities, self.splits, self._held_out = data.identities, data.splits, data.held_out
         self.verification_sets = data.verification
@@ -161,14 +178,10 @@ class Trainer:
         self.student, self.teacher = build_networks(cfg, spec, self.resume_state)
         self.head = TrainingHead(cfg.head, spec, cfg.run.seed, self.device, self.world)
         self.lineage = record_lineage(
-            cfg, self.resume_state, self._held_out, self.splits, self.is_main
+            starting_checkpoints(cfg), self.resume_state, self._held_out, self.splits, self.is_main
         )
         if self.is_main:
-            checkpoint_bytes = 3 * sum(
-                t.numel() * t.element_size() for t in self.student.state_dict().values()
-            )
-            rundir.preflight(self.run_dir, checkpoint_bytes)
-
+            self.checkpoints.preflight(self.student)
         self.memory_format = memory_format_for(self.device, cfg.model.channels_last)
         if self.teacher is not None:
             self.teacher = shard_teacher(
@@ -177,14 +190,14 @@ class Trainer:
                 self.device,
                 self.precision,
                 self.memory_format,
-                cfg.model.compile_mode if cfg.teacher.compile else None,
+                cfg.compile.mode_for("teacher"),
             )
         self.model = parallelize_student(
             self.student,
             self.device,
             self.world,
             self.memory_format,
-            cfg.model.compile_mode if cfg.model.compile else None,
+            cfg.compile.mode_for("student"),
         )
         lambda_feat = cfg.method.lambda_feat if self.teacher is not None else 0.0
         self.objective = CrossResolutionObjective.for_run(cfg.method, lambda_feat, self.head)
@@ -197,8 +210,10 @@ class Trainer:
         """The views and their loader, the curriculum, the batch plans, the optimizer and its
         schedule; the resumed state restored."""
         cfg = self.cfg
-        self.views = view_settings(cfg, spec)
-        self.loader = loader_for(cfg, self.views, self.device)
+        self.views = view_settings(cfg.data, cfg.method, spec)
+        self.loader = loader_for(
+            cfg.data, self.views, self.device, cfg.run.seed, cfg.method.interpolation
+        )
         self.curriculum = Curriculum.from_config(cfg.method, cfg.run.stage)
         self.planner = TrainPlanner(
             train_samples,
@@ -229,7 +244,9 @@ class Trainer:
             )
             self.checkpoints.load_state_dict(self.resume_state)
         self.nonfinite = NonFiniteSteps(self.device, self.state.nonfinite_total)
-        self.cadence = Cadence.from_config(cfg.train, cfg.val, self.total_steps)
+        self.cadence = Cadence.from_config(
+            cfg.train, cfg.val, cfg.checkpoint.every, self.total_steps
+        )
 
     def _setup_validation(self, val_samples: list) -> None:
         """Validation (BatchNorm re-estimated first if val.bn_recalibrate asks) and the teacher's
@@ -254,8 +271,20 @@ class Trainer:
                 p_now = self.curriculum.p_at(self.state.images_seen)
                 reestimate(self.student, self.state.step, p_now, self.world)
 
-        parts = (self.loader, self.teacher, self.objective, self.autocast, recalibrate)
-        self.validator = Validator(cfg, val_samples, *parts, self.verification_sets)
+        self.validator = Validator(
+            cfg.val,
+            val_samples,
+            loader=self.loader,
+            teacher=self.teacher,
+            objective=self.objective,
+            autocast=self.autocast,
+            recalibrate_bn=recalibrate,
+            verification_sets=self.verification_sets,
+            stage=cfg.run.stage,
+            timeout_s=cfg.dist.timeout_s,
+            teacher_file=cfg.teacher.checkpoint,
+            cache_dir=self.run_dir / "cache",
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def _register_checkpoint_parts(self) -> None:
@@ -270,11 +299,9 @@ class Trainer:
             head=self.head.checkpoint_part(self.student, self.optimizer),
         )
 
-    def state_dict(self) -> dict:
-        return self.checkpoints.state_dict()
-
     def save(self, metric: float | None = None) -> None:
-        save_agreed(self.checkpoints, self.state_dict(), self.state.step, self.device, metric)
+        state = self.checkpoints.state_dict()  # every registered part's
+        save_agreed(self.checkpoints, state, self.state.step, self.device, metric)
 
     def validate(self) -> dict[str, float]:
         """Validation (validation.py: Validator), then what depends on it: the plateau schedule
@@ -288,9 +315,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
-        """Orchestrates: one optimizer step at a time (train_step), then what the cadence asks
-        for at that step (log, validate, save), then, at sync points, the ranks' agreement on a
-        preemption."""
+        """One optimizer step at a time (train_step), then what the cadence asks at that step
+        (log, validate, save) and, at sync points, the ranks' agreement on a preemption."""
         state = self.state
         batches = ResilientViews(
             self.planner,
@@ -419,34 +445,16 @@ class Trainer:
         excluded_during_run(bad, position, self.planner, self.cfg.data, self.info.rank)
 
     def _write_results(self, metrics: dict[str, float]) -> None:
-        """results.json (rank 0), with every rank's learning rate and parameter checksum: DDP
-        and the broadcast plateau decisions must keep them identical."""
-        with torch.no_grad():
-            checksum = float(sum(p.double().sum() for p in self.student.parameters()))
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-        mine = [self.schedule.lr, checksum, sorted(self.planner.excluded), peak_rss]
-        everyone = distributed.all_gather_objects(mine)
-        if not self.is_main:
-            return
-        agreement = {
-            "lr_per_rank": [e[0] for e in everyone],
-            "param_checksum_per_rank": [e[1] for e in everyone],
-            "ranks_agree": all(e[:2] == everyone[0][:2] for e in everyone),
-            "excluded_during_run": sorted({path for e in everyone for path in e[2]}),
-            "peak_rss_bytes_per_rank": [e[3] for e in everyone],
-        }
-        if not agreement["ranks_agree"]:
-            log.error("ranks disagree at the end of training: %s", agreement)
-        results = {
-            **agreement,
-            "step": self.state.step,
-            "images_seen": self.state.images_seen,
-            "final": metrics,
-            "best_metric": self.checkpoints.best_metric,
-            "nonfinite_steps": self.state.nonfinite_total,
-            "skipped_before_run": sorted(self.skipped_before_run),
-        }
-        rundir.write_json(self.run_dir / "results.json", results)
+        write_results(
+            self.run_dir / "results.json",
+            self.student,
+            [self.schedule.lr, sorted(self.planner.excluded)],
+            self.state,
+            self.is_main,
+            final=metrics,
+            best_metric=self.checkpoints.best_metric,
+            skipped_before_run=sorted(self.skipped_before_run),
+        )
 
     def close(self) -> None:
         if self.watchdog is not None:

@@ -22,6 +22,7 @@ import torch
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.training.objective import CrossResolutionObjective, teacher_reliability
+from crossres_dist.training.settings import ValConfig
 from crossres_dist.verification import VerificationSuite, embed_mirrored
 from crossres_dist.verification.suite import resolution_name
 from crossres_dist.weights import resolve_path
@@ -201,35 +202,43 @@ class Validator:
 
     def __init__(
         self,
-        cfg,
+        val_cfg: ValConfig,
         samples: list[Sample],
+        *,
         loader: Loader,
         teacher: torch.nn.Module | None,
         objective: CrossResolutionObjective,
         autocast: AbstractContextManager,
         recalibrate_bn=None,
         verification_sets: list | None = None,
+        stage: str = "crossres",
+        timeout_s: float = 1800,
+        teacher_file: str = "",
+        cache_dir: Path,
     ) -> None:
-        self.val_cfg, self.stage = cfg.val, cfg.run.stage
-        self.timeout_s = cfg.dist.timeout_s
-        self.data = ValidationData(samples, loader, cfg.val.cache_mb)
+        """`stage`: run.stage; `timeout_s`: dist.timeout_s (how long rank 0 may take);
+        `teacher_file`: teacher.checkpoint, which names the cached teacher features kept in
+        `cache_dir`."""
+        self.val_cfg, self.stage = val_cfg, stage
+        self.timeout_s = timeout_s
+        self.data = ValidationData(samples, loader, val_cfg.cache_mb)
         self.resolutions = list(
-            dict.fromkeys([None, cfg.val.resolution, *cfg.val.report_resolutions])
+            dict.fromkeys([None, val_cfg.resolution, *val_cfg.report_resolutions])
         )
         self.objective, self.autocast = objective, autocast
         self.recalibrate_bn = recalibrate_bn  # None: val.bn_recalibrate=off
         self.verification = None
         if verification_sets:
             self.verification = VerificationSuite(
-                verification_sets, self.resolutions, cfg.val.verification_degrade
+                verification_sets, self.resolutions, val_cfg.verification_degrade
             )
         self.teacher_features = None
         if teacher is not None and objective.uses_teacher:
             self.teacher_features = cached_teacher_features(
                 teacher,
-                cfg.teacher.checkpoint,
+                teacher_file,
                 self.data,
-                cfg.run_dir / "cache",
+                cache_dir,
                 autocast,
                 objective.weighs_by_teacher,
             )

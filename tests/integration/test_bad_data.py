@@ -90,7 +90,7 @@ def test_truncated_jpeg_mid_run_is_named_excluded_and_the_order_is_rank_free(
         "optim.global_batch=16",
         "train.max_steps=24",  # 320 training images: more than one epoch
         "val.every=100",
-        "train.checkpoint_every=100",
+        "checkpoint.every=100",
     )
     two, one = tmp_path / "two", tmp_path / "one"
     out_two = run_cmd(train_cmd(2, *tiny_args(two, tiny_teacher, *common, "data.micro_batch=4")))

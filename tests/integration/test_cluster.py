@@ -118,7 +118,7 @@ def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_p
         tiny_teacher,
         "train.max_steps=200",
         "val.every=200",
-        "train.checkpoint_every=200",
+        "checkpoint.every=200",
         "train.log_every=5",
     )
     two_nodes = [*SBATCH_CPU[:1], "--nodes=2", "--ntasks-per-node=1", *SBATCH_CPU[3:]]

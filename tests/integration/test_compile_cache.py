@@ -1,4 +1,4 @@
-"""train.compile_cache: compiled code is kept across processes, so a second run (a device run
+"""compile.cache: compiled code is kept across processes, so a second run (a device run
 after the one that compiled, a restarted job) finds every graph the first one compiled."""
 
 import json

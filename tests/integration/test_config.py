@@ -2,7 +2,7 @@
 
 import pytest
 
-from crossres_dist.config import settings_help
+from crossres_dist.settings_help import settings_help
 from tests.conftest import REPO
 
 

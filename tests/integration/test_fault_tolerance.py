@@ -31,7 +31,7 @@ from tests.conftest import (
 @pytest.mark.launch
 def test_kill_during_save_leaves_a_partial_file_that_is_ignored(tmp_path, tiny_teacher):
     run_dir = tmp_path / "killed"
-    args = tiny_args(run_dir, tiny_teacher, "train.checkpoint_every=1", "val.every=100")
+    args = tiny_args(run_dir, tiny_teacher, "checkpoint.every=1", "val.every=100")
     died = run_cmd(train_cmd(1, *args, "debug.inject_kill_during_save=4"), check=False)
     assert died.returncode == -signal.SIGKILL
     ckpts = run_dir / "checkpoints"
@@ -108,7 +108,7 @@ def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teac
         run_dir,
         tiny_teacher,
         "train.max_steps=120",
-        "train.checkpoint_every=10",
+        "checkpoint.every=10",
         "val.every=1000",
         "train.log_every=10",
     )
@@ -188,9 +188,9 @@ def test_nan_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path, tiny_te
                 run_dir,
                 tiny_teacher,
                 "debug.inject_nan_steps=[3,4,5]",
-                "train.checkpoint_every=1",
+                "checkpoint.every=1",
                 "train.max_nonfinite=3",
-                "train.keep_last=10",
+                "checkpoint.keep_last=10",
             ),
         ),
         check=False,

@@ -39,7 +39,7 @@ def test_iresnet_trains_sharded_and_compiled_on_two_ranks_like_eager_and_exports
     )
     eager, run_dir = tmp_path / "eager", tmp_path / "run"
     run_cmd(train_cmd(2, *tiny_args(eager, teacher, *common)))
-    compiled = ("model.compile=true", "teacher.compile=true")
+    compiled = ("compile.student=true", "compile.teacher=true")
     run_cmd(train_cmd(2, *tiny_args(run_dir, teacher, *common, *compiled)), timeout=400)
 
     def losses(path):

@@ -26,7 +26,7 @@ from tests.twohost import env_for, one_host_run, same_bits, sbatch_args, wait_go
 pytestmark = pytest.mark.launch
 
 # Long enough that the loss lands mid-run, short enough that the relaunch is quick.
-RUN = ("train.max_steps=40", "train.checkpoint_every=10", "val.every=40", "train.log_every=2")
+RUN = ("train.max_steps=40", "checkpoint.every=10", "val.every=40", "train.log_every=2")
 WATCHDOG_S = 5
 LIVENESS = (f"dist.watchdog_s={WATCHDOG_S}", "dist.timeout_s=120")
 # The launcher's two bounds (launch/multinode_torchrun.sh), small for the tests.

@@ -53,7 +53,7 @@ def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teache
     assert "train.max_steps:" in error[0] and "step 6, past the 4 steps" in error[0]
     # A start before any checkpoint exists reads the label map: an empty one is rebuilt too.
     (run_dir / "identities.json").write_text("")
-    fresh = run_cmd(train_cmd(2, *args, "run.resume=never", "train.max_steps=1"))
+    fresh = run_cmd(train_cmd(2, *args, "checkpoint.resume=never", "train.max_steps=1"))
     assert "label map" in fresh.stdout and "is unreadable" in fresh.stdout
     assert len(json.loads((run_dir / "identities.json").read_text())) == 40
     assert list((run_dir / "checkpoints").glob("superseded-*/step_00000006.pt"))
@@ -87,7 +87,7 @@ def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_t
     refused = run_cmd(train_cmd(2, *args), check=False)
     assert refused.returncode != 0
     error = error_lines(refused.stderr)
-    assert error and "every checkpoint in" in error[0] and "run.resume=never" in error[0]
+    assert error and "every checkpoint in" in error[0] and "checkpoint.resume=never" in error[0]
     # The refusal set every unreadable file aside (none deleted), so nothing can be pruned over.
     assert len(list((ckpts / "corrupt").iterdir())) == 2 + len(kept) + 1
 
@@ -152,7 +152,7 @@ def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, t
         run_dir,
         tiny_teacher,
         "train.max_steps=120",
-        "train.checkpoint_every=10",
+        "checkpoint.every=10",
         "val.every=1000",
         "train.log_every=10",
         "dist.watchdog_s=5",
@@ -190,7 +190,7 @@ def test_full_disk_during_a_save_is_one_line_and_leaves_no_tmp(tmp_path, tiny_te
     with tmpfs(tmp_path / "disk", "4m") as disk:
         run_dir = disk / "run"
         log = tmp_path / "out.log"
-        args = tiny_args(run_dir, tiny_teacher, *UNTIL_STOPPED, "train.checkpoint_every=5")
+        args = tiny_args(run_dir, tiny_teacher, *UNTIL_STOPPED, "checkpoint.every=5")
         with open(log, "w") as out:
             job = subprocess.Popen(
                 train_cmd(2, *args), cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT

@@ -105,7 +105,7 @@ def test_accumulation_two_ranks_equals_one_rank_whole_batch(tmp_path, tiny_teach
         "train.max_steps=2",
         "optim.momentum=0.9",
         "val.every=100",
-        "train.checkpoint_every=100",
+        "checkpoint.every=100",
     )
     one, two = tmp_path / "one", tmp_path / "two"
     run_cmd(train_cmd(1, *tiny_args(one, tiny_teacher, *common, "data.micro_batch=16")))

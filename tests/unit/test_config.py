@@ -1,7 +1,7 @@
-import re
 import typing
 
 import pytest
+import yaml
 
 from crossres_dist.config import MOVED, SECTIONS, ConfigError, load_config
 from tests.conftest import REPO, TINY
@@ -144,14 +144,50 @@ def test_resolved_config_round_trips(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def _flow(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _a_value_for(dotted: str):
+    """A value the key's new home takes: its default, or for an entry of a mapping a range."""
+    section, key = dotted.split(".", 1)
+    key, _, entry = key.partition(".")
+    default = getattr(SECTIONS[section](), key)
+    return [1.0, 2.0] if entry else default
+
+
 @pytest.mark.parametrize("old", sorted(MOVED))
-def test_a_moved_key_is_refused_in_one_line_naming_its_new_key(old, tmp_path):
-    with pytest.raises(ConfigError, match=rf"{re.escape(old)} is now {re.escape(MOVED[old])}; "):
-        load_config(TINY, [f"{old}=1"])
+def test_a_moved_key_is_read_at_its_new_home_and_says_so_in_one_line(old, tmp_path, caplog):
+    new = MOVED[old]
+    value = _a_value_for(new)
     section, key = old.split(".", 1)
-    (tmp_path / "old.yaml").write_text(f"{section}:\n  {key}: 1\n")
-    with pytest.raises(ConfigError, match=rf"old.yaml: {re.escape(old)} is now "):
-        load_config(tmp_path / "old.yaml")
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump({section: {key: value}}))
+    new_section, new_key = new.split(".", 1)
+    for cfg in (
+        load_config(TINY, ["teacher.checkpoint=t.pt", f"{old}={_flow(value)}"]),
+        load_config(tmp_path / "old.yaml", ["teacher.checkpoint=t.pt"]),
+    ):
+        held = getattr(cfg, new_section)
+        for part in new_key.split("."):
+            held = held[part] if isinstance(held, dict) else getattr(held, part)
+        assert held == value
+    lines = [r.getMessage() for r in caplog.records if "is now" in r.getMessage()]
+    assert lines and all(f"{old} is now {new}; read as {new}" in line for line in lines)
+    assert "old.yaml" in lines[-1]
+
+
+def test_a_moved_key_beside_its_new_name_is_refused(tmp_path):
+    (tmp_path / "both.yaml").write_text("train:\n  keep_last: 3\ncheckpoint:\n  keep_last: 4\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"both.yaml: train.keep_last and checkpoint.keep_last are one setting; keep checkpoint.keep_last",
+    ):
+        load_config(tmp_path / "both.yaml")
+
+
+def test_a_moved_key_on_the_command_line_overrides_the_files_new_key():
+    cfg = load_config(TINY, ["teacher.checkpoint=t.pt", "train.checkpoint_every=7"])
+    assert cfg.checkpoint.every == 7  # tests/tiny.yaml says checkpoint.every: 3
 
 
 def test_every_moved_key_lands_on_a_real_setting():

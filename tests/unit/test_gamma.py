@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from crossres_dist.config import ConfigError, load_config
-from crossres_dist.data import check_degradations, configured_ranges, view_settings
+from crossres_dist.data import view_settings
 from crossres_dist.models import spec_from_config
 from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings
 from pipelines.degradations import (
@@ -94,26 +94,26 @@ def test_gamma_is_drawn_log_uniformly_from_streams_of_its_own():
 
 def test_gamma_range_comes_from_method_ranges_and_is_checked():
     cfg = _config(["method.degradations=[downsample, gamma:0.3]", "method.ranges.gamma=[0.7, 1.5]"])
-    assert configured_ranges(cfg.method)["ranges.gamma"] == [0.7, 1.5]
+    assert cfg.method.ranges_by_key()["ranges.gamma"] == [0.7, 1.5]
     spec = spec_from_config(cfg.model, 40, input_size=cfg.data.crop)
-    degradations = view_settings(cfg, spec).degradations
+    degradations = view_settings(cfg.data, cfg.method, spec).degradations
     assert degradations.range_of(STEPS["gamma"]) == (0.7, 1.5)
     assert degradations.steps == (("gamma", 0.3), ("downsample", 1.0))  # the registry's order
     with pytest.raises(
         ConfigError,
         match=r"method\.ranges\.gamma: \[0\.0, 2\.0\]: needs \[low, high\] within \[0\.1, 10\]",
     ):
-        check_degradations(_config(["method.ranges.gamma=[0, 2]"]))
+        _config(["method.ranges.gamma=[0, 2]"])  # refused with the configuration, before any work
     with pytest.raises(
         ConfigError,
         match=r"method\.ranges\.motion: no registered step has this range \(known: gamma, gaussian_blur, jpeg, noise\)",
     ):
-        check_degradations(_config(["method.ranges.motion=[1, 2]"]))
+        _config(["method.ranges.motion=[1, 2]"])  # refused with the configuration, before any work
     with pytest.raises(
         ConfigError,
         match=r"method\.ranges\.jpeg: \[0\.0, 50\.0\]: needs \[low, high\] within \[1, 100\]",
     ):
-        check_degradations(_config(["method.ranges.jpeg=[0, 50]"]))
+        _config(["method.ranges.jpeg=[0, 50]"])  # refused with the configuration, before any work
 
 
 def test_gamma_is_an_evaluation_condition():

@@ -2,13 +2,21 @@
 ones those make, within the project):
 
 - pipelines never imports crossres_dist, and the installed library never imports tools/;
-- the models and the configuration never import pipelines (nor DALI through them), and the
-  models nothing of distribution;
+- a section of the configuration (a package's settings.py, and config.py that composes them)
+  is plain values and their checks: it reaches no component, only the registry it checks its
+  names against (models', heads', the pipelines' degradation steps), and the pipelines no
+  further than that registry (no loader, no DALI);
+- the models import nothing of the pipelines or of distribution;
 - training, checkpointing, distribution and data never import evaluation (eval/);
 - evaluation never imports training or the configuration (its command, the entry point that
   wires a configuration to it, may);
 - weights, data, checkpointing and distribution sit below training;
-- the verification sets (verification/) serve both, and import neither, nor the configuration.
+- the verification sets (verification/) serve both, and import neither, nor the configuration;
+- no two packages import each other.
+
+An import under ``if TYPE_CHECKING:`` is for the reader (an annotation) and runs nowhere: it is
+not a dependency. The trainer's and the networks' builders annotate their argument with the
+composed ``Config`` that way, as config.py imports training's sections.
 """
 
 import ast
@@ -24,12 +32,27 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of `tree` but those under ``if TYPE_CHECKING:`` (annotations only)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            type_only = isinstance(child, ast.If) and ast.unparse(child.test) in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            )
+            if not type_only:
+                todo.append(child)
+
+
 def imports_of(path: Path) -> set[str]:
     """The project modules `path` imports (absolute, relative, and inside functions)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -78,12 +101,15 @@ def in_package(*names: str) -> list[str]:
 # The entry points that wire a configuration to a package: the only places allowed to.
 ENTRY_POINTS = ("crossres_dist.eval.command", "crossres_dist.evaluate", "crossres_dist.train")
 EVALUATION = [m for m in in_package("crossres_dist.eval") if m not in ENTRY_POINTS]
+# The configuration: each package's section (settings.py) and config.py, which composes them.
+SECTION_MODULES = ["crossres_dist.config", *[m for m in MODULES if m.endswith(".settings")]]
 RULES = [
     *[(m, "crossres_dist", "pipelines sits below crossres_dist") for m in in_package("pipelines")],
     *[(m, "tools", "the installed library does not import the repository's tools") for m in MODULES],
     *[(m, "pipelines", "models know nothing of the pipelines") for m in in_package("crossres_dist.models")],
     *[(m, "crossres_dist.distributed", "model code is free of distribution") for m in in_package("crossres_dist.models")],
-    ("crossres_dist.config", "pipelines", "the configuration knows nothing of the pipelines"),
+    *[(m, f"pipelines.{part}", "a section reaches the pipelines' registry of steps, no further") for m in SECTION_MODULES for part in ("loader", "dali_pipeline", "torchvision_twin", "sources", "packed", "plans")],
+    *[(m, f"crossres_dist.{component}", "a section is values and checks, not a component") for m in SECTION_MODULES for component in ("training.trainer", "training.validation", "data.run_data", "data.views", "distributed.bootstrap", "checkpointing.manager", "weights", "eval", "verification")],
     *[(m, "crossres_dist.eval", "training does not import evaluation") for m in in_package("crossres_dist.training", "crossres_dist.checkpointing", "crossres_dist.distributed", "crossres_dist.data")],
     *[(m, "crossres_dist.training", "evaluation does not import training") for m in EVALUATION],
     *[(m, "crossres_dist.config", "evaluation does not import the configuration") for m in EVALUATION],

@@ -28,7 +28,7 @@ SHORT = [
     "train.epochs=0",
     "train.max_steps=3",
     "val.every=3",
-    "train.checkpoint_every=3",
+    "checkpoint.every=3",
     "train.log_every=1",
     "data.micro_batch=8",
     "optim.global_batch=16",
@@ -131,7 +131,7 @@ def test_check_data_names_an_empty_identity_folder_and_the_trainer_warns_of_dupl
     assert "empty_identity_folder" in out and "empty (no images)" in out
     assert "duplicate" in out and "copied_from_s1.png" in out
     shutil.rmtree(faces / "empty")  # the trainer refuses an empty identity (min images)
-    steps = ("train.max_steps=1", "val.every=1", "train.checkpoint_every=1")
+    steps = ("train.max_steps=1", "val.every=1", "checkpoint.every=1")
     train_in_process(pretrain_on(faces, *steps), tmp_path / "run")
     out = capsys.readouterr().out
     assert "1 image(s) have the same contents as another image of the data set" in out
