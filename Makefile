@@ -195,12 +195,11 @@ bench-partial-fc: $(VENV)/.installed
 test-timing: $(VENV)/.installed
 	$(PY) -m tools.published run test-timing $(DIRTY) -- $(PY) bench/test_timing.py
 
-# Every result again (the slow path, a few hours on 2 cores: before a release). The GPU table
+# Every result again (the slow path, a few hours on 2 cores: before a release): the make target of
+# every entry in tools/published.py's table, the one list of published results. The GPU table
 # needs the device: bench/gpu_check.sh says how.
-results: demo-readme benchmarks-readme study-orl study-lfw study-orl-degradations study-orl-heads \
-	study-lfw-heads study-lfw-open study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 \
-	study-lfw-open-pooled study-orl-feature-terms study-lfw-dlib teacher-alignment bench-pipeline bench-teacher bench-verification \
-	bench-partial-fc bench-startup bench-backend-gap test-timing
+results: $(VENV)/.installed
+	$(MAKE) $$($(PY) -m tools.published targets)
 
 # Splice results/ into README.md and docs/ (seconds); which results the behaviour gate says are
 # stale, and how to make each again.

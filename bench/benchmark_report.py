@@ -1,5 +1,5 @@
 """The README's example benchmark report: every protocol run on the trees of
-bench/benchmark_trees.py (real LFW faces in the IJB-C, TinyFace, QMUL-SurvFace and SCface
+tools/benchmark_trees.py (real LFW faces in the IJB-C, TinyFace, QMUL-SurvFace and SCface
 layouts, and .bin verification sets of LFW-style pairs of the LFW 2-9 people, not LFW's official
 pairs), with the demo's teacher and student (``make demo`` first; both trained on ORL).
 
@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import benchmark_trees  # noqa: E402
 from crossres_dist.eval.features import content_digest  # noqa: E402
+from tools import benchmark_trees  # noqa: E402
 from tools import published as results  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw_deepfunneled_10to19"

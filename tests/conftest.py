@@ -332,6 +332,7 @@ def tmpfs(path: Path, size: str):
 # at collection.
 # Not launchers: version control and the tmpfs mounts of the full-disk tests.
 ALLOWED_IN_FAST_TIER = ("git", "mount", "umount")
+TIERS = ("unit", "integration")
 
 
 def pytest_configure(config):
@@ -351,6 +352,13 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             "launch-marked tests belong in tests/integration, the others in tests/unit: "
             + ", ".join(misplaced)
+        )
+    # One name, one file: a module's launched half is tests/integration/test_X_launched.py.
+    tiers = {tier: {p.name for p in (REPO / "tests" / tier).glob("test_*.py")} for tier in TIERS}
+    if both := sorted(tiers["unit"] & tiers["integration"]):
+        raise pytest.UsageError(
+            "a test file name in both tiers (name the launched half test_X_launched.py): "
+            + ", ".join(both)
         )
 
 

@@ -27,6 +27,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from crossres_dist.errors import CrossresError
@@ -219,78 +220,74 @@ def splice() -> list[str]:
     return done
 
 
-# How each result is made again (the slow path, before a release: `make results`).
-REGENERATE = {
-    "demo": "make demo-readme",
-    "demo-band": "make demo-band",
-    "cross-cpu": "make cross-cpu",
-    "arithmetic-cost": "make bench-arithmetic",
-    "study-orl": "make study-orl",
-    "study-lfw": "make study-lfw",
-    "study-orl-degradations": "make study-orl-degradations",
-    "study-orl-heads": "make study-orl-heads",
-    "study-lfw-heads": "make study-lfw-heads",
-    "study-lfw-open": "make study-lfw-open",
-    "study-lfw-open-teacher1": "make study-lfw-open-teacher1",
-    "study-lfw-open-teacher2": "make study-lfw-open-teacher2",
-    "study-lfw-open-teacher3": "make study-lfw-open-teacher3",
-    "study-lfw-open-pooled": "make study-lfw-open-pooled",
-    "study-orl-feature-terms": "make study-orl-feature-terms",
-    "study-lfw-dlib": "make study-lfw-dlib",
-    "teacher-alignment": "make teacher-alignment",
-    "demo-dlib": "make demo-dlib-readme",
-    "bench-partial-fc": "make bench-partial-fc",
-    "bench-startup": "make bench-startup",
-    "benchmarks-fixture": "make benchmarks-readme",
-    "bench-pipeline": "make bench-pipeline",
-    "bench-teacher": "make bench-teacher",
-    "bench-verification": "make bench-verification",
-    "backend-gap": "make demo-readme bench-backend-gap",
-    "test-timing": "make test-timing",
-    "gpu-h200": "bench/gpu_check.sh on one H200 (its header says how), then bench/gpu_results.py",
-}
+BEHAVIOUR_FILES = ("plans.json", "metrics.json")
 TRAINING = ("train_pretrain_torchvision.json", "train_pretrain_dali.json")
 TRAINING += ("train_crossres_torchvision.json", "train_crossres_dali.json")
 HEADS = "train_crossres_heads_torchvision.json"
-# Studies whose variants include margin heads (and the pooled reading of such studies).
-TRAINED_WITH_HEADS = (*TRAINING, HEADS, "plans.json", "metrics.json")
-# Which golden files each result depends on: trained and evaluated networks on all of them; a
-# throughput figure on none (the gate records numbers, not speed), the input pipeline's on the
-# plans it decodes.
-DEPENDS = {
-    "demo": (*TRAINING, "plans.json", "metrics.json"),
-    "demo-band": (*TRAINING, "plans.json", "metrics.json"),
-    "cross-cpu": ("train_pretrain_torchvision.json",),
-    "arithmetic-cost": (),
-    "study-orl": (*TRAINING, "plans.json", "metrics.json"),
-    "study-lfw": (*TRAINING, "plans.json", "metrics.json"),
-    "study-orl-degradations": (*TRAINING, "plans.json", "metrics.json"),
-    "study-orl-heads": TRAINED_WITH_HEADS,
-    "study-lfw-heads": TRAINED_WITH_HEADS,
-    "study-lfw-open": TRAINED_WITH_HEADS,
-    "study-lfw-open-teacher1": TRAINED_WITH_HEADS,
-    "study-lfw-open-teacher2": TRAINED_WITH_HEADS,
-    "study-lfw-open-teacher3": TRAINED_WITH_HEADS,
-    "study-lfw-open-pooled": TRAINED_WITH_HEADS,
-    "study-orl-feature-terms": (*TRAINING, "plans.json", "metrics.json"),
-    "study-lfw-dlib": TRAINED_WITH_HEADS,
-    "teacher-alignment": ("plans.json", "metrics.json"),
-    "demo-dlib": (*TRAINING, "plans.json", "metrics.json"),
-    "bench-partial-fc": (),
-    "bench-startup": (),
-    "benchmarks-fixture": (*TRAINING, "plans.json", "metrics.json"),
-    "bench-pipeline": ("plans.json",),
-    "bench-teacher": (),
-    "bench-verification": (),
-    "backend-gap": (*TRAINING, "plans.json"),
-    "test-timing": (),
-    "gpu-h200": (),
+# Trained and evaluated networks depend on all of the gate; studies whose variants include
+# margin heads (and the pooled reading of such studies) on the heads' file too.
+TRAINED = (*TRAINING, *BEHAVIOUR_FILES)
+TRAINED_WITH_HEADS = (*TRAINING, HEADS, *BEHAVIOUR_FILES)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published result (results/NAME/): how it is made again and what behaviour it shows."""
+
+    # The make targets that make it again (`make results` runs every one), or, for a result
+    # that needs what CI has not (a GPU), the procedure in words.
+    make: str
+    # The golden files whose change makes it stale: a trained or evaluated network's figure on
+    # the gate's, a speed on none (the gate records numbers, not speed), the input pipeline's on
+    # the plans it decodes.
+    depends: tuple[str, ...]
+
+    def targets(self) -> list[str]:
+        return self.make.split()[1:] if self.make.startswith("make ") else []
+
+
+# Every published result, in one table: the Makefile holds each target's recipe.
+PUBLISHED: dict[str, Published] = {
+    "demo": Published("make demo-readme", TRAINED),
+    "demo-band": Published("make demo-band", TRAINED),
+    "cross-cpu": Published("make cross-cpu", ("train_pretrain_torchvision.json",)),
+    "arithmetic-cost": Published("make bench-arithmetic", ()),
+    "study-orl": Published("make study-orl", TRAINED),
+    "study-lfw": Published("make study-lfw", TRAINED),
+    "study-orl-degradations": Published("make study-orl-degradations", TRAINED),
+    "study-orl-heads": Published("make study-orl-heads", TRAINED_WITH_HEADS),
+    "study-lfw-heads": Published("make study-lfw-heads", TRAINED_WITH_HEADS),
+    "study-lfw-open": Published("make study-lfw-open", TRAINED_WITH_HEADS),
+    "study-lfw-open-teacher1": Published("make study-lfw-open-teacher1", TRAINED_WITH_HEADS),
+    "study-lfw-open-teacher2": Published("make study-lfw-open-teacher2", TRAINED_WITH_HEADS),
+    "study-lfw-open-teacher3": Published("make study-lfw-open-teacher3", TRAINED_WITH_HEADS),
+    "study-lfw-open-pooled": Published("make study-lfw-open-pooled", TRAINED_WITH_HEADS),
+    "study-orl-feature-terms": Published("make study-orl-feature-terms", TRAINED),
+    "study-lfw-dlib": Published("make study-lfw-dlib", TRAINED_WITH_HEADS),
+    "teacher-alignment": Published("make teacher-alignment", BEHAVIOUR_FILES),
+    "demo-dlib": Published("make demo-dlib-readme", TRAINED),
+    "bench-partial-fc": Published("make bench-partial-fc", ()),
+    "bench-startup": Published("make bench-startup", ()),
+    "benchmarks-fixture": Published("make benchmarks-readme", TRAINED),
+    "bench-pipeline": Published("make bench-pipeline", ("plans.json",)),
+    "bench-teacher": Published("make bench-teacher", ()),
+    "bench-verification": Published("make bench-verification", ()),
+    "backend-gap": Published("make demo-readme bench-backend-gap", (*TRAINING, "plans.json")),
+    "test-timing": Published("make test-timing", ()),
+    "gpu-h200": Published(
+        "bench/gpu_check.sh on one H200 (its header says how), then bench/gpu_results.py", ()
+    ),
 }
+
+
+def make_targets() -> list[str]:
+    """Every make target of the table, once each, in its order (`make results`)."""
+    return list(dict.fromkeys(t for entry in PUBLISHED.values() for t in entry.targets()))
 
 
 def affected_by(golden_file: str) -> list[str]:
     """The published results that a change of `golden_file` makes stale."""
-    return [n for n in names() if golden_file in DEPENDS.get(n, (golden_file,))]
+    return [n for n in names() if n not in PUBLISHED or golden_file in PUBLISHED[n].depends]
 
 
 def stale() -> list[tuple[str, list[str], str]]:
@@ -301,9 +298,10 @@ def stale() -> list[tuple[str, list[str], str]]:
     for name in names():
         _, prov = load(name)
         made = prov.get("golden") or {}
-        moved = [f for f in DEPENDS.get(name, tuple(current)) if made.get(f) != current.get(f)]
+        entry = PUBLISHED.get(name, Published(prov["command"], tuple(current)))
+        moved = [f for f in entry.depends if made.get(f) != current.get(f)]
         if moved:
-            out.append((name, moved, REGENERATE.get(name, prov["command"])))
+            out.append((name, moved, entry.make))
     return out
 
 
@@ -340,9 +338,10 @@ def run(name: str, command: list[str], data: list[str], allow_dirty: bool) -> Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        usage="%(prog)s {splice,stale,list} | run NAME [--data DIR ...] [--allow-dirty] -- CMD ...",
+        usage="%(prog)s {splice,stale,list,targets} | run NAME [--data DIR ...] [--allow-dirty] "
+        "-- CMD ...",
     )
-    parser.add_argument("action", choices=["splice", "stale", "list", "run"])
+    parser.add_argument("action", choices=["splice", "stale", "list", "targets", "run"])
     parser.add_argument("name", nargs="?", help="with run: the result's name")
     parser.add_argument("--data", nargs="*", default=[], help="with run: the data it reads")
     parser.add_argument("--allow-dirty", action="store_true")
@@ -359,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.action == "splice":
         print(f"spliced into the README and docs: {', '.join(splice()) or 'nothing'}")
+    elif args.action == "targets":
+        print(" ".join(make_targets()))
     elif args.action == "stale":
         for name, moved, how in stale():
             print(f"stale: results/{name} ({', '.join(moved)} moved since it was made): {how}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from crossres_dist import distributed, logs
 from crossres_dist.arithmetic import pin as pin_arithmetic
-from crossres_dist.config import load_config
+from crossres_dist.config import Config, load_config
 from crossres_dist.data.views import view_settings
 from crossres_dist.errors import ConfigError, CrossresError
 from crossres_dist.eval.features import (
@@ -56,7 +56,7 @@ class Plan:
     """What an evaluation will do, every input read and checked: the protocol with its files,
     the networks by name, the conditions, each network's provenance."""
 
-    cfg: object
+    cfg: Config
     protocol: Protocol
     networks: list[tuple[str, str]]  # (checkpoint, name)
     conditions: list
@@ -76,7 +76,7 @@ def plan(args, may_run_again: bool = False) -> Plan:
     names = args.name or [Path(p).parent.parent.name or Path(p).stem for p in args.checkpoint]
     if len(names) != len(args.checkpoint):
         raise ConfigError("give one --name per --checkpoint")
-    protocol = protocol_class(args, cfg)
+    protocol = protocol_class(args, cfg.data, cfg.source)
     if protocol.native_resolution and args.resolutions != DEFAULT_RESOLUTIONS:
         log.warning(
             "--protocol %s: its images are low-resolution already and are evaluated as they are; "
@@ -171,7 +171,9 @@ def evaluate(args, may_run_again: bool = False) -> dict | None:
     distributed.init(info, device, "auto", 1800)
     finished = False
     try:
-        work.protocol.check(info.rank, distributed.world_size(), work.cfg.data.num_threads)
+        work.protocol.refuse_unreadable(
+            info.rank, distributed.world_size(), work.cfg.data.num_threads
+        )
         out = Path(args.out)
         models = extract_and_score(work, args, info.rank, device, out)
         report = publish(work, args, models, out) if info.rank == 0 else None

@@ -8,8 +8,8 @@ from crossres_dist.heads.registry import (
     Margin,
     Softmax,
     build_margin,
-    check,
     classifier_kind,
+    head_problem,
     head_spec,
     register,
 )
@@ -25,7 +25,7 @@ __all__ = [
     "Margin",
     "Softmax",
     "build_margin",
-    "check",
+    "head_problem",
     "classifier_kind",
     "head_spec",
     "register",

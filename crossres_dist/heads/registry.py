@@ -99,7 +99,7 @@ def head_spec(name: str) -> HeadSpec:
     return HEADS[name]
 
 
-def check(head_cfg: HeadConfig) -> str | None:
+def head_problem(head_cfg: HeadConfig) -> str | None:
     """Why the method section's head settings cannot train (None: they can): the key, then
     what to change."""
     spec = head_spec(head_cfg.name)

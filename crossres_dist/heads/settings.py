@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crossres_dist.heads.registry import HEADS
-from crossres_dist.heads.registry import check as check_head
+from crossres_dist.heads.registry import HEADS, head_problem
 
 
 @dataclass
@@ -32,4 +31,4 @@ class HeadConfig:
     def problem(self) -> str | None:
         if self.name not in HEADS:
             return f"head.name: {self.name!r} is not a registered head (registered: {', '.join(HEADS)})"
-        return check_head(self)
+        return head_problem(self)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from crossres_dist.eval.protocols.folder import read_pairs
+from crossres_dist.eval.protocols.folder import read_lfw_pairs
 from pipelines.sources import DataError
 from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd
 
@@ -78,7 +78,7 @@ def test_pairs_file_with_a_missing_image_names_it(tmp_path, tiny_teacher):
     pairs = tmp_path / "pairs.txt"
     pairs.write_text(f"1 2\n{person} 1 2\n{person} 1 99\n")
     with pytest.raises(DataError, match=rf"pairs.txt:3: image .*{person}_0099.jpg not found"):
-        read_pairs(pairs, LFW)
+        read_lfw_pairs(pairs, LFW)
     result = _evaluate(
         tmp_path / "out", tiny_teacher, 1, "--pairs", str(pairs), "--data", str(LFW), check=False
     )

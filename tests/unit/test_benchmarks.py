@@ -1,6 +1,6 @@
 """The benchmark protocols (IJB-C, TinyFace, QMUL-SurvFace, open-set identification): metrics on
 hand-made cases, the CLI end to end on 2 processes over trees in the releases' exact layouts
-(built from real LFW faces by bench/benchmark_trees.py), the numbers recomputed by hand from the
+(built from real LFW faces by tools/benchmark_trees.py), the numbers recomputed by hand from the
 cached features, one-line errors for bad releases, and an extraction that resumes."""
 
 import json
@@ -12,7 +12,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from bench import benchmark_trees
 from crossres_dist import evaluate
 from crossres_dist.eval import features as features_module
 from crossres_dist.eval.align import reference_points, similarity
@@ -21,6 +20,7 @@ from crossres_dist.eval.templates import template_features
 from pipelines import ViewSettings
 from pipelines.sources import Sample
 from tests.conftest import LFW, TINY, TINY_SPEC, child_env, needs_lfw, run_cmd
+from tools import benchmark_trees
 
 
 # ----------------------------------------------------------------------------- hand-made cases

@@ -1,5 +1,5 @@
 """Evaluation never reports stale or partial numbers in silence. Trees in the releases' layouts are
-built from the LFW faces (bench/benchmark_trees.py); each test changes or breaks one thing and
+built from the LFW faces (tools/benchmark_trees.py); each test changes or breaks one thing and
 checks that a reused --out (and a shared --aligned-cache) gives what a fresh folder gives, or that
 the change is refused or warned of in one line naming the file. In process, one rank."""
 
@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from bench import benchmark_trees
 from crossres_dist import evaluate
 from tests.conftest import LFW, TINY, needs_lfw
+from tools import benchmark_trees
 
 pytestmark = needs_lfw
 

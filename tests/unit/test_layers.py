@@ -220,3 +220,16 @@ def test_architectures_are_named_only_in_their_registry():
                 named.append(f"{name}:{node.lineno} {node.value!r}")
     assert set(ARCHITECTURES) >= {"seresnet", "iresnet"}
     assert not named, f"ask the registry (crossres_dist/models/) instead: {', '.join(named)}"
+
+
+def test_each_section_lives_in_the_package_that_owns_it():
+    """config.py composes: it defines the job's own section (run) and no other, and stays under
+    350 lines; every other section is a package's settings.py, with its checks (`problem`)."""
+    from crossres_dist.config import SECTIONS
+
+    path = REPO / "crossres_dist" / "config.py"
+    assert len(path.read_text().splitlines()) < 350
+    homes = {name: cls.__module__ for name, cls in SECTIONS.items()}
+    assert homes.pop("run") == "crossres_dist.config"
+    assert all(module.endswith(".settings") for module in homes.values()), homes
+    assert all(callable(getattr(cls, "problem", None)) for cls in SECTIONS.values())

@@ -22,7 +22,8 @@ def test_every_block_is_its_result_as_spliced(page, name):
     if not made and results.block(page.read_text(), name) == "":
         # A new result's empty block, in the commit that adds its generator (which then runs
         # on that commit): said, not hidden.
-        pytest.skip(f"results/{name} is not made yet: {results.REGENERATE.get(name, '?')}")
+        entry = results.PUBLISHED.get(name)
+        pytest.skip(f"results/{name} is not made yet: {entry.make if entry else '?'}")
     assert made, f"{page.name} has a {name} block but results/{name}/result.md does not exist"
     assert results.block(page.read_text(), name) == results.rendered(name, page).rstrip() + "\n", (
         f"the {name} block of {page.relative_to(results.REPO)} differs from results/{name}/: "
@@ -38,7 +39,40 @@ def test_every_result_has_its_provenance(name):
     assert re.fullmatch(r"[0-9a-f]{40}", prov["commit"]), prov["commit"]
     assert prov["versions"].get("torch") and prov["hardware"], name
     json.loads((results.RESULTS / name / "result.json").read_text())
-    assert name in results.REGENERATE, f"results.REGENERATE does not say how {name} is made"
+    assert name in results.PUBLISHED, (
+        f"tools/published.py's PUBLISHED does not say how {name} is made"
+    )
+
+
+def makefile_targets() -> dict[str, str]:
+    """Every target of the Makefile and its recipe."""
+    targets, current = {}, None
+    for line in (results.REPO / "Makefile").read_text().splitlines():
+        if match := re.match(r"^([a-z][a-z0-9-]*):", line):
+            current = match.group(1)
+            targets[current] = ""
+        elif line.startswith("\t") and current:
+            targets[current] += line + "\n"
+    return targets
+
+
+def test_the_table_of_published_results_and_the_makefile_agree():
+    """One table (tools/published.py) names every result and the target that makes it: each
+    target exists, each target that publishes is in the table, and every result made is in it."""
+    targets = makefile_targets()
+    named = results.make_targets()
+    assert set(named) <= set(targets), set(named) - set(targets)
+    publishing = {
+        t
+        for t, recipe in targets.items()
+        if "--readme" in recipe or "tools.published run" in recipe or "tools.demo" in recipe
+    }
+    publishing -= {"demo"}  # make demo prints its table and compares it; demo-readme publishes
+    assert publishing <= set(named), (
+        f"targets that publish but are not in PUBLISHED: {publishing - set(named)}"
+    )
+    assert set(results.names()) <= set(results.PUBLISHED)
+    assert "results" in targets and "tools.published targets" in targets["results"]
 
 
 def test_every_result_is_shown_somewhere():

@@ -19,7 +19,6 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import benchmark_trees
 from crossres_dist import evaluate
 from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.config import load_config
@@ -35,6 +34,7 @@ from pipelines.packed import read_encoded
 from pipelines.sources import DataError
 from tests.conftest import LFW, SHARED, TINY
 from tests.golden import pretrain_in_process
+from tools import benchmark_trees
 
 UNSEEN = SHARED / "data" / "lfw_deepfunneled_2to9"
 needs_unseen = pytest.mark.skipif(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from crossres_dist.data.check import refuse_undecodable
+from crossres_dist.data.settings import DataConfig
 from pipelines import ViewSettings
 from pipelines.degradations import condition_label
 from pipelines.sources import DataError, Sample
@@ -41,8 +42,10 @@ class Protocol(abc.ABC):
     # (--open-set-rank overrides it).
     default_open_set_rank = 1
 
-    def __init__(self, args: argparse.Namespace, cfg) -> None:
-        self.args, self.cfg = args, cfg
+    def __init__(self, args: argparse.Namespace, data_cfg: DataConfig, source: str) -> None:
+        """`data_cfg`: the configuration's data section (its splits); `source`: where the
+        configuration came from, for messages."""
+        self.args, self.data_cfg, self.source = args, data_cfg, source
         self.samples: list[Sample] = []
         self.data_name = ""
 
@@ -59,7 +62,7 @@ class Protocol(abc.ABC):
         """The images extracted under `condition`: all of them, by default."""
         return self.samples
 
-    def check(self, rank: int, world: int, threads: int) -> None:
+    def refuse_unreadable(self, rank: int, world: int, threads: int) -> None:
         """Every image decoded before any network runs (each rank its share), on every rank."""
         refuse_undecodable(self.images(), rank, world, threads)
 

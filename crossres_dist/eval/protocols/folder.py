@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from crossres_dist.checkpointing.manager import load_checkpoint
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.errors import ConfigError
 from crossres_dist.eval.metrics import cosine, identification, open_set, verification
 from crossres_dist.eval.protocols.base import Features, Protocol, unique
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 FPIRS = (0.01, 0.1)
 
 
-def read_pairs(path: Path, root: Path) -> tuple[list[Sample], list[tuple[int, int, bool]]]:
+def read_lfw_pairs(path: Path, root: Path) -> tuple[list[Sample], list[tuple[int, int, bool]]]:
     """An LFW-style pairs file: ``name i j`` (same person) or ``name1 i name2 j`` (different);
     images at ``root/name/name_{i:04d}.jpg``. A first line of one or two integers is a header."""
     if not path.is_file():
@@ -96,15 +97,15 @@ def gallery_split(samples: list[Sample], per_identity: int) -> tuple[np.ndarray,
     return np.array(gallery, int), np.array(probe, int)
 
 
-def config_split(cfg, part: str | None) -> tuple[Dataset, str]:
+def config_split(data_cfg: DataConfig, source: str, part: str | None) -> tuple[Dataset, str]:
     """The images of the config's test split (the default when it has one) or validation split.
     The validation split chose best.pt, so numbers on it are optimistic: said in a warning."""
-    spec = SplitSpec.from_config(cfg.data)
+    spec = SplitSpec.from_config(data_cfg)
     splits = load_splits(spec)
     part = part or ("test" if splits.test is not None else "val")
     if part == "test" and splits.test is None:
         raise ConfigError(
-            f"{cfg.source}: data.test is empty: there is no test split to evaluate; set "
+            f"{source}: data.test is empty: there is no test split to evaluate; set "
             "data.test=split:K (and train with it), or evaluate on --data DIR"
         )
     if part == "val":
@@ -236,19 +237,19 @@ class Folder(Protocol):
         group.add_argument("--tsne-identities", type=int, default=8)
         group.add_argument("--tsne-resolution", type=parse_resolution, default=16)
 
-    def __init__(self, args, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         self.pairs = None
         self.identities = None
         if args.pairs:
-            self.samples, self.pairs = read_pairs(Path(args.pairs), Path(args.data or "."))
+            self.samples, self.pairs = read_lfw_pairs(Path(args.pairs), Path(args.data or "."))
             self.data_name = args.pairs
         elif args.data:
-            dataset = load_source(args.data, cfg.data.root)
+            dataset = load_source(args.data, data_cfg.root)
             self.samples, self.identities = dataset.samples, dataset.identities
             self.data_name = args.data
         else:
-            dataset, self.data_name = config_split(cfg, args.split)
+            dataset, self.data_name = config_split(data_cfg, source, args.split)
             self.samples, self.identities = dataset.samples, dataset.identities
         if not self.samples:
             raise DataError(f"{self.data_name}: no images to evaluate")

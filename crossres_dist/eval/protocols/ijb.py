@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from crossres_dist import distributed
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.eval.align import align
 from crossres_dist.eval.metrics import cmc, cosine, open_set, verification
 from crossres_dist.eval.protocols.base import (
@@ -212,8 +213,8 @@ class IJB(Protocol):
             help="how much of the aligned canvas the face's reference landmarks span",
         )
 
-    def __init__(self, args: argparse.Namespace, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args: argparse.Namespace, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         root, p = Path(args.root), self.prefix
         self.root, self.data_name = root, f"{p.upper()} at {root}"
         meta = require(root / "meta", "IJB meta folder")

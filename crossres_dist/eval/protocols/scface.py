@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.eval.metrics import cmc, cosine
 from crossres_dist.eval.protocols.base import (
     Features,
@@ -67,8 +68,8 @@ class SCface(Protocol):
             help="also the infrared cameras (cam6, cam7, cam8)",
         )
 
-    def __init__(self, args, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         root = require(Path(args.root), "SCface root")
         self.cameras = VISIBLE + (INFRARED if args.scface_infrared else ())
         mugshots = self._mugshots(require(root / MUGSHOTS, "SCface mugshot folder"))

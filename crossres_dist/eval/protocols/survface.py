@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.eval.metrics import cosine, open_set, verification
 from crossres_dist.eval.protocols.base import (
     Features,
@@ -123,8 +124,8 @@ class SurvFace(Protocol):
             help="which of the two test sets (default: both, each when its folder is there)",
         )
 
-    def __init__(self, args, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         root = require(Path(args.root), "QMUL-SurvFace root")
         self.data_name = f"QMUL-SurvFace at {root}"
         task = args.survface_task

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.eval.metrics import cmc, cosine
 from crossres_dist.eval.protocols.base import (
     Features,
@@ -42,8 +43,8 @@ class TinyFace(Protocol):
     name = "tinyface"
     native_resolution = True
 
-    def __init__(self, args, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         test = require(Path(args.root) / "Testing_Set", "TinyFace Testing_Set folder")
         self.data_name = f"TinyFace at {args.root}"
         probes, probe_ids = named_images(test, "Probe", "probe_img_ID_pairs", "probe")

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from crossres_dist.data.check import refuse_undecodable
+from crossres_dist.data.settings import DataConfig
 from crossres_dist.eval.protocols.base import (
     Features,
     Protocol,
@@ -46,8 +47,8 @@ class Verification(Protocol):
             help="which side of a pair is degraded: the second image (the probe, default) or both",
         )
 
-    def __init__(self, args, cfg) -> None:
-        super().__init__(args, cfg)
+    def __init__(self, args, data_cfg: DataConfig, source: str) -> None:
+        super().__init__(args, data_cfg, source)
         root = Path(args.root)
         paths = [root] if root.suffix == ".bin" and root.is_file() else find_bins(root)
         if not root.exists():
@@ -61,7 +62,7 @@ class Verification(Protocol):
         self.suite = VerificationSuite(self.sets, [], self.degrade)
         self.samples = [Sample(p, 0) for s in self.sets for p in s.images]
 
-    def check(self, rank: int, world: int, threads: int) -> None:
+    def refuse_unreadable(self, rank: int, world: int, threads: int) -> None:
         """Every image decoded before any network runs; a bad one named by set and index."""
         refuse_undecodable(
             images_of(self.sets),

@@ -145,7 +145,7 @@ def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_p
 def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, tiny_teacher):
     """Element k evaluates checkpoint k / R at resolution k % R; here on the IJB-C protocol
     (the folder protocol's CLI is tested in test_evaluate.py)."""
-    from bench import benchmark_trees
+    from tools import benchmark_trees
 
     root = tmp_path / "IJBC"
     benchmark_trees.ijbc(LFW, root, identities=6)

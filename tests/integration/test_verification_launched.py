@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from bench import benchmark_trees
 from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.data.pack import pack
 from tests.conftest import LFW, needs_lfw, results, run_cmd, tiny_args, train_cmd
 from tests.unit.test_benchmarks import _cli
 from tests.unit.test_verification import UNSEEN, needs_unseen
+from tools import benchmark_trees
 
 
 @needs_lfw

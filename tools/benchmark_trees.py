@@ -5,7 +5,7 @@ report) run every protocol end to end: IJB-C (tid/mid, pair, landmark files and 
 CSVs), TinyFace (.mat id files) and QMUL-SurvFace (.mat pair and id files), written with scipy,
 SCface (mugshots and three distances of cameras), and insightface .bin verification sets.
 
-    python bench/benchmark_trees.py --lfw ../shared/data/lfw_deepfunneled_10to19 --out /tmp/trees
+    python -m tools.benchmark_trees --lfw ../shared/data/lfw_deepfunneled_10to19 --out /tmp/trees
 """
 
 from __future__ import annotations

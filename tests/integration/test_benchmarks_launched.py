@@ -8,7 +8,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bench import benchmark_trees
 from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd
 from tests.unit.test_benchmarks import (  # noqa: F401 (fixtures)
     _cached,
@@ -18,6 +17,7 @@ from tests.unit.test_benchmarks import (  # noqa: F401 (fixtures)
     _unit,
     ijbc_tree,
 )
+from tools import benchmark_trees
 
 
 @needs_lfw
