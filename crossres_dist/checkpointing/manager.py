@@ -11,7 +11,8 @@ What cannot wedge a run directory:
   and never counts toward keep-last, so pruning cannot delete the good ones instead;
 - if no step checkpoint is readable, ``best.pt`` (a whole checkpoint too) is the fallback;
 - if nothing is readable the run refuses to start rather than silently start over: starting from
-  step 0 needs ``checkpoint.resume=never``, which moves the old checkpoints aside (never deletes them);
+  step 0 needs ``checkpoint.resume=never``, which moves the old checkpoints aside (never deletes
+  them);
 - a missing or unreadable ``best.pt`` is written again at the next validation.
 """
 
@@ -197,7 +198,8 @@ class CheckpointManager:
         log.warning("%s: %s; moved to %s", path, why, target)
 
     def start_fresh(self) -> None:
-        """checkpoint.resume=never: the checkpoints of an earlier run move aside, none is deleted."""
+        """checkpoint.resume=never: the checkpoints of an earlier run move aside, none is
+        deleted."""
         if not self.is_writer:
             return
         old = self.complete() + ([self.best_path] if self.best_path.is_file() else [])
@@ -226,9 +228,9 @@ class CheckpointManager:
             return self.best_path, best
         if unreadable:
             raise CheckpointError(
-                f"checkpoint.resume: every checkpoint in {self.dir} is unreadable ({unreadable} moved to "
-                f"{self.dir / 'corrupt'}/); restore one there, or set checkpoint.resume=never to start "
-                "over from step 0"
+                f"checkpoint.resume: every checkpoint in {self.dir} is unreadable ({unreadable} "
+                f"moved to {self.dir / 'corrupt'}/); restore one there, or set "
+                "checkpoint.resume=never to start over from step 0"
             )
         return None
 

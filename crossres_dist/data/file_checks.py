@@ -15,6 +15,7 @@ import torch
 
 from crossres_dist import distributed
 from crossres_dist.data.check import Manifest, check_file, check_files, find_manifest, first_fatal
+from crossres_dist.data.settings import DataConfig
 from pipelines import choose_backend
 from pipelines.dali_pipeline import dali_decode_error
 from pipelines.packed import parse_locator
@@ -22,7 +23,6 @@ from pipelines.sources import (
     DataError,
     Sample,
 )
-from crossres_dist.data.settings import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,9 @@ def undecodable(paths: list[str], backend: str, device: torch.device) -> dict[st
     return bad
 
 
-def excluded_during_run(bad: dict[str, str], position: int, planner, data_cfg: DataConfig, rank: int) -> None:
+def excluded_during_run(
+    bad: dict[str, str], position: int, planner, data_cfg: DataConfig, rank: int
+) -> None:
     """A decode failure in training: the files are named, excluded, and the run goes on,
     unless more than data.max_bad_fraction of the training files have failed."""
     for path, why in bad.items():

@@ -49,10 +49,10 @@ class ValidationChoice:
     held-out images validation keeps (val.every_nth, val.offset, val.min_images) and whether
     the verification sets choose best.pt (val.select_by)."""
 
-    every_nth: int = 1
-    offset: int = 0
-    min_images: int = 40
-    select_by: str = "top1"
+    every_nth: int
+    offset: int
+    min_images: int
+    select_by: str
 
 
 def validation_samples(
@@ -63,9 +63,7 @@ def validation_samples(
     kept = held_out[val_cfg.offset :: val_cfg.every_nth]
     if len(kept) < val_cfg.min_images:
         thinned = (
-            f", every {val_cfg.every_nth}th kept by val.every_nth"
-            if val_cfg.every_nth > 1
-            else ""
+            f", every {val_cfg.every_nth}th kept by val.every_nth" if val_cfg.every_nth > 1 else ""
         )
         raise DataError(
             f"data.val: {len(kept)} validation image(s) ({len(held_out)} held out by "
@@ -85,9 +83,7 @@ def validation_samples(
     return kept
 
 
-def check_identities(
-    train: list[Sample], identities: dict[str, int], data_cfg: DataConfig
-) -> None:
+def check_identities(train: list[Sample], identities: dict[str, int], data_cfg: DataConfig) -> None:
     """Every identity keeps data.min_images_per_identity training images."""
     names = {label: name for name, label in identities.items()}
     counts = np.bincount([s.label for s in train], minlength=len(identities))

@@ -12,6 +12,7 @@ from crossres_dist.models import ModelSpec
 from pipelines import Loader, ViewSettings
 from pipelines.degradations import Degradations, parse_steps
 
+
 def view_settings(
     data_cfg: DataConfig, method_cfg, spec: ModelSpec, evaluation: bool = False
 ) -> ViewSettings:
@@ -39,9 +40,7 @@ def view_settings(
         spec.channels,
         spec.mean,
         spec.scale,
-        Degradations(
-            steps=parse_steps(method_cfg.degradations), **method_cfg.ranges_by_key()
-        ),
+        Degradations(steps=parse_steps(method_cfg.degradations), **method_cfg.ranges_by_key()),
     )
 
 

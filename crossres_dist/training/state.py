@@ -137,19 +137,22 @@ def check_resumable(state: dict, total_steps: int, global_batch: int, where: Pat
 def write_results(
     path: Path,
     student: torch.nn.Module,
-    mine: list,
     state: TrainState,
     is_main: bool,
-    **summary,
+    *,
+    lr: float,
+    excluded: list[str],
+    final: dict[str, float],
+    best_metric: float | None,
+    skipped_before_run: list[str],
 ) -> None:
     """results.json (rank 0, gathered from all ranks): every rank's learning rate and parameter
     checksum, which DDP and the broadcast plateau decisions must keep identical, the files it
-    left out during the run (`mine`: [lr, excluded paths]) and its peak memory; then the
-    `summary` of the run (final metrics, best metric ...)."""
+    left out during the run and its peak memory; then the run's step, final metrics, best
+    metric, non-finite steps and the files left out before it."""
     with torch.no_grad():
         checksum = float(sum(p.double().sum() for p in student.parameters()))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    lr, excluded = mine
     everyone = distributed.all_gather_objects([lr, checksum, excluded, peak_rss])
     if not is_main:
         return
@@ -166,9 +169,9 @@ def write_results(
         **agreement,
         "step": state.step,
         "images_seen": state.images_seen,
-        "final": summary.pop("final"),
-        "best_metric": summary.pop("best_metric"),
+        "final": final,
+        "best_metric": best_metric,
         "nonfinite_steps": state.nonfinite_total,
-        **summary,
+        "skipped_before_run": skipped_before_run,
     }
     rundir.write_json(path, results)

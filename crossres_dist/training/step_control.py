@@ -32,9 +32,10 @@ class Moments:
 
 @dataclass(frozen=True)
 class Cadence:
-    """When the loop logs, validates, checkpoints and synchronises, from train.*, val.every and checkpoint.every. The last
-    step always logs, validates and saves; every log, validation, save and stop is a sync point,
-    and so is every sync_every-th step (the host never waits for the device in between)."""
+    """When the loop logs, validates, checkpoints and synchronises, from train.*, val.every and
+    checkpoint.every. The last step always logs, validates and saves; every log, validation,
+    save and stop is a sync point, and so is every sync_every-th step (the host never waits
+    for the device in between)."""
 
     total_steps: int
     log_every: int

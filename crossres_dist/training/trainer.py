@@ -128,19 +128,18 @@ class Trainer:
         if self.is_main:
             rundir.write_text(self.run_dir / "config.yaml", self.cfg.dumps())
             self.scalars = logs.Scalars(self.run_dir / "tensorboard")
-        cfg = self.cfg
         log.info(
             "student %s, %d parameters; teacher %s; precision %s, arithmetic %s; %d ranks x "
             "micro-batch %d x accumulation %d = %d images per step; %d steps",
             spec.layers,
             sum(p.numel() for p in self.student.parameters()),
-            "none" if self.teacher is None else f"sharding={cfg.teacher.sharding}",
+            "none" if self.teacher is None else f"sharding={self.cfg.teacher.sharding}",
             self.precision,
-            arithmetic.describe(cfg.run.reproducible),
+            arithmetic.describe(self.cfg.run.reproducible),
             self.world,
-            cfg.data.micro_batch,
+            self.cfg.data.micro_batch,
             self.accumulation,
-            cfg.optim.global_batch,
+            self.cfg.optim.global_batch,
             self.total_steps,
         )
 
@@ -448,9 +447,10 @@ class Trainer:
         write_results(
             self.run_dir / "results.json",
             self.student,
-            [self.schedule.lr, sorted(self.planner.excluded)],
             self.state,
             self.is_main,
+            lr=self.schedule.lr,
+            excluded=sorted(self.planner.excluded),
             final=metrics,
             best_metric=self.checkpoints.best_metric,
             skipped_before_run=sorted(self.skipped_before_run),

@@ -211,9 +211,9 @@ class Validator:
         autocast: AbstractContextManager,
         recalibrate_bn=None,
         verification_sets: list | None = None,
-        stage: str = "crossres",
-        timeout_s: float = 1800,
-        teacher_file: str = "",
+        stage: str,
+        timeout_s: float,
+        teacher_file: str,
         cache_dir: Path,
     ) -> None:
         """`stage`: run.stage; `timeout_s`: dist.timeout_s (how long rank 0 may take);

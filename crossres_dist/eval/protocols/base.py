@@ -43,9 +43,10 @@ class Protocol(abc.ABC):
     default_open_set_rank = 1
 
     def __init__(self, args: argparse.Namespace, data_cfg: DataConfig, source: str) -> None:
-        """`data_cfg`: the configuration's data section (its splits); `source`: where the
-        configuration came from, for messages."""
-        self.args, self.data_cfg, self.source = args, data_cfg, source
+        """`data_cfg`: the configuration's data section and `source`, where the configuration
+        came from: for a protocol that evaluates the configuration's own splits (the folder's);
+        the others read only their release's files."""
+        self.args = args
         self.samples: list[Sample] = []
         self.data_name = ""
 
