@@ -47,6 +47,7 @@ setup(
             "crossres-eval=crossres_dist.evaluate:main",
             "crossres-pack=crossres_dist.data.pack:main",
             "crossres-align=crossres_dist.eval.align_faces:main",
+            "crossres-screen=crossres_dist.eval.screen:main",
         ]
     },
 )

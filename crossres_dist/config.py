@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from crossres_dist.checkpointing.settings import CheckpointConfig
-from crossres_dist.data.settings import DataConfig
+from crossres_dist.data.settings import DataConfig, unlabelled_problems
 from crossres_dist.distributed.settings import CompileConfig, DistConfig
 from crossres_dist.errors import ConfigError, CrossresError  # noqa: F401 (ConfigError: re-exported)
 from crossres_dist.heads.settings import HeadConfig
@@ -123,6 +123,12 @@ def cross_section_problems(c: Config) -> Iterator[str]:
             "classifier, which student.replace_classifier=true says is over other identities; "
             "set method.feature_weight=none"
         )
+    yield from unlabelled_problems(c)
+    weight = c.method.feature_weight
+    if c.teacher.feature_cache and weight != "none":
+        yield f"teacher.feature_cache: the cache keeps no logits; feature_weight={weight} needs them"
+    if c.val.select_by == "feature" and c.run.stage != "crossres":
+        yield "val.select_by: feature compares the student with a teacher: needs run.stage=crossres"
     if c.dist.backend == "nccl" and c.train.device == "cpu":
         yield "dist.backend: nccl needs train.device=cuda; use gloo on the CPU"
     if c.student.classifier_init == "centres" and (c.head.partial_fc or c.run.stage != "crossres"):

@@ -16,7 +16,7 @@ from crossres_dist.distributed import PeerStopped
 from crossres_dist.distributed.parallelize import use_compile_cache
 from crossres_dist.errors import CrossresError
 from crossres_dist.settings_help import format_settings_help
-from crossres_dist.training.trainer import run
+from crossres_dist.training.process import run
 from crossres_dist.weights import preflight
 from pipelines.sources import DataError
 

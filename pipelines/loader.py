@@ -137,6 +137,12 @@ class ResilientViews:
                 self.on_excluded(bad, self.position)
                 self._rebuild()
                 continue
+            # Which samples, in which (grey, mirrored) view: the plan the pipeline served, for
+            # readers keyed by sample (the teacher feature cache).
+            plan = self.planner.plan(self.position)
+            batch["sample"] = torch.from_numpy(plan.sample)
+            batch["gray"] = torch.from_numpy(plan.gray)
+            batch["flip"] = torch.from_numpy(plan.flip)
             self.position += 1
             return batch
 

@@ -29,6 +29,8 @@ class BatchPlan:
     gray: np.ndarray  # bool
     valid: np.ndarray  # bool; False for padding that repeats an earlier sample
     flip: np.ndarray | None = None  # bool; both views mirrored left-right (None: none are)
+    # int64: each image's index in the planner's samples (-1: not a training plan's).
+    sample: np.ndarray | None = None
     # Every degradation step's fields by name (pipelines/degradations/: resolution, blur_sigma,
     # jpeg_quality, ...; 0 = not applied); missing ones are zeros. Read as attributes too.
     steps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -37,6 +39,8 @@ class BatchPlan:
         n = len(self.paths)
         if self.flip is None:
             self.flip = np.zeros(n, bool)
+        if self.sample is None:
+            self.sample = np.full(n, -1, np.int64)
         for name, dtype in plan_fields().items():
             if name not in self.steps:
                 self.steps[name] = np.zeros(n, dtype)
@@ -172,6 +176,7 @@ class TrainPlanner:
             gray=stream(2) < self.views.grayscale_p,
             valid=where < n,
             flip=stream(5) < self.views.hflip_p,
+            sample=np.asarray(chosen, np.int64),
             steps=fields,
         )
 

@@ -8,7 +8,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
@@ -200,6 +200,84 @@ def load_source(spec: str, root: str = "", identities: dict[str, int] | None = N
     return scan_image_folder(path, identities)
 
 
+# The label of a face whose identity is unknown (data.unlabelled): it gets the feature term only.
+UNLABELLED = -1
+
+
+def source_list(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """data.train or data.unlabelled as a list of sources ("" or []: none)."""
+    if isinstance(spec, str):
+        return [spec] if spec else []
+    return [s for s in spec if s]
+
+
+def source_name(spec: str) -> str:
+    """The name that prefixes a labelled source's identities when several are trained on: the
+    folder's name, or a list file's without its suffix."""
+    if spec in EMBEDDED:
+        return spec.split(":", 1)[1]
+    path = Path(spec)
+    return (path.stem if path.is_file() else path.name) or spec
+
+
+def load_labelled(
+    train: str | list[str] | tuple[str, ...],
+    root: str = "",
+    identities: dict[str, int] | None = None,
+) -> Dataset:
+    """data.train: one source as it is, or several, whose identities are never merged by folder
+    name: each source's identity `person` is `SOURCE/person` (SOURCE the folder's name), and
+    the labels follow the sources' order."""
+    sources = source_list(train)
+    if not sources:
+        return Dataset([], {} if identities is None else identities)
+    if len(sources) == 1:
+        return load_source(sources[0], root, identities)
+    names = [source_name(s) for s in sources]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise DataError(
+            f"data.train: two sources are named {twice!r}; their identities would be told apart "
+            "by the folder's name only: rename or link one"
+        )
+    samples: list[Sample] = []
+    merged: dict[str, int] = {}
+    for name, spec in zip(names, sources):
+        prefix = f"{name}/"
+        own = None
+        if identities is not None:
+            own = {k[len(prefix) :]: v for k, v in identities.items() if k.startswith(prefix)}
+        part = load_source(spec, root, own)
+        if identities is None:  # labels follow the sources' order
+            offset = len(merged)
+            merged.update({prefix + k: offset + v for k, v in part.identities.items()})
+            samples += Sample.many(
+                [s.path for s in part.samples], [offset + s.label for s in part.samples]
+            )
+        else:
+            samples += part.samples
+    return Dataset(samples, identities if identities is not None else merged)
+
+
+def load_unlabelled(sources: list[str] | tuple[str, ...], root: str = "") -> list[Sample]:
+    """data.unlabelled: faces whose identity is unknown, each with the label UNLABELLED. A
+    folder gives every image under it at any depth (identity folders or none); a list file or a
+    packed set its images, their labels dropped."""
+    samples: list[Sample] = []
+    for spec in source_list(sources):
+        path = resolve(spec)
+        if path.is_dir() and not packed_kind(path):
+            images = images_under(str(path))
+            if not images:
+                raise DataError(f"data.unlabelled: {path}: no images found")
+        elif path.exists():
+            images = [s.path for s in load_source(spec, root).samples]
+        else:
+            raise DataError(f"data.unlabelled: {path}: not found")
+        samples += Sample.many(images, [UNLABELLED] * len(images))
+    return samples
+
+
 def _held_out(spec: str, key: str) -> int:
     try:
         value = int(spec.split(":", 1)[1])
@@ -220,28 +298,41 @@ class SplitSpec:
     runs with other seeds train on the same images and are evaluated on the same unseen ones.
     """
 
-    train: str
+    train: str | list[str]
     val: str = "split:2"
     test: str = ""
     root: str = ""
     seed: int = 0
+    # Sources of faces without identity labels (data.unlabelled), trained on, never split.
+    unlabelled: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, data) -> SplitSpec:
-        return cls(data.train, data.val, data.test, data.root, data.split_seed)
+        train = data.train if isinstance(data.train, str) else list(data.train)
+        return cls(train, data.val, data.test, data.root, data.split_seed, tuple(data.unlabelled))
 
     def as_dict(self) -> dict:
-        return {
+        described = {
             "train": self.train,
             "val": self.val,
             "test": self.test,
             "root": self.root,
             "split_seed": self.seed,
         }
+        if self.unlabelled:  # absent otherwise: the records of runs before it stay as they were
+            described["unlabelled"] = list(self.unlabelled)
+        return described
 
     @classmethod
     def from_dict(cls, d: dict) -> SplitSpec:
-        return cls(d["train"], d["val"], d.get("test", ""), d.get("root", ""), d["split_seed"])
+        return cls(
+            d["train"],
+            d["val"],
+            d.get("test", ""),
+            d.get("root", ""),
+            d["split_seed"],
+            tuple(d.get("unlabelled", ())),
+        )
 
 
 @dataclass
@@ -250,6 +341,8 @@ class Splits:
     val: Dataset
     test: Dataset | None
     spec: SplitSpec
+    # data.unlabelled's faces (label UNLABELLED): trained on with the feature term only.
+    unlabelled: list[Sample] = field(default_factory=list)
 
     def part(self, name: str) -> Dataset | None:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -258,6 +351,8 @@ class Splits:
         """What a run and each of its checkpoints record about their data (small, even for
         millions of files: counts and fingerprints, not paths)."""
         parts = {"train": self.train, "val": self.val, "test": self.test}
+        if self.spec.unlabelled:
+            parts["unlabelled"] = Dataset(self.unlabelled, {})
         return {
             **self.spec.as_dict(),
             "counts": {k: len(v.samples) if v else 0 for k, v in parts.items()},
@@ -332,18 +427,28 @@ def collector_paused() -> Iterator[None]:
 
 @collector_paused()
 def load_splits(spec: SplitSpec, identities: dict[str, int] | None = None) -> Splits:
-    """Training, validation and test data sets with one label map (from training, or given)."""
-    full = load_source(spec.train, spec.root, identities)
+    """Training, validation and test data sets with one label map (from training, or given),
+    and the unlabelled faces."""
+    full = load_labelled(spec.train, spec.root, identities)
+    unlabelled = load_unlabelled(spec.unlabelled, spec.root)
     held_out = {}
     for part in ("test", "val"):
         text = getattr(spec, part)
         if text.startswith("split:"):
             held_out[part] = _held_out(text, f"data.{part}")
+            if not full.samples:
+                raise DataError(
+                    f"data.{part}: {text} holds out images of data.train's people, and data.train "
+                    "names no labelled source: give a separate folder of faces"
+                )
     train, parts = split_per_identity(full, held_out, spec.seed) if held_out else (full, {})
     separate = {}
     for part in ("val", "test"):
         text = getattr(spec, part)
-        if text and not text.startswith("split:"):
+        if text and not text.startswith("split:") and not full.samples:
+            # No labelled source (pure feature distillation): the faces judge the feature term.
+            separate[part] = Dataset(load_unlabelled([text], spec.root), {})
+        elif text and not text.startswith("split:"):
             separate[part] = load_source(text, spec.root, full.identities)
     val = parts.get("val") or separate.get("val")
     if val is None:
@@ -351,7 +456,7 @@ def load_splits(spec: SplitSpec, identities: dict[str, int] | None = None) -> Sp
     test = parts.get("test") or separate.get("test")
     if test is not None and not test.samples:
         test = None
-    return Splits(train, val, test, spec)
+    return Splits(train, val, test, spec, unlabelled)
 
 
 def sample_key(path: str) -> str:
@@ -380,7 +485,7 @@ def seen_by(record: dict) -> Seen:
         record.get("fingerprints", {}).get(part) == described[part] for part in ("train", "val")
     )
     return Seen(
-        {sample_key(s.path) for s in splits.train.samples},
+        {sample_key(s.path) for s in [*splits.train.samples, *splits.unlabelled]},
         {sample_key(s.path) for s in splits.val.samples},
         matches,
     )

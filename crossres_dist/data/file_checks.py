@@ -63,7 +63,7 @@ def check_run_files(
     world: int,
 ) -> FileReport:
     """Check this rank's share of the files and gather everyone's findings (all ranks)."""
-    manifest = load_manifest(data_cfg.manifest, data_cfg.train)
+    manifest = load_manifest(data_cfg.manifest, data_cfg.first_source)
     mine_val = [s.path for s in val[rank::world]]
     mine_train = [s.path for s in train[rank::world]] if data_cfg.check != "off" else []
     if train and parse_locator(train[0].path) is not None:
@@ -73,7 +73,7 @@ def check_run_files(
             log.info(
                 "data.check on a packed set: the index only, and the check_data manifest if any "
                 "(python -m crossres_dist.data.check %s decodes every record)",
-                data_cfg.train,
+                data_cfg.first_source,
             )
         recorded = manifest.recorded if manifest is not None else (lambda path: None)
         mine_val = [p for p in mine_val if recorded(p) is not None]

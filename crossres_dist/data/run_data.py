@@ -22,6 +22,7 @@ from crossres_dist.verification import image_namer, images_of, load_sets, verifi
 from crossres_dist.weights import lineage_of
 from pipelines import choose_backend
 from pipelines.sources import (
+    UNLABELLED,
     DataError,
     Sample,
     SplitSpec,
@@ -85,8 +86,11 @@ def validation_samples(
 
 def check_identities(train: list[Sample], identities: dict[str, int], data_cfg: DataConfig) -> None:
     """Every identity keeps data.min_images_per_identity training images."""
+    labels = [s.label for s in train if s.label != UNLABELLED]
+    if not identities or not labels:
+        return
     names = {label: name for name, label in identities.items()}
-    counts = np.bincount([s.label for s in train], minlength=len(identities))
+    counts = np.bincount(labels, minlength=len(identities))
     if counts.min() < data_cfg.min_images_per_identity:
         label = int(counts.argmin())
         raise DataError(
@@ -132,15 +136,17 @@ def prepare_run_data(
         check_same_split(resume_state, split_spec, checkpoints_dir)
     label_file = run_dir / "identities.json"
     splits = load_splits(split_spec, label_map(resume_state, label_file, rank))
-    if not splits.train.samples:
+    if not splits.train.samples and not splits.unlabelled:
         raise SetupError(f"data.train: {data_cfg.train} has no training images")
     val_samples = validation_samples(splits.val.samples, data_cfg, choice)
     verification = verification_sets(data_cfg, choice.select_by, run_dir, rank, world)
     train_set = splits.train
-    files = check_run_files(train_set.samples, val_samples, data_cfg, rank, world)
+    # One epoch is every labelled and every unlabelled face, shuffled together.
+    trained_on = [*train_set.samples, *splits.unlabelled]
+    files = check_run_files(trained_on, val_samples, data_cfg, rank, world)
     # Every rank holds the gathered report: all refuse with the same line (rank 0 logs).
-    report_files(files, data_cfg, len(train_set.samples) + len(val_samples))
-    train_samples = [s for s in train_set.samples if s.path not in files.unusable]
+    report_files(files, data_cfg, len(trained_on) + len(val_samples))
+    train_samples = [s for s in trained_on if s.path not in files.unusable]
     val_samples = [s for s in val_samples if s.path not in files.unusable]
     check_sizes(train_samples, data_cfg, world)
     check_identities(train_samples, train_set.identities, data_cfg)
@@ -148,6 +154,13 @@ def prepare_run_data(
     if rank == 0:
         rundir.write_json(label_file, train_set.identities)
         rundir.write_json(run_dir / "splits.json", described)
+    unlabelled = sum(s.label == UNLABELLED for s in train_samples)
+    if unlabelled:
+        log.info(
+            "data: %d of the training faces have no identity label (data.unlabelled): the "
+            "feature term alone trains on them",
+            unlabelled,
+        )
     log.info(
         "data: %d training, %d validation and %d test images of %d identities "
         "(split_seed %d; %s backend; listed and checked in %.1f s)",
@@ -178,7 +191,7 @@ def verification_sets(
 ) -> list:
     """data.verification's sets, read and every image decoded (each rank its share) before any
     network is built; val.select_by=verification with no set found is refused here."""
-    paths = verification_paths(data_cfg.verification, data_cfg.train)
+    paths = verification_paths(data_cfg.verification, data_cfg.first_source)
     if not paths and select_by == "verification":
         raise SetupError(
             f"val.select_by: verification, but data.verification={data_cfg.verification!r} "
@@ -222,8 +235,9 @@ def check_same_split(resume_state: dict, spec: SplitSpec, checkpoints_dir: Path)
     recorded = resume_state.get("splits")
     if recorded is None:
         return
-    for key, value in spec.as_dict().items():
-        if recorded.get(key) != value:
+    # Runs without unlabelled faces record no such key: compare it both ways.
+    for key, value in {"unlabelled": [], **spec.as_dict()}.items():
+        if recorded.get(key, [] if key == "unlabelled" else None) != value:
             raise SetupError(
                 f"data.{key}: the checkpoint in {checkpoints_dir} was trained with "
                 f"{key}={recorded.get(key)!r}, this run asks for {value!r}; resume with the "

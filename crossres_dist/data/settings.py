@@ -5,6 +5,7 @@ values, read by data.views and data.run_data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,8 +14,14 @@ from crossres_dist.settings_rules import first_not_probability
 
 @dataclass
 class DataConfig:
-    # An ImageFolder directory or a list file ("relative/path label" per line).
-    train: str = "embedded:orl"
+    # The labelled faces: an ImageFolder directory, a list file ("relative/path label" per line)
+    # or a packed set; or a list of them, whose identities are kept apart (SOURCE/person, SOURCE
+    # the folder's name); or "" for none (pure feature distillation: no classifier is built).
+    train: list[str] | str = "embedded:orl"
+    # Faces whose identity is unknown, trained on with the feature term alone (the teacher's
+    # descriptor of the clean face is the target): folders (every image under them), list files
+    # or packed sets. Never split: validation and test come from data.train or their own folders.
+    unlabelled: list[str] = field(default_factory=list)
     # Validation (chooses best.pt and drives the plateau schedule): "split:K" holds out K images
     # of every identity of `train`; or a separate ImageFolder / list file.
     val: str = "split:3"
@@ -60,7 +67,26 @@ class DataConfig:
     # data.train (insightface's val_targets: lfw.bin, cfp_fp.bin, agedb_30.bin ...).
     verification: list[str] | str = field(default_factory=list)
 
+    def labelled_sources(self) -> list[str]:
+        """data.train as a list ("" or []: none)."""
+        if isinstance(self.train, str):
+            return [self.train] if self.train else []
+        return [s for s in self.train if s]
+
+    @property
+    def first_source(self) -> str:
+        """Where settings that look beside the data (manifest, verification: auto) look: the
+        first labelled source, else the first unlabelled one."""
+        return (self.labelled_sources() or list(self.unlabelled) or [""])[0]
+
     def problem(self) -> str | None:
+        if not self.labelled_sources() and not self.unlabelled:
+            return "data.train: names no faces, and data.unlabelled is empty: give one of them"
+        if not self.labelled_sources() and self.val.startswith("split:"):
+            return (
+                f"data.val: {self.val} holds out images of data.train's people, and data.train "
+                "names none: give a separate folder of faces to validate on"
+            )
         if self.micro_batch <= 0:
             return "data.micro_batch: must be > 0"
         if self.num_threads < 1:
@@ -77,3 +103,32 @@ class DataConfig:
                     ".bin files"
                 )
         return first_not_probability(self, "data", ("grayscale_p", "hflip_p", "max_bad_fraction"))
+
+
+def unlabelled_problems(c) -> Iterator[str]:
+    """What faces without an identity label (data.unlabelled) or a run without any labelled
+    source cannot be combined with, in the composed configuration `c` (config.py asks; the
+    rules are the data's, the sections they meet are other packages')."""
+    if c.data.unlabelled:
+        if c.run.stage != "crossres" or c.method.lambda_feat <= 0:
+            yield (
+                "data.unlabelled: faces without a label train the feature term alone; with "
+                f"run.stage={c.run.stage} and method.lambda_feat={c.method.lambda_feat} they would "
+                "be read for nothing: leave them out"
+            )
+        if c.head.partial_fc:
+            yield (
+                "data.unlabelled: head.partial_fc gathers every face's label across the ranks and "
+                "has no place for a face without one; set head.partial_fc=false"
+            )
+        if c.method.feature_weight != "none":
+            yield (
+                f"data.unlabelled: method.feature_weight={c.method.feature_weight} weighs a face "
+                "by the teacher's view of its identity, which an unlabelled face does not have; "
+                "set method.feature_weight=none"
+            )
+    if not c.data.labelled_sources() and c.val.select_by == "top1":
+        yield (
+            "val.select_by: top1 needs a classifier, and data.train names no labelled source: "
+            "set val.select_by=feature (or verification)"
+        )

@@ -23,9 +23,12 @@ from crossres_dist import distributed
 log = logging.getLogger(__name__)
 
 
-def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory_format:
-    """NHWC on a GPU when asked (tensor-core convolutions); the CPU stays NCHW."""
-    if channels_last and device.type == "cuda":
+def memory_format_for(
+    device: torch.device, channels_last: bool, on_cpu: bool = False
+) -> torch.memory_format:
+    """NHWC on a GPU when asked (tensor-core convolutions); the CPU stays NCHW unless `on_cpu`
+    (model.channels_last_on_cpu)."""
+    if channels_last and (device.type == "cuda" or on_cpu):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -17,6 +17,10 @@ landmarks, and write the aligned chip a network needs.
   dlib's five points are eye corners and the base of the nose, not ArcFace's eye centres, nose
   tip and mouth corners: the eye centres and the nose base are fitted to the template's eyes and
   nose, and the run says so in one line.
+- ``--pad F``: a face the detector misses is looked for again in the image padded by F of its
+  size on every side (its edge pixels repeated). Tightly cropped faces (UTKFace's) fill the frame,
+  and dlib's HOG detector needs some context around a face to find it; the chip of a face found
+  at once is the same with or without the option, and the report says which faces needed it.
 - An existing chip is kept (a rerun finishes what a stopped one left), and every chip is written
   atomically.
 """
@@ -73,14 +77,21 @@ def import_dlib():
 _WORKER: dict = {}
 
 
-def _start_worker(predictor: str, template: str) -> None:
+def _start_worker(predictor: str, template: str, pad: float = 0.0) -> None:
     dlib = import_dlib()
     _WORKER.update(
         dlib=dlib,
         detector=dlib.get_frontal_face_detector(),
         predictor=dlib.shape_predictor(predictor),
         template=template,
+        pad=pad,
     )
+
+
+def padded(image: np.ndarray, pad: float) -> np.ndarray:
+    """`image` with `pad` of its height and width added on every side, edge pixels repeated."""
+    dy, dx = round(image.shape[0] * pad), round(image.shape[1] * pad)
+    return np.pad(image, ((dy, dy), (dx, dx), (0, 0)), mode="edge")
 
 
 def central_face(faces, width: int, height: int):
@@ -123,8 +134,14 @@ def align_one(job: tuple[str, str]) -> tuple[str, str, int]:
     except (OSError, UnidentifiedImageError, ValueError) as err:
         return "undecodable", str(err).splitlines()[0][:120], 0
     faces = _WORKER["detector"](image, 1)
+    detail = ""
+    if len(faces) == 0 and _WORKER["pad"] > 0:
+        image = padded(image, _WORKER["pad"])
+        faces = _WORKER["detector"](image, 1)
+        detail = f"found in the image padded by {_WORKER['pad']:g}"
     if len(faces) == 0:
-        return "no_face", "dlib's detector found no face (upsampled once)", 0
+        tried = f", and padded by {_WORKER['pad']:g}" if _WORKER["pad"] > 0 else ""
+        return "no_face", f"dlib's detector found no face (upsampled once{tried})", 0
     rect = central_face(faces, image.shape[1], image.shape[0])
     shape = _WORKER["predictor"](image, rect)
     if _WORKER["template"] == "dlib150":
@@ -137,17 +154,17 @@ def align_one(job: tuple[str, str]) -> tuple[str, str, int]:
     partial = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     Image.fromarray(chip).save(partial, format="PNG")
     partial.replace(out)
-    return "aligned", "", len(faces)
+    return "aligned", detail, len(faces)
 
 
-def _run(todo: list, workers: int, predictor: str, template: str):
+def _run(todo: list, workers: int, predictor: str, template: str, pad: float):
     """The results of `todo` in order: in this process for one worker, else in a pool."""
     if workers == 1:
-        _start_worker(predictor, template)
+        _start_worker(predictor, template, pad)
         yield from map(align_one, todo)
         return
     with ProcessPoolExecutor(
-        workers, initializer=_start_worker, initargs=(predictor, template)
+        workers, initializer=_start_worker, initargs=(predictor, template, pad)
     ) as pool:
         yield from pool.map(align_one, todo, chunksize=8)
 
@@ -176,11 +193,16 @@ def plan_jobs(raw: str, out: Path) -> list[tuple[str, str, str]]:
     return jobs
 
 
-def align_set(raw: str, out: Path, template: str, workers: int = 0) -> dict[str, int]:
-    """Align every image of `raw` into `out`; the counts by status. The report is written
-    even when the run is stopped, for what was done."""
+def align_set(
+    raw: str, out: Path, template: str, workers: int = 0, pad: float = 0.0
+) -> dict[str, int]:
+    """Align every image of `raw` into `out`; the counts by status (faces found only in the
+    padded image counted apart). The report is written even when the run is stopped, for what
+    was done."""
     if template not in TEMPLATES:
         raise AlignError(f"--template: {template!r} is not one of {', '.join(TEMPLATES)}")
+    if not 0 <= pad <= 1:
+        raise AlignError(f"--pad: {pad} is not a fraction of the image between 0 and 1")
     predictor = predictor_path()
     import_dlib()
     jobs = plan_jobs(raw, out)
@@ -197,15 +219,19 @@ def align_set(raw: str, out: Path, template: str, workers: int = 0) -> dict[str,
     }
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     try:
-        for (source, target), result in zip(todo, _run(todo, workers, str(predictor), template)):
+        for (source, target), result in zip(
+            todo, _run(todo, workers, str(predictor), template, pad)
+        ):
             results[target] = result
             if result[0] != "aligned":
                 print(f"{source}: {result[0]}: {result[1]}", file=sys.stderr)
     finally:
         write_report(out / REPORT, jobs, results)
     counts: dict[str, int] = {}
-    for status, _, _ in results.values():
+    for status, detail, _ in results.values():
         counts[status] = counts.get(status, 0) + 1
+        if status == "aligned" and detail.startswith("found in the image padded"):
+            counts["aligned_padded"] = counts.get("aligned_padded", 0) + 1
     return counts
 
 
@@ -227,15 +253,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="where the aligned identity folders go")
     parser.add_argument("--template", default="dlib150", help=f"one of {', '.join(TEMPLATES)}")
     parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    parser.add_argument(
+        "--pad",
+        type=float,
+        default=0.0,
+        help="look again for a face not found in the image padded by this fraction of its size "
+        "on every side (tight crops; 0: never)",
+    )
     args = parser.parse_args(argv)
     try:
-        counts = align_set(args.raw, args.out, args.template, args.workers)
+        counts = align_set(args.raw, args.out, args.template, args.workers, args.pad)
     except CrossresError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "aligned")
+    others = ", ".join(
+        f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("aligned", "aligned_padded")
+    )
+    total = sum(v for k, v in counts.items() if k != "aligned_padded")
+    if counts.get("aligned_padded"):
+        others = f"{counts['aligned_padded']} of them found only when padded" + (
+            f", {others}" if others else ""
+        )
     print(
-        f"{args.out}: {counts.get('aligned', 0)} of {sum(counts.values())} images aligned "
+        f"{args.out}: {counts.get('aligned', 0)} of {total} images aligned "
         f"({args.template}); {others + '; ' if others else ''}report: {args.out / REPORT}"
     )
     if not counts.get("aligned"):

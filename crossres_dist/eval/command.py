@@ -61,6 +61,7 @@ class Plan:
     networks: list[tuple[str, str]]  # (checkpoint, name)
     conditions: list
     provenance: dict[str, dict]
+    gallery: str = ""  # --gallery: the network that embeds the reference side
 
 
 def plan(args, may_run_again: bool = False) -> Plan:
@@ -86,12 +87,26 @@ def plan(args, may_run_again: bool = False) -> Plan:
         )
     conditions = list(dict.fromkeys(args.resolutions))
     conditions += [parse_condition(text) for text in args.degrade]
+    gallery = ""
+    if args.gallery:
+        if not protocol.takes_gallery:
+            raise ConfigError(
+                f"--gallery: --protocol {args.protocol} embeds its reference side with the network "
+                "it evaluates; --gallery is for --protocol verification"
+            )
+        if getattr(args, "verification_degrade", "probe") == "both":
+            raise ConfigError(
+                "--gallery: the gallery is enrolled at full resolution; it does not go with "
+                "--verification-degrade both"
+            )
+        gallery = str(resolve_path(args.gallery))
     return Plan(
         cfg,
         protocol,
         list(zip(args.checkpoint, names)),
         protocol.conditions(conditions),
         {n: protocol.provenance(p) for p, n in zip(args.checkpoint, names)},
+        gallery,
     )
 
 
@@ -104,12 +119,13 @@ def extract_and_score(work: Plan, args, rank: int, device, out: Path) -> dict:
     if rank == 0:
         cache.mkdir(parents=True, exist_ok=True)
     models = {}
-    for checkpoint, name in work.networks:
+
+    def extractor_of(checkpoint: str) -> Extractor:
         model = load_model(checkpoint, device)
         # The config's geometry, the network's own normalisation: training's views, undrawn.
         views = view_settings(cfg.data, cfg.method, model.spec, evaluation=True)
         protocol.prepare(out, views)
-        extractor = Extractor(
+        return Extractor(
             model,
             views,
             cfg.data.micro_batch,
@@ -121,6 +137,15 @@ def extract_and_score(work: Plan, args, rank: int, device, out: Path) -> dict:
             args.flip,
             protocol.mirror,
         )
+
+    gallery = None
+    if work.gallery:  # the reference side, at full resolution, once for every network
+        samples = protocol.samples_at(None)
+        gallery = extract_cached(
+            extractor_of(work.gallery), work.gallery, samples, None, cache, "gallery"
+        )
+    for checkpoint, name in work.networks:
+        extractor = extractor_of(checkpoint)
         features, files = {}, {}
         for condition in work.conditions:
             samples = protocol.samples_at(condition)
@@ -129,9 +154,12 @@ def extract_and_score(work: Plan, args, rank: int, device, out: Path) -> dict:
             extracted = extract_cached(extractor, checkpoint, samples, condition, cache, name)
             if extracted is not None:
                 features[label] = extracted
+        if gallery is not None:
+            features["gallery"] = gallery
         if rank == 0:
             models[name] = {
                 "checkpoint": str(Path(checkpoint).resolve()),
+                **({"gallery": work.gallery} if work.gallery else {}),
                 "feature_settings": feature_settings(extractor),
                 "provenance": work.provenance[name],
                 "feature_cache": files,
@@ -214,6 +242,13 @@ def parser() -> argparse.ArgumentParser:
         "--name",
         action="append",
         help="its name in the tables and plots, one per --checkpoint (default: the run's name)",
+    )
+    p.add_argument(
+        "--gallery",
+        metavar="CHECKPOINT",
+        help="embed the reference side (each pair's first face, at full resolution) with this "
+        "network instead of the one evaluated: probes of a student against a gallery its "
+        "teacher enrolled (--protocol verification)",
     )
     p.add_argument("--config", required=True, help="the training config (views, data split)")
     p.add_argument(

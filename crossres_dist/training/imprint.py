@@ -39,7 +39,8 @@ def imprint_classifier(student_cfg: StudentConfig, networks, samples, loader, au
     student and the teacher; every rank takes part in the teacher's pass, and rank 0's centres
     go to every rank). Nothing for ``classifier_init=random``."""
     student, teacher = networks
-    if student_cfg.classifier_init != "centres" or teacher is None:
+    samples = [s for s in samples if s.label >= 0]  # the faces of data.unlabelled have no class
+    if student_cfg.classifier_init != "centres" or teacher is None or not samples:
         return
     layer = getattr(student, classifier_name(student))
     if isinstance(layer, NoClassifier):

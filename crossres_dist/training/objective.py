@@ -105,15 +105,23 @@ class CrossResolutionObjective:
     # PartialFC when it holds the classes (the network's logits are then empty).
     margin: nn.Module | None = None
     partial_fc: nn.Module | None = None
+    # Whether a batch may hold faces without an identity label (data.unlabelled: label -1).
+    # Each face's loss is then CE (labelled faces only) + lambda * D, and the batch's loss their
+    # mean over all faces; decided with the data, so a run of labelled faces alone computes
+    # exactly what it always did.
+    unlabelled: bool = False
 
     @classmethod
     def for_run(
-        cls, method_cfg: MethodConfig, lambda_feat: float, head
+        cls, method_cfg: MethodConfig, lambda_feat: float, head, unlabelled: bool = False
     ) -> CrossResolutionObjective:
         """The method section's feature term at `lambda_feat` (0 without a teacher) with the
-        training head's margin or PartialFC."""
+        training head's margin or PartialFC; `unlabelled`: the data holds faces without a
+        label."""
         m = method_cfg
-        return cls(lambda_feat, m.feature_loss, m.feature_weight, head.margin, head.partial_fc)
+        return cls(
+            lambda_feat, m.feature_loss, m.feature_weight, head.margin, head.partial_fc, unlabelled
+        )
 
     @property
     def uses_teacher(self) -> bool:
@@ -139,9 +147,26 @@ class CrossResolutionObjective:
             out = self.partial_fc(features, labels, counted)
             ce = out["ce"] if reduction == "mean" else out["ce"] * len(labels)
             return {"ce": ce, "correct": out["correct"]}
+        if logits.shape[1] == 0:  # no labelled source: no classifier, the feature term alone
+            return {"ce": features.new_zeros((), dtype=torch.float32)}
+        if self.unlabelled:
+            return {"ce": self._labelled_ce(features, logits, labels, reduction)}
         if self.margin is not None:
             logits = self.margin(logits, labels, features)
         return {"ce": F.cross_entropy(logits.float(), labels, reduction=reduction)}
+
+    def _labelled_ce(
+        self, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, reduction: str
+    ) -> torch.Tensor:
+        """CE over the labelled faces, an unlabelled face (label < 0) contributing 0, averaged
+        over all faces: masked on the device, so no step waits for the host to count them."""
+        known = labels >= 0
+        if self.margin is not None:
+            # The margin's row for an unlabelled face is computed at label 0 and then ignored.
+            logits = self.margin(logits, labels.clamp(min=0), features)
+        target = torch.where(known, labels, torch.full_like(labels, -100))
+        total = F.cross_entropy(logits.float(), target, reduction="sum", ignore_index=-100)
+        return total / len(labels) if reduction == "mean" else total
 
     def __call__(
         self,
@@ -208,10 +233,18 @@ class CrossResolutionLoss(nn.Module):
         return features, reliability
 
     def forward(
-        self, teacher_view: torch.Tensor, student_view: torch.Tensor, labels: torch.Tensor
+        self,
+        teacher_view: torch.Tensor,
+        student_view: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`teacher_features`: the teacher's features of `teacher_view` when they are already
+        known (teacher.feature_cache); otherwise the teacher runs."""
         target = reliability = None
-        if self.objective.uses_teacher and self.teacher is not None:
+        if self.objective.uses_teacher and teacher_features is not None:
+            target = teacher_features
+        elif self.objective.uses_teacher and self.teacher is not None:
             target, reliability = self.teacher_targets(teacher_view, labels)
         if self.paired:
             student_view = torch.cat([student_view, teacher_view])

@@ -25,6 +25,12 @@ class TeacherConfig:
     width: int = 0
     # "full": FSDP2-shard the frozen teacher over the ranks (1/N memory each); "none": replicate.
     sharding: Literal["none", "full"] = "none"
+    # The teacher's descriptors of the training faces computed once, before the first step, and
+    # read at every step instead of running the teacher (training/teacher_cache.py): a folder
+    # that keeps them for every run of the same teacher and view settings, "auto"
+    # (run.output_dir/teacher-features), or "" (the teacher runs at every step). Only faces with
+    # one fixed view are cached: square images with data.crop = data.resize_shorter.
+    feature_cache: str = ""
 
     def problem(self) -> str | None:
         return None
@@ -134,9 +140,12 @@ class ValConfig:
     # Training views (over all ranks) for val.bn_recalibrate.
     bn_recalibrate_images: int = 1024
     # What chooses best.pt and drives the plateau schedule: "top1", the held-out images'
-    # classifier top-1 at val.resolution (the paper's), or "verification", the mean 10-fold
-    # accuracy of data.verification's sets over every validated resolution (the field's).
-    select_by: Literal["top1", "verification"] = "top1"
+    # classifier top-1 at val.resolution (the paper's); "verification", the mean 10-fold
+    # accuracy of data.verification's sets over every validated resolution (the field's); or
+    # "feature", the mean cosine similarity, over every validated resolution (full included),
+    # of the student's descriptor of a validation face to the teacher's of the clean face: no
+    # label needed, and it rewards keeping full resolution as much as gaining at low ones.
+    select_by: Literal["top1", "verification", "feature"] = "top1"
     # Which side of a verification pair is degraded to each resolution: "probe" (the second
     # image; the first stays at full resolution) or "both".
     verification_degrade: Literal["probe", "both"] = "probe"

@@ -74,7 +74,7 @@ class MetricWindow:
     the host reads them only when the window is reduced."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(5, device=device)
+        self.sums = torch.zeros(6, device=device)
         self.weighted = False
         self._restart()
 
@@ -83,12 +83,16 @@ class MetricWindow:
 
     def add(self, losses: dict[str, torch.Tensor], labels: torch.Tensor, world: int) -> None:
         correct = losses.get("correct")  # PartialFC counts its own (it holds the classes)
-        if correct is None:
+        if correct is None and losses["logits"].shape[1] == 0:
+            correct = torch.zeros((), device=labels.device)  # no classifier (no labelled faces)
+        elif correct is None:
             correct = (losses["logits"].argmax(1) == labels).sum().float()
         weight = losses.get("teacher_weight")
         self.weighted = weight is not None
         terms = [losses["loss"], losses["ce"], losses["feat"], correct]
         terms.append(torch.zeros_like(correct) if weight is None else weight)
+        # Top-1 is over the faces with a label (data.unlabelled's have none).
+        terms.append((labels >= 0).sum())
         self.sums += torch.stack([t.detach().float() for t in terms])
         self.images += len(labels) * world
         self.micro_steps += 1
@@ -99,12 +103,12 @@ class MetricWindow:
         if world > 1 and all_reduce is not None:
             all_reduce(self.sums)
         n_micro = world * self.micro_steps
-        loss, ce, feat, correct, weight = self.sums.tolist()
+        loss, ce, feat, correct, weight, labelled = self.sums.tolist()
         values = {
             "train/loss": loss / n_micro,
             "train/ce": ce / n_micro,
             "train/feat": feat / n_micro,
-            "train/top1": correct / max(1, self.images),
+            "train/top1": correct / max(1, labelled),
             "train/images_per_s": self.images / (time.perf_counter() - self.started),
         }
         if self.weighted:
@@ -181,3 +185,16 @@ class StopFlag:
 
     def _handler(self, signum, frame) -> None:
         self.raised = signum
+
+
+def log_window(values: dict[str, float], step: int, total_steps: int) -> None:
+    """A log window's means (MetricWindow.reduce, with the lr and p) as one line."""
+    shown = ("loss", "ce", "feat", "top1", "lr", "p", "images_per_s")
+    log.info(
+        "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f %.1f img/s",
+        step,
+        total_steps,
+        *(values[f"train/{key}"] for key in shown),
+    )
+    if "train/teacher_weight" in values:
+        log.info("teacher weight %.4f", values["train/teacher_weight"])

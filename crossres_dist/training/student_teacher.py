@@ -50,6 +50,10 @@ def build_teacher(cfg: Config, student_spec: ModelSpec) -> tuple[torch.nn.Module
                 "whose probabilities depend on the head's scale and margin, not on the file; set "
                 "method.feature_weight=teacher_correct (its nearest class centre) or none"
             )
+    if student_spec.num_classes == 0:
+        # No labelled source (pure feature distillation): the teacher's classifier, if its
+        # file has one, is over identities this run never names; only its features are used.
+        teacher_spec = replace(teacher_spec, classifier="none")
     teacher = build_model(teacher_spec)
     if teacher_spec.feature_dim != student_spec.feature_dim:
         raise SetupError(

@@ -1,6 +1,7 @@
 """The training run: the components wired with every check before the first step (run
 directory, data, networks and head, parallelism, optimisation, resume, validation), then the loop
-(train_step, then what the cadence asks: log, validate, save, stop). docs/layout.md draws it."""
+(train_step, then what the cadence asks: log, validate, save, stop). docs/layout.md draws it;
+training/process.py runs it as a process and turns its ending into an exit code."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from crossres_dist.distributed.parallelize import (
     parallelize_student,
     shard_teacher,
 )
-from crossres_dist.distributed.watchdog import report_lost_peers, start_for_run
+from crossres_dist.distributed.watchdog import start_for_run
 from crossres_dist.errors import SetupError
 from crossres_dist.heads import classifier_kind
 from crossres_dist.heads.training_head import TrainingHead
@@ -58,10 +59,10 @@ from crossres_dist.training.state import (
 from crossres_dist.training.step_control import (
     Cadence,
     MetricWindow,
-    NonFiniteLoss,
     NonFiniteSteps,
     Preempted,
     StopFlag,
+    log_window,
     mark_preempted,
 )
 from crossres_dist.training.student_teacher import (
@@ -69,6 +70,7 @@ from crossres_dist.training.student_teacher import (
     class_count,
     starting_checkpoints,
 )
+from crossres_dist.training.teacher_cache import cache_for_run
 from crossres_dist.training.validation import Validator
 from crossres_dist.weights import WeightsError
 from pipelines import ResilientViews, TrainPlanner
@@ -78,11 +80,6 @@ if TYPE_CHECKING:  # for the reader only: config.py composes this package's sect
     from crossres_dist.config import Config
 
 log = logging.getLogger(__name__)
-
-# Exit codes a launcher script can act on.
-EXIT_PREEMPTED = 3
-EXIT_NONFINITE = 4
-EXIT_PEER_LOST = 6  # a collective failed because ranks are gone (their node, their processes)
 
 
 class Trainer:
@@ -161,6 +158,7 @@ class Trainer:
         self.skipped_before_run = data.skipped_before_run
         self.identities, self.splits, self._held_out = data.identities, data.splits, data.held_out
         self.verification_sets = data.verification
+        self.has_unlabelled = any(s.label < 0 for s in data.train)
         self.accumulation = accumulation_steps(
             cfg.optim.global_batch, cfg.data.micro_batch, self.world
         )
@@ -173,7 +171,8 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         spec = spec_from_config(cfg.model, num_classes, input_size=cfg.data.crop)
-        spec = replace(spec, classifier=classifier_kind(cfg.head))
+        # No labelled source (pure feature distillation): no classifier, not one over nobody.
+        spec = replace(spec, classifier=classifier_kind(cfg.head) if num_classes else "none")
         self.student, self.teacher = build_networks(cfg, spec, self.resume_state)
         self.head = TrainingHead(cfg.head, spec, cfg.run.seed, self.device, self.world)
         self.lineage = record_lineage(
@@ -181,7 +180,9 @@ class Trainer:
         )
         if self.is_main:
             self.checkpoints.preflight(self.student)
-        self.memory_format = memory_format_for(self.device, cfg.model.channels_last)
+        self.memory_format = memory_format_for(
+            self.device, cfg.model.channels_last, cfg.model.channels_last_on_cpu
+        )
         if self.teacher is not None:
             self.teacher = shard_teacher(
                 self.teacher,
@@ -199,7 +200,9 @@ class Trainer:
             cfg.compile.mode_for("student"),
         )
         lambda_feat = cfg.method.lambda_feat if self.teacher is not None else 0.0
-        self.objective = CrossResolutionObjective.for_run(cfg.method, lambda_feat, self.head)
+        self.objective = CrossResolutionObjective.for_run(
+            cfg.method, lambda_feat, self.head, self.has_unlabelled
+        )
         self.task = CrossResolutionLoss(
             self.model, self.teacher, self.objective, cfg.method.paired and self.teacher is not None
         )
@@ -229,6 +232,10 @@ class Trainer:
             1, math.ceil(cfg.train.epochs * steps_per_epoch)
         )
         nets = self.student, self.teacher
+        teacher = self.teacher if self.objective.uses_teacher else None
+        self.teacher_cache = cache_for_run(
+            cfg.teacher, cfg.run.output_dir, teacher, train_samples, self.loader, self.autocast
+        )
         if self.resume_state is None:  # a resumed run has its classifier
             imprint_classifier(cfg.student, nets, train_samples, self.loader, self.autocast)
         self.optimizer = build_optimizer(self.student, self.head, cfg.optim, self.device)
@@ -379,9 +386,10 @@ class Trainer:
             student_view = batch["student_view"].contiguous(memory_format=self.memory_format)
             last = micro == self.accumulation - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()
+            cached = self.teacher_cache and self.teacher_cache.lookup(batch, self.device)
             with sync:
                 with self.autocast:
-                    losses = self.task(teacher_view, student_view, batch["labels"])
+                    losses = self.task(teacher_view, student_view, batch["labels"], cached)
                 loss = losses["loss"]
                 if step in self.cfg.debug.inject_nan_steps and self.info.rank == 0:
                     loss = loss * float("nan")
@@ -410,15 +418,7 @@ class Trainer:
         images_before = self.state.images_seen - self.cfg.optim.global_batch
         values["train/p"] = self.curriculum.p_at(images_before)
         if self.is_main:
-            shown = ("loss", "ce", "feat", "top1", "lr", "p", "images_per_s")
-            log.info(
-                "step %d/%d loss %.4f ce %.4f feat %.4f top-1 %.3f lr %.2e p %.2f %.1f img/s",
-                self.state.step,
-                self.total_steps,
-                *(values[f"train/{key}"] for key in shown),
-            )
-            if "train/teacher_weight" in values:
-                log.info("teacher weight %.4f", values["train/teacher_weight"])
+            log_window(values, self.state.step, self.total_steps)
             self.scalars.add(values, self.state.step)
 
     def _stop_here(self, now) -> bool:
@@ -444,6 +444,8 @@ class Trainer:
         excluded_during_run(bad, position, self.planner, self.cfg.data, self.info.rank)
 
     def _write_results(self, metrics: dict[str, float]) -> None:
+        if self.teacher_cache is not None:
+            self.teacher_cache.log_use()
         write_results(
             self.run_dir / "results.json",
             self.student,
@@ -466,35 +468,3 @@ class Trainer:
         self.scalars.close()
         # Drop the (possibly FSDP-sharded) teacher before the process group is destroyed.
         self.task = self.teacher = None
-
-
-def run(cfg: Config) -> int:
-    """Train; return the process exit code (0, EXIT_PREEMPTED or EXIT_NONFINITE)."""
-    trainer = None
-    graceful = False
-    try:
-        trainer = Trainer(cfg)
-        trainer.train()
-        graceful = True
-        return 0
-    except Preempted:
-        graceful = True
-        return EXIT_PREEMPTED
-    except NonFiniteLoss as err:
-        log.error("%s", err)
-        graceful = True  # every rank saw the same non-finite gradient and stops here
-        return EXIT_NONFINITE
-    except distributed.PeerStopped:
-        graceful = True
-        raise
-    except rundir.DiskFullError as err:
-        graceful = getattr(err, "agreed", False)
-        raise
-    except RuntimeError as err:  # a collective that failed: are peers gone?
-        if not report_lost_peers(err, trainer and trainer.watchdog, EXIT_PEER_LOST):
-            raise
-        return EXIT_PEER_LOST
-    finally:
-        if trainer is not None:
-            trainer.close()
-        distributed.shutdown(graceful)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
@@ -155,9 +156,13 @@ def evaluate_student(
     teacher_features: torch.Tensor | None,
     objective: CrossResolutionObjective,
     autocast: AbstractContextManager,
+    similarity: bool = False,
 ) -> dict[str, float]:
     """Loss (the training objective, against the teacher's features of the undegraded view) and
-    top-1 of the student at each resolution (None = full), on this process alone."""
+    top-1 (when the student has a classifier) at each resolution (None = full), on this process
+    alone; with `similarity`, also the cosine similarity of the student's descriptor to the
+    teacher's (val.select_by=feature)."""
+    similarity = similarity and teacher_features is not None
     was_training = student.training
     student.eval()
     sums: dict[int | None, dict[str, float]] = {}
@@ -178,18 +183,29 @@ def evaluate_student(
         terms = objective(
             features, logits, labels, target, reduction="sum", reliability=reliability
         )
-        s = sums.setdefault(resolution, {"ce": 0.0, "loss": 0.0, "correct": 0.0, "n": 0.0})
+        s = sums.setdefault(
+            resolution, {"ce": 0.0, "loss": 0.0, "correct": 0.0, "n": 0.0, "cos": 0.0}
+        )
         s["ce"] += terms["ce"].item()
         s["loss"] += terms["loss"].item()
-        s["correct"] += (logits.argmax(1) == labels).sum().item()
+        if logits.shape[1]:
+            s["correct"] += (logits.argmax(1) == labels).sum().item()
+        if similarity:
+            s["cos"] += F.cosine_similarity(features, target.float(), dim=1).sum().item()
         s["n"] += len(labels)
     student.train(was_training)
     metrics = {}
+    classifies = logits.shape[1] > 0  # none without a labelled source
     for resolution, s in sums.items():
         name = resolution_name(resolution)
-        metrics[f"val/{name}/top1"] = s["correct"] / s["n"]
-        metrics[f"val/{name}/ce"] = s["ce"] / s["n"]
+        if classifies:
+            metrics[f"val/{name}/top1"] = s["correct"] / s["n"]
+            metrics[f"val/{name}/ce"] = s["ce"] / s["n"]
         metrics[f"val/{name}/loss"] = s["loss"] / s["n"]
+        if similarity:
+            metrics[f"val/{name}/teacher_cos"] = s["cos"] / s["n"]
+    if similarity:
+        metrics["val/teacher_cos"] = sum(s["cos"] / s["n"] for s in sums.values()) / len(sums)
     return metrics
 
 
@@ -233,7 +249,7 @@ class Validator:
                 verification_sets, self.resolutions, val_cfg.verification_degrade
             )
         self.teacher_features = None
-        if teacher is not None and objective.uses_teacher:
+        if teacher is not None and (objective.uses_teacher or val_cfg.select_by == "feature"):
             self.teacher_features = cached_teacher_features(
                 teacher,
                 teacher_file,
@@ -257,6 +273,7 @@ class Validator:
                 self.teacher_features,
                 self.objective,
                 self.autocast,
+                similarity=self.val_cfg.select_by == "feature",
             )
             metrics.update(verified)
             self._log(metrics, step, time.perf_counter() - t0)
@@ -291,33 +308,62 @@ class Validator:
         low = f"{self.val_cfg.resolution}px"
         if self.verification is not None:
             log.info("verification at step %d: %s", step, verification_line(metrics))
-        log.info(
-            "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f loss %.4f | %s",
-            step,
-            seconds,
-            metrics["val/full/top1"],
-            metrics["val/full/loss"],
-            low,
-            metrics[f"val/{low}/top1"],
-            metrics[f"val/{low}/loss"],
-            " ".join(
-                f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items() if k.endswith("top1")
-            ),
-        )
+        if "val/full/top1" in metrics:
+            log.info(
+                "validation at step %d (%.1fs): full top-1 %.4f loss %.4f | %s top-1 %.4f "
+                "loss %.4f | %s",
+                step,
+                seconds,
+                metrics["val/full/top1"],
+                metrics["val/full/loss"],
+                low,
+                metrics[f"val/{low}/top1"],
+                metrics[f"val/{low}/loss"],
+                " ".join(
+                    f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items() if k.endswith("top1")
+                ),
+            )
+        else:  # no classifier (no labelled source): the cosines to the teacher say it
+            log.info(
+                "validation at step %d (%.1fs): full loss %.4f | %s loss %.4f",
+                step,
+                seconds,
+                metrics["val/full/loss"],
+                low,
+                metrics[f"val/{low}/loss"],
+            )
+        if "val/teacher_cos" in metrics:
+            cosines = " ".join(
+                f"{k.split('/')[1]}={v:.3f}"
+                for k, v in metrics.items()
+                if k.endswith("/teacher_cos") and k != "val/teacher_cos"
+            )
+            log.info(
+                "validation at step %d: cosine to the teacher %s | mean %.4f",
+                step,
+                cosines,
+                metrics["val/teacher_cos"],
+            )
 
     def plateau_metric(self, metrics: dict[str, float]) -> float:
         """What optim's plateau schedule watches (lower is better): the low-resolution
-        validation loss, or with val.select_by=verification the verification error."""
+        validation loss, or with val.select_by=verification the verification error, or with
+        val.select_by=feature 1 - the mean cosine to the teacher."""
         if self.val_cfg.select_by == "verification":
             return 1.0 - metrics["val/verification/accuracy"]
+        if self.val_cfg.select_by == "feature":
+            return 1.0 - metrics["val/teacher_cos"]
         return metrics[f"val/{self.val_cfg.resolution}px/loss"]
 
     def best_metric(self, metrics: dict[str, float]) -> float:
         """The checkpoint kept as best: highest low-resolution top-1 (method.md; a pretrained
         teacher is judged at full resolution), or with val.select_by=verification the mean
-        verification accuracy over the sets and resolutions."""
+        verification accuracy over the sets and resolutions, or with val.select_by=feature the
+        mean cosine to the teacher over the validated resolutions."""
         if self.val_cfg.select_by == "verification":
             return metrics["val/verification/accuracy"]
+        if self.val_cfg.select_by == "feature":
+            return metrics["val/teacher_cos"]
         if self.stage == "pretrain":
             return metrics["val/full/top1"]
         return metrics[f"val/{self.val_cfg.resolution}px/top1"]

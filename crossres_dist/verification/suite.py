@@ -154,10 +154,13 @@ def score_pairs(
     rows: torch.Tensor,
     resolution: int | None,
     degrade: str = "probe",
+    gallery: torch.Tensor | None = None,
 ) -> dict:
     """ten_fold of one set at one resolution: `full` the embeddings [2N, 2D] of every image at
     full resolution, `rows` those at `resolution` (of the probes, or of every image with
-    ``both``); each row an image's features, then its mirror image's."""
+    ``both``); each row an image's features, then its mirror image's. `gallery`: every image's
+    full-resolution embeddings by another network, whose first faces of the pairs are then
+    compared with this network's probes (a gallery enrolled by the teacher, say)."""
     full = full.double().numpy().reshape(len(full), 2, -1)
     rows = rows.double().numpy().reshape(len(rows), 2, -1)
     if resolution is None:
@@ -166,6 +169,8 @@ def score_pairs(
         first, second = rows[0::2], rows[1::2]
     else:
         first, second = full[0::2], rows
+    if gallery is not None:
+        first = gallery.double().numpy().reshape(len(gallery), 2, -1)[0::2]
     return ten_fold(first[:, 0], second[:, 0], vset.issame, first[:, 1], second[:, 1])
 
 

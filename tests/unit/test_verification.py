@@ -25,6 +25,7 @@ from crossres_dist.config import load_config
 from crossres_dist.data.check import refuse_undecodable
 from crossres_dist.data.pack import main as pack_main
 from crossres_dist.errors import ConfigError, SetupError
+from crossres_dist.models import build_model
 from crossres_dist.verification import BinError, read_bin, ten_fold, write_bin
 from crossres_dist.verification.metric import fold_slices
 from crossres_dist.verification.pairs import lfw_style_pairs, read_pairs, write_pairs
@@ -32,7 +33,7 @@ from crossres_dist.verification.suite import image_namer, images_of
 from pipelines import Loader, Sample, ViewSettings, eval_plans
 from pipelines.packed import read_encoded
 from pipelines.sources import DataError
-from tests.conftest import LFW, SHARED, TINY
+from tests.conftest import LFW, SHARED, TINY, TINY_SPEC
 from tests.golden import pretrain_in_process
 from tools import benchmark_trees
 
@@ -475,6 +476,56 @@ def test_the_verification_protocol_scores_every_bin_from_its_cached_features(
     assert model["verification"]["lfw_style"]["8"]["accuracy"] == pytest.approx(acc, abs=1e-6)
     table = (out / "results.md").read_text()
     assert "lfw_style (40 pairs): accuracy by probe resolution" in table
+
+
+def test_probes_against_a_gallery_another_network_enrolled(tmp_path, lfw_bins, tiny_teacher):
+    """--gallery: each pair's first face embedded by the gallery network at full resolution,
+    the probes (and, at full resolution, the second faces) by the network evaluated."""
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(build_model(TINY_SPEC).state_dict(), other)
+    args = ["--protocol", "verification", "--root", str(lfw_bins[0]), "--config", str(TINY),
+            "--checkpoint", str(tiny_teacher), "--name", "tiny", "--resolutions", "8", "full",
+            "--no-plots"]  # fmt: skip
+    assert evaluate.main([*args, "--out", str(tmp_path / "own")]) == 0
+    assert (
+        evaluate.main([*args, "--gallery", str(tiny_teacher), "--out", str(tmp_path / "same")]) == 0
+    )
+    assert evaluate.main([*args, "--gallery", str(other), "--out", str(tmp_path / "g")]) == 0
+    own, same, mixed = (
+        json.loads((tmp_path / name / "results.json").read_text())["models"]["tiny"]
+        for name in ("own", "same", "g")
+    )
+    # Its own network as the gallery: the scores of the plain protocol.
+    assert same["verification"] == own["verification"] and same["gallery"] == str(tiny_teacher)
+    # Another network's first faces: computed from them, pair by pair.
+    vset = read_bin(lfw_bins[0])
+    gallery = torch.load(mixed_cache(tmp_path / "g", other), weights_only=True)[0].numpy()
+    probes = torch.load(mixed["feature_cache"]["8"], weights_only=True)[0].numpy()
+    d = gallery.shape[1] // 2
+    first = gallery[0::2]
+    acc, *_ = independent_ten_fold(
+        first[:, :d] + first[:, d:], probes[:, :d] + probes[:, d:], vset.issame
+    )
+    assert mixed["verification"]["lfw_style"]["8"]["accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert mixed["verification"] != own["verification"]
+
+
+def mixed_cache(out: Path, checkpoint: Path) -> Path:
+    """The cached full-resolution features of the gallery network (the only other file)."""
+    report = json.loads((out / "results.json").read_text())["models"]["tiny"]
+    own = {Path(p).name for p in report["feature_cache"].values()}
+    (found,) = [p for p in (out / "cache").glob("*.pt") if p.name not in own]
+    return found
+
+
+def test_a_gallery_for_a_protocol_that_cannot_take_one_is_one_line(tmp_path, capsys, tiny_teacher):
+    code = evaluate.main(
+        ["--config", str(TINY), "--checkpoint", str(tiny_teacher), "--gallery", str(tiny_teacher),
+         "--no-plots", "--out", str(tmp_path / "o")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "error: --gallery: --protocol folder embeds its reference side" in err
 
 
 # ----------------------------------------------------------------------------- SCface

@@ -38,6 +38,9 @@ class Protocol(abc.ABC):
     native_resolution = False
     # The mirror image's features: summed with --flip (""), or kept apart ("separate").
     mirror = ""
+    # Whether the reference side (the first face of each pair) may be embedded by another
+    # network (--gallery): its full-resolution features arrive as features["gallery"].
+    takes_gallery = False
     # Open-set identification counts a mated probe found when its mate is within this rank
     # (--open-set-rank overrides it).
     default_open_set_rank = 1

@@ -37,6 +37,7 @@ from pipelines.sources import DataError, Sample
 class Verification(Protocol):
     name = "verification"
     mirror = "separate"  # each image's features and its mirror image's, for XNorm
+    takes_gallery = True  # the first face of each pair, with --gallery
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -88,11 +89,14 @@ class Verification(Protocol):
                 count = len(self.suite.samples(vset, _condition(label)))
                 rows[label] = feats[offsets[label] : offsets[label] + count]
                 offsets[label] += count
+            gallery = rows.pop("gallery", None)  # --gallery: another network's first faces
             by_set[vset.name] = {
                 label: _without_thresholds(
-                    score_pairs(vset, rows["full"], rows[label], _condition(label), self.degrade)
+                    score_pairs(
+                        vset, rows["full"], rows[label], _condition(label), self.degrade, gallery
+                    )
                 )
-                for label in features
+                for label in rows
             }
         return {"verification": by_set}
 
@@ -171,5 +175,6 @@ def _without_thresholds(scores: dict) -> dict:
 
 
 def _condition(label: str) -> str | None:
-    # Which images a condition embeds depends only on whether it degrades: its label will do.
-    return None if label == "full" else label
+    # Which images a condition embeds depends only on whether it degrades: its label will do
+    # (the gallery network's are every image at full resolution).
+    return None if label in ("full", "gallery") else label
