@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TOP1 = re.compile(r"validation at step (\d+) \([\d.]+s\): .*? \| (.*)$")
+TOP1 = re.compile(r"validation at step (\d+) \([\d.]+s\): .* \| (.*)$")
 COSINE = re.compile(r"validation at step (\d+): cosine to the teacher (.*) \| mean ([\d.]+)$")
 
 
