@@ -214,8 +214,11 @@ def align_set(
         )
     out.mkdir(parents=True, exist_ok=True)
     todo = [(s, t) for s, _, t in jobs if not Path(t).is_file()]
+    earlier = earlier_rows(out / REPORT)
     results = {
-        t: ("aligned", "kept from an earlier run", 1) for _, _, t in jobs if Path(t).is_file()
+        t: earlier.get(t, ("aligned", "kept from an earlier run", 1))
+        for _, _, t in jobs
+        if Path(t).is_file()
     }
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     try:
@@ -233,6 +236,19 @@ def align_set(
         if status == "aligned" and detail.startswith("found in the image padded"):
             counts["aligned_padded"] = counts.get("aligned_padded", 0) + 1
     return counts
+
+
+def earlier_rows(path: Path) -> dict[str, tuple[str, str, int]]:
+    """{chip: (status, detail, faces)} of the aligned rows an earlier run's report holds, so that
+    a rerun that keeps a chip keeps what was found of it (padded or not); {} without one."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("status") == "aligned" and r.get("chip")]
+    return {
+        str(path.parent / r["chip"]): ("aligned", r["detail"], int(r["faces_found"] or 1))
+        for r in rows
+    }
 
 
 def write_report(path: Path, jobs, results) -> None:

@@ -96,6 +96,9 @@ def test_a_tight_crop_is_found_in_the_padded_image_and_the_report_says_so(tmp_pa
     assert counts == {"aligned": 2, "aligned_padded": 2}
     rows = report(tmp_path / "padded")
     assert all(r["detail"] == "found in the image padded by 0.25" for r in rows)
+    # A rerun keeps the chips and what was found of them.
+    again = align_set(str(raw.parent), tmp_path / "padded", "dlib150", workers=1, pad=0.25)
+    assert again == counts and report(tmp_path / "padded") == rows
     assert all(Image.open(tmp_path / "padded" / r["chip"]).size == (150, 150) for r in rows)
     assert main([str(raw.parent), str(tmp_path / "o"), "--pad", "2"]) == 2
     assert "error: --pad: 2.0 is not a fraction" in capsys.readouterr().err
