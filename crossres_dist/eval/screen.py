@@ -260,8 +260,8 @@ def screen(args: argparse.Namespace) -> dict:
 
 
 def alignment_counts(source: str) -> dict[str, int]:
-    """What crossres-align's report beside an aligned source says: images, aligned, aligned
-    only when padded, not found ({} when the source has no such report)."""
+    """What crossres-align's report beside an aligned source says: images, aligned, not found
+    ({} when the source has no such report)."""
     report = Path(source) / "align_report.csv"
     if not report.is_file():
         return {}
@@ -270,7 +270,6 @@ def alignment_counts(source: str) -> dict[str, int]:
     return {
         "images": len(rows),
         "aligned": sum(r["status"] == "aligned" for r in rows),
-        "padded": sum(r["detail"].startswith("found in the image padded") for r in rows),
         "not_found": sum(r["status"] != "aligned" for r in rows),
     }
 
@@ -299,8 +298,7 @@ def markdown(report: dict) -> str:
     )
     lines += [
         "",
-        "| source | images | aligned (of them only when padded) | not found | screened out "
-        "| identities dropped whole | kept |",
+        "| source | images | aligned | not found | screened out | identities dropped whole | kept |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, part in report["sources"].items():
@@ -309,7 +307,7 @@ def markdown(report: dict) -> str:
         people = ", ".join(f"{k} ({v})" for k, v in whole.items()) if whole else "-"
         lines.append(
             f"| {name}{'' if part['labelled'] else ' (unlabelled)'} | {a.get('images', '-')} | "
-            f"{a.get('aligned', part['faces'])} ({a.get('padded', 0)}) | {a.get('not_found', '-')} "
+            f"{a.get('aligned', part['faces'])} | {a.get('not_found', '-')} "
             f"| {part['dropped']} | {people} | {part['kept']} |"
         )
     return "\n".join(lines)
