@@ -353,21 +353,26 @@ def student_point(out: Path, name: str, seed: int, overrides: list[str], data_ar
             json.dumps({"overrides": full, "inputs": INPUTS[0], "metrics": cached}, indent=1)
         )
         return cached
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an older or unfinished definition: train it again
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    trained = run_dir / "study-trained.json"  # training finished, with these inputs
+    record = {"overrides": full, "inputs": INPUTS[0]}
     start = time.perf_counter()
-    train(CONFIG[0], run_dir, full, 1)
+    if not (best.is_file() and trained.is_file() and json.loads(trained.read_text()) == record):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an older or unfinished definition: train it again
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        train(CONFIG[0], run_dir, full, 1)
+        # Said before the evaluation: one that fails costs its evaluation, not the training.
+        trained.write_text(json.dumps(record, indent=1))
     metrics = evaluate(run_dir / "checkpoints" / "best.pt", run_dir / "eval", data_args)
     results = json.loads((run_dir / "results.json").read_text())
     final = results["final"]
-    for key, name in (
+    for key, label in (
         ("val/8px/top1", "val top1 8 (last)"),
         ("val/full/top1", "val top1 full (last)"),
         ("val/teacher_cos", "val teacher cos (last)"),
     ):
         if key in final:  # no top-1 without a labelled source; no cosine unless selected by it
-            metrics[name] = final[key]
+            metrics[label] = final[key]
     # method.feature_weight: the teacher's mean weight over the last logged window of training.
     weights = re.findall(r"teacher weight ([0-9.]+)", (out / f"{name}/seed{seed}.log").read_text())
     if weights:
