@@ -33,16 +33,9 @@ from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.weights import resolve_path
 from pipelines import Loader, Sample, eval_plans
-from pipelines.packed import parse_locator, read_encoded
+from pipelines.dali_pipeline import encoded_bytes
 
 log = logging.getLogger(__name__)
-
-
-def encoded(path: str) -> bytes:
-    """A sample's encoded bytes (a file, a tar member or a record)."""
-    if parse_locator(path) is None:
-        return Path(path).read_bytes()
-    return bytes(read_encoded(path))
 
 
 def face_key(path: str) -> tuple[str, bool]:
@@ -50,7 +43,7 @@ def face_key(path: str) -> tuple[str, bool]:
     crop as large as the shorter side leaves it one fixed view."""
     from PIL import Image
 
-    data = encoded(path)
+    data = encoded_bytes(path).tobytes()
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
     return hashlib.sha1(data).hexdigest(), width == height

@@ -85,7 +85,10 @@ UTKFACE = SHARED / "data" / "utkface_crop_part1" / "unlabeled"
 TIGHT = ("16_0_4_20170103233832570.jpg.chip.jpg", "49_1_0_20170104184759926.jpg.chip.jpg")
 
 
-@pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"{UTKFACE} is absent (CI has ../shared)")
+@pytest.mark.skipif(
+    not UTKFACE.is_dir(),
+    reason=f"{UTKFACE} is absent; runs wherever ../shared holds UTKFace's part 1 (CI does)",
+)
 def test_a_tight_crop_is_found_in_the_padded_image_and_the_report_says_so(tmp_path, capsys):
     raw = tmp_path / "raw" / "unlabeled"
     raw.mkdir(parents=True)
