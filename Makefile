@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 	results study-orl study-lfw study-orl-degradations study-orl-heads study-lfw-heads study-lfw-open \
 	study-lfw-open-teacher1 study-lfw-open-teacher2 study-lfw-open-teacher3 study-lfw-open-pooled \
 	study-orl-feature-terms study-lfw-dlib aligned aligned-extra faces-dlib faces-screen \
-	bench-teacher-cache faces-curve study-lfw-dlib-faces teacher-alignment bench-pipeline bench-teacher bench-verification bench-partial-fc \
+	bench-teacher-cache faces-curve study-lfw-dlib-faces study-lfw-dlib-motion teacher-alignment bench-pipeline bench-teacher bench-verification bench-partial-fc \
 	bench-startup bench-backend-gap test-timing
 
 # The main job on the embedded ORL faces: teacher pretraining, cross-resolution training on 2
@@ -182,6 +182,15 @@ study-lfw-dlib-faces: faces-dlib
 	  faces-all faces-all-no-celeba faces-all-no-lfw1 faces-all-no-utkface faces-distill \
 	  faces-all-arcface
 
+# Motion blur (issue 56): the dlib recipe with and without motion_blur on half the degraded
+# views, 3 seeds, evaluated on clean and motion-blurred probes (alone, and at 16 and 8 px).
+study-lfw-dlib-motion: aligned
+	$(PY) bench/recipe_study.py --data $(ALIGNED)/lfw_10to19 --name lfw-dlib-motion --readme \
+	  $(DIRTY) --config configs/dlib_recipe.yaml --teacher dlib_face_recognition_resnet_model_v1 \
+	  --open-set $(ALIGNED)/lfw_2to9 --parallel 1 --threads 2 --chosen none --without none \
+	  --variants recipe recipe-motion \
+	  --probe-degrade motion_blur:9 downsample:16+motion_blur:5 downsample:8+motion_blur:3
+
 study-lfw-dlib: aligned
 	$(PY) bench/recipe_study.py --data $(ALIGNED)/lfw_10to19 --name lfw-dlib --readme $(DIRTY) \
 	  --config configs/dlib_recipe.yaml --teacher dlib_face_recognition_resnet_model_v1 \
@@ -273,6 +282,7 @@ results: $(VENV)/.installed
 # stale, and how to make each again.
 readme: $(VENV)/.installed
 	$(PY) -m tools.published splice
+	$(PY) -m tools.listings
 
 stale: $(VENV)/.installed
 	$(PY) -m tools.published stale

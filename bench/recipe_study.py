@@ -117,6 +117,8 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-e12": ["train.epochs=12"],
     # Realistic low quality: blur and JPEG besides down-sampling (issue 16's comparison).
     "recipe-realistic": ["method.degradations=[downsample, gaussian_blur:0.5, jpeg:0.5]"],
+    # Motion blur (issue 56) on half the degraded views, its length the step's default [3, 9].
+    "recipe-motion": ["method.degradations=[downsample, motion_blur:0.5]"],
     # The relational feature term (the teacher's similarities, not its features), alone and
     # with ArcFace: a feature term that does not pull the student toward a weak teacher's errors.
     "recipe-rel": ["method.feature_loss=relational"],
@@ -132,7 +134,9 @@ VARIANTS: dict[str, list[str]] = {
     # ArcFace's head.
     "faces-all": [],
     "faces-labelled": ["data.unlabelled=[]"],
-    "faces-labelled-l0": ["data.unlabelled=[]", "method.lambda_feat=0"],
+    # Without the feature term nothing trains toward the teacher, so best.pt follows what the
+    # run trains: identity (top-1 at 8 px), not the teacher's cosine (the starting network).
+    "faces-labelled-l0": ["data.unlabelled=[]", "method.lambda_feat=0", "val.select_by=top1"],
     "faces-all-no-celeba": ["data.train=[runs/aligned/lfw_10to19]"],
     "faces-all-no-lfw1": ["data.unlabelled=[runs/screened/utkface.txt]"],
     "faces-all-no-utkface": ["data.unlabelled=[runs/screened/lfw_1.txt]"],
@@ -337,6 +341,13 @@ def done(run_dir: Path, overrides: list[str]) -> dict | None:
 INPUTS: list[str] = [""]
 
 
+def _same(record_file: Path, record: dict) -> bool:
+    try:
+        return json.loads(record_file.read_text()) == record
+    except (OSError, ValueError):  # cut short while written: not the same run
+        return False
+
+
 def student_point(out: Path, name: str, seed: int, overrides: list[str], data_args: list[str]):
     run_dir = out / name / f"seed{seed}"
     full = [*data_args, *overrides, f"run.seed={seed}"]
@@ -357,9 +368,13 @@ def student_point(out: Path, name: str, seed: int, overrides: list[str], data_ar
     record = {"overrides": full, "inputs": INPUTS[0]}
     start = time.perf_counter()
     if not (best.is_file() and trained.is_file() and json.loads(trained.read_text()) == record):
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an older or unfinished definition: train it again
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # A run stopped midway with this same definition goes on from its newest checkpoint (the
+        # trainer's auto-resume); any other earlier run is an older definition: train it again.
+        started = run_dir / "study-started.json"
+        if run_dir.exists() and not (started.is_file() and _same(started, record)):
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(record, indent=1))
         train(CONFIG[0], run_dir, full, 1)
         # Said before the evaluation: one that fails costs its evaluation, not the training.
         trained.write_text(json.dumps(record, indent=1))

@@ -39,6 +39,7 @@ from crossres_dist.training.settings import (
     TeacherConfig,
     TrainConfig,
     ValConfig,
+    selection_problems,
 )
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,7 @@ def cross_section_problems(c: Config) -> Iterator[str]:
     weight = c.method.feature_weight
     if c.teacher.feature_cache and weight != "none":
         yield f"teacher.feature_cache: the cache keeps no logits; feature_weight={weight} needs them"
-    if c.val.select_by == "feature" and c.run.stage != "crossres":
-        yield "val.select_by: feature compares the student with a teacher: needs run.stage=crossres"
+    yield from selection_problems(c)
     if c.dist.backend == "nccl" and c.train.device == "cpu":
         yield "dist.backend: nccl needs train.device=cuda; use gloo on the CPU"
     if c.student.classifier_init == "centres" and (c.head.partial_fc or c.run.stage != "crossres"):

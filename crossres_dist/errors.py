@@ -20,3 +20,7 @@ class ConfigError(CrossresError, ValueError):
 
 class SetupError(CrossresError, RuntimeError):
     """A problem found before the first step; the message names the file, key or value."""
+
+
+class LaunchError(CrossresError, RuntimeError):
+    """The launch environment is incomplete or the rendezvous cannot be reached."""

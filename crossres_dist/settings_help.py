@@ -45,15 +45,14 @@ def settings_help() -> list[tuple[str, str, Any, str]]:
     ).to_dict()
     rows = []
     for section, cls in SECTIONS.items():
+        # A section whose key takes a registered name lists the registry's entries after the
+        # comment (help_listings), so that no comment lists them by hand.
+        listings = cls.help_listings() if hasattr(cls, "help_listings") else {}
         for key, hint in typing.get_type_hints(cls).items():
-            rows.append(
-                (
-                    f"{section}.{key}",
-                    _type_name(hint),
-                    defaults[section][key],
-                    comments.get((cls.__name__, key), ""),
-                )
-            )
+            meaning = comments.get((cls.__name__, key), "")
+            if key in listings:
+                meaning = f"{meaning} {listings[key]}".strip()
+            rows.append((f"{section}.{key}", _type_name(hint), defaults[section][key], meaning))
     return rows
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from pipelines.degradations import DOWNSAMPLE, GRAPH_STEPS, graph_types, plan_fields
+from pipelines.degradations import DOWNSAMPLE, graph_steps, graph_types, plan_fields
 from pipelines.packed import parse_locator, read_encoded
 from pipelines.plans import MEAN_BGR, BatchPlan, ViewSettings  # noqa: F401 (MEAN_BGR: the default)
 
@@ -50,8 +50,8 @@ def _round(x):
 
 # The plan fields the graph reads, by name, with their DALI type and how a plan's array becomes
 # the graph's input: one list, so that the graph and its feeder cannot disagree on positions.
-# Every degradation step's fields follow, from the registry.
-FIELD_INPUTS = (
+# Every degradation step's fields follow, from the registry as it is when the graph is built.
+VIEW_INPUTS = (
     ("labels", "INT64", lambda plan: plan.labels),
     ("crop_x", "FLOAT", lambda plan: plan.crop_x),
     ("crop_y", "FLOAT", lambda plan: plan.crop_y),
@@ -59,12 +59,16 @@ FIELD_INPUTS = (
     ("degrade", "BOOL", lambda plan: plan.degrade),
     ("flip", "INT32", lambda plan: plan.flip),
 )
-FIELD_INPUTS += tuple(
-    (name, kind, lambda plan, n=name: plan.steps[n]) for name, kind in graph_types().items()
-)
-FIELD_COLUMN = {name: i for i, (name, _, _) in enumerate(FIELD_INPUTS)}
-# What the graph returns besides the two views: the labels and every step field (host tensors).
-PASSED_ON = ("labels", *plan_fields())
+
+
+def field_inputs() -> tuple:
+    return VIEW_INPUTS + tuple(
+        (name, kind, lambda plan, n=name: plan.steps[n]) for name, kind in graph_types().items()
+    )
+
+
+def field_column() -> dict[str, int]:
+    return {name: i for i, (name, _, _) in enumerate(field_inputs())}
 
 
 def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
@@ -73,8 +77,9 @@ def _plan_to_arrays(plans: Iterable[BatchPlan]) -> Iterator[tuple]:
     each sample on its own (about 800 small copies a step with a field per input). float64 holds
     every field exactly (labels below 2**53, the float32 draws, the int32 qualities), so the
     graph casts back to the very values it was given."""
+    inputs = field_inputs()
     for plan in plans:
-        fields = np.stack([np.asarray(array(plan), np.float64) for _, _, array in FIELD_INPUTS], 1)
+        fields = np.stack([np.asarray(array(plan), np.float64) for _, _, array in inputs], 1)
         yield [encoded_bytes(p) for p in plan.paths], fields
 
 
@@ -87,8 +92,9 @@ def _inputs(plans: Iterable[BatchPlan]) -> dict:
         dtype=[types.UINT8, types.FLOAT64],
     )
     x = {"encoded": encoded, "fields": fields}
-    for name, kind, _ in FIELD_INPUTS:
-        x[name] = fn.cast(fields[FIELD_COLUMN[name]], dtype=getattr(types, kind))
+    column = field_column()
+    for name, kind, _ in field_inputs():
+        x[name] = fn.cast(fields[column[name]], dtype=getattr(types, kind))
     return x
 
 
@@ -138,14 +144,20 @@ def _student(image, teacher, x: dict, g: dict, size: float, crop: float, interp)
     """The degraded student view of the samples drawn for it (DALI conditionals), the teacher
     view itself for the others. method.md: the whole shorter-side-`size` image is degraded, and
     only then is the crop taken (pipelines/degradations/ gives the steps and their order)."""
-    frame = {"size": size, "full_h": g["full_h"], "full_w": g["full_w"], "interp": interp}
+    frame = {
+        "size": size,
+        "full_h": g["full_h"],
+        "full_w": g["full_w"],
+        "interp": interp,
+        "fields": x,
+    }
     if x["degrade"]:
         full = fn.resize(
             image, size=fn.stack(g["full_h"], g["full_w"]), interp_type=interp, antialias=True
         )
-        if _any_applied(x, [step for step in GRAPH_STEPS if step is not DOWNSAMPLE]):
+        if _any_applied(x, [step for step in graph_steps() if step is not DOWNSAMPLE]):
             # Later steps need the whole image back up before the crop.
-            for step in GRAPH_STEPS:
+            for step in graph_steps():
                 if x[step.field] > 0:
                     full = step.dali(full, x[step.field], frame)
             student = fn.slice(
@@ -292,8 +304,9 @@ class DaliViews:
         # where the steps on the finished view read them.
         dtypes = {"labels": np.int64, **plan_fields()}
         columns = np.array(fields.as_tensor())
-        for name in PASSED_ON:
-            values = columns[:, FIELD_COLUMN[name]].astype(dtypes[name])
+        column = field_column()
+        for name in dtypes:  # the labels and every step field
+            values = columns[:, column[name]].astype(dtypes[name])
             batch[name] = torch.from_numpy(np.ascontiguousarray(values))
         batch["labels"] = batch["labels"].to(self.device)
         return batch

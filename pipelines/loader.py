@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from pipelines.dali_pipeline import DALI_AVAILABLE, DaliViews
-from pipelines.degradations import VIEW_STEPS
+from pipelines.degradations import view_steps
 from pipelines.plans import BatchPlan, TrainPlanner, ViewSettings
 from pipelines.sources import DataError
 from pipelines.torchvision_twin import TwinViews
@@ -79,7 +79,7 @@ def _on_view_steps(batches, views: ViewSettings):
     """The steps that act on the finished view (noise), for the samples whose plan field says
     so (host tensors: no device synchronisation for the batches they skip)."""
     for batch in batches:
-        for step in VIEW_STEPS:
+        for step in view_steps():
             if (batch[step.field] > 0).any():
                 batch["student_view"] = step.on_view(batch, views.mean, views.scale)
         yield batch

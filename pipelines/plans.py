@@ -18,6 +18,7 @@ import numpy as np
 from pipelines.degradations import STEPS, Degradations, in_graph, plan_fields
 from pipelines.degradations import draw as draw_steps
 from pipelines.sources import Sample
+from pipelines.streams import stream, uniform
 
 
 @dataclass
@@ -87,23 +88,6 @@ class ViewSettings:
             self.degradations = Degradations(resolutions=tuple(self.resolutions))
 
 
-def uniform(seed: int, epoch: int, positions: np.ndarray, stream: int) -> np.ndarray:
-    """Counter-based uniform draws in [0, 1): a splitmix64 hash of (seed, epoch, position,
-    stream), vectorised, so any sample's draw can be computed without the ones before it."""
-    with np.errstate(over="ignore"):
-        x = (
-            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-            ^ np.uint64(epoch) * np.uint64(0xBF58476D1CE4E5B9)
-            ^ np.uint64(stream) * np.uint64(0x94D049BB133111EB)
-        ) + positions.astype(np.uint64)
-        for _ in range(2):
-            x = x + np.uint64(0x9E3779B97F4A7C15)
-            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
-
-
 class TrainPlanner:
     """Global micro-batch k covers ``world * micro_batch`` images of one epoch's permutation;
     rank r takes its slice. Every rank has the same number of batches per epoch: the last batch
@@ -161,21 +145,21 @@ class TrainPlanner:
 
         # Each image's draws depend on (seed, epoch, its position in the epoch) only: the same
         # whatever the number of ranks or the micro-batch size.
-        def stream(k: int) -> np.ndarray:
-            return uniform(self.seed, epoch, where, k)
+        def draws(name: str) -> np.ndarray:
+            return uniform(self.seed, epoch, where, stream(name))
 
-        degraded = stream(3) < self.p_at(batch_index)
+        degraded = draws("degraded") < self.p_at(batch_index)
         # Each step's own fields; a resolution not below the shorter side leaves the image
         # unchanged (method.md).
-        fields = draw_steps(self.views.degradations, degraded, stream, self.views.resize_shorter)
+        fields = draw_steps(self.views.degradations, degraded, draws, self.views.resize_shorter)
         return BatchPlan(
             paths=[self.samples[i].path for i in chosen],
             labels=np.array([self.samples[i].label for i in chosen], np.int64),
-            crop_x=stream(0).astype(np.float32),
-            crop_y=stream(1).astype(np.float32),
-            gray=stream(2) < self.views.grayscale_p,
+            crop_x=draws("crop_x").astype(np.float32),
+            crop_y=draws("crop_y").astype(np.float32),
+            gray=draws("grayscale") < self.views.grayscale_p,
             valid=where < n,
-            flip=stream(5) < self.views.hflip_p,
+            flip=draws("hflip") < self.views.hflip_p,
             sample=np.asarray(chosen, np.int64),
             steps=fields,
         )

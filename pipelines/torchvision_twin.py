@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.degradations import GRAPH_STEPS, plan_fields
+from pipelines.degradations import graph_steps, plan_fields
 from pipelines.degradations.downsample import resize_chw
 from pipelines.degradations.jpeg import jpeg  # noqa: F401 (the twin's encoder, as tests know it)
 from pipelines.packed import read_encoded
@@ -62,11 +62,17 @@ def make_views(
     left = int(np.floor(np.float32(crop_x) * (full_w - crop)))
     mean = torch.tensor(views.mean, dtype=torch.float32).view(3, 1, 1)
     teacher = (full[:, top : top + crop, left : left + crop] - mean) * views.scale
-    applied = [step for step in GRAPH_STEPS if fields[step.field] > 0]
+    applied = [step for step in graph_steps() if fields[step.field] > 0]
     if not applied:
         return teacher, teacher.clone()
     # The steps in their fixed order on the whole resized image, then the crop (method.md).
-    frame = {"size": size, "full_h": full_h, "full_w": full_w, "interpolation": interpolation}
+    frame = {
+        "size": size,
+        "full_h": full_h,
+        "full_w": full_w,
+        "interpolation": interpolation,
+        "fields": fields,
+    }
     degraded = full
     for step in applied:
         degraded = step.twin(degraded, fields[step.field], frame)

@@ -270,6 +270,7 @@ PUBLISHED: dict[str, Published] = {
     "study-lfw-dlib-faces": Published("make study-lfw-dlib-faces", TRAINED),
     "study-lfw-dlib-faces-sources": Published("make study-lfw-dlib-faces", TRAINED_WITH_HEADS),
     "faces-curve": Published("make faces-curve", TRAINED),
+    "study-lfw-dlib-motion": Published("make study-lfw-dlib-motion", TRAINED),
     "demo-dlib": Published("make demo-dlib-readme", TRAINED),
     "bench-partial-fc": Published("make bench-partial-fc", ()),
     "bench-startup": Published("make bench-startup", ()),

@@ -10,15 +10,12 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
-from crossres_dist.errors import CrossresError
+from crossres_dist.distributed.network import interface_addresses
+from crossres_dist.errors import LaunchError
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
 MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-
-
-class LaunchError(CrossresError, RuntimeError):
-    """The launch environment is incomplete or the rendezvous cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +107,6 @@ def detect(env: dict | None = None, force: str = "auto", port: int = 0) -> DistI
 
 
 def _detect_mpi(port: int) -> DistInfo:
-    # network.py raises this module's LaunchError: its interface list is imported here, late.
-    from crossres_dist.distributed.network import interface_addresses
-
     try:
         from mpi4py import MPI
     except ImportError as err:

@@ -10,7 +10,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from crossres_dist.distributed.launch_env import LaunchError
+from crossres_dist.errors import LaunchError
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,8 @@
     python -m crossres_dist.evaluate --protocol verification --root /data/ms1m-retinaface ...
     python -m crossres_dist.evaluate --protocol scface --root /data/SCface ...
 
-Protocols (crossres_dist/eval/protocols/): ``folder`` (ImageFolder, list file, LFW pairs, or the
-config's test split; the default), ``ijbb`` and ``ijbc`` (1:1 and 1:N), ``tinyface``,
-``survface``, ``verification`` (insightface's .bin sets, every ``*.bin`` in --root) and
-``scface``. Runs on one process or many (torchrun, srun, mpirun): every rank extracts its
+The protocols are those registered in crossres_dist/eval/protocols/ (``--help`` lists them;
+``folder``, the config's test split, is the default). Runs on one process or many (torchrun, srun, mpirun): every rank extracts its
 shard of the images, rank 0 gathers them and computes the metrics. Features are cached per
 checkpoint, images and condition in ``OUT/cache`` and an interrupted extraction resumes there.
 Bad input stops with a one-line error before any network runs.
@@ -39,12 +37,14 @@ from crossres_dist.eval.features import (
     load_model,
 )
 from crossres_dist.eval.protocols import PROTOCOLS
+from crossres_dist.eval.protocols import describe as describe_protocols
 from crossres_dist.eval.protocols.base import Protocol
 from crossres_dist.eval.protocols.folder import parse_resolution
 from crossres_dist.eval.report import write
 from crossres_dist.precision import autocast_for, resolve_precision
 from crossres_dist.weights import resolve_path
 from pipelines.degradations import condition_label, parse_condition
+from pipelines.degradations import describe as describe_steps
 from pipelines.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=sorted(PROTOCOLS),
         default="folder",
-        help="the benchmark (default: folder, the config's test split or --data)",
+        help="the benchmark (default: folder). " + describe_protocols(),
     )
     p.add_argument("--root", help="the benchmark release's folder (all protocols but folder)")
     p.add_argument(
@@ -263,8 +263,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STEP:VALUE",
-        help="also probes degraded by one training step, e.g. jpeg:20, gaussian_blur:2, "
-        "noise:8 (repeat for several); the gallery stays at full resolution",
+        help="also probes degraded by one training step (repeat for several; the gallery stays "
+        "at full resolution), e.g. jpeg:20 or gaussian_blur:2. " + describe_steps(),
     )
     p.add_argument(
         "--open-set-rank",

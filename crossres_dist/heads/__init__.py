@@ -7,12 +7,10 @@ from crossres_dist.heads.registry import (
     HeadSpec,
     Margin,
     Softmax,
-    build_margin,
-    classifier_kind,
-    head_problem,
     head_spec,
     register,
 )
+from crossres_dist.heads.settings import build_margin, classifier_kind, head_problem
 
 # Each margin head registers itself.
 # isort: off

@@ -12,15 +12,17 @@ from crossres_dist.models.registry import (
     ModelSpec,
     NoClassifier,
     architecture,
+    architectures_table,
     build_model,
     check_input,
     classifier_name,
     layers_of,
     register,
     set_bn_frozen,
-    spec_from_config,
     spec_of_state,
+    unregister,
 )
+from crossres_dist.models.settings import spec_from_config
 
 # Each family registers itself, in this order (the order errors list them in).
 # isort: off
@@ -30,6 +32,7 @@ from crossres_dist.models import seresnet, iresnet, dlib_resnet  # noqa: E402, F
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "architectures_table",
     "CosineClassifier",
     "DEFAULT_ARCH",
     "MEAN_BGR",
@@ -44,4 +47,5 @@ __all__ = [
     "set_bn_frozen",
     "spec_from_config",
     "spec_of_state",
+    "unregister",
 ]

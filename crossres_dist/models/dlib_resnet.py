@@ -152,6 +152,7 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 ARCHITECTURE = register(
     Architecture(
         name="dlib_resnet",
+        summary="dlib's face ResNet (dlib_face_recognition_resnet_model_v1.dat); RGB, 150 px chips",
         network=DlibResNet,
         fixed={
             "channels": "RGB",

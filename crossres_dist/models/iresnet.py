@@ -127,6 +127,7 @@ def _check_input(layers: tuple, side: int) -> str | None:
 ARCHITECTURE = register(
     Architecture(
         name="iresnet",
+        summary="ArcFace's iResNet (arcface_torch); RGB, (x - 127.5) / 127.5, 112 px",
         network=IResNet,
         # arcface_torch's input: RGB, (x - 127.5) / 127.5; its 512-d embedding.
         fixed={

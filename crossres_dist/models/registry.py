@@ -5,23 +5,20 @@ its sizes, and the input it expects (side, channel order, mean and scale). Every
 records its spec, so that evaluation, export and conversion rebuild any checkpoint without being
 told the architecture, and the pipelines take the normalisation from it. No distribution here.
 
-Architectures:
-- ``seresnet``: SE-ResNet as released for VGGFace2 (Caffe input: BGR, 0..255 minus the mean).
-- ``iresnet``: ArcFace's iResNet (insightface arcface_torch; RGB, (x - 127.5) / 127.5, 112 px).
+Each family registers itself from its own module (``register``); this registry is the one list
+of them: ``describe`` (``--help``, under model.arch) and ``architectures_table`` (docs/layout.md,
+spliced by ``make readme``) are made from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-if TYPE_CHECKING:  # annotations only: models/settings.py imports this registry
-    from crossres_dist.models.settings import ModelConfig
 
 # The released VGGFace2 networks' input: BGR, 0..255, minus this mean (Caffe's convention). The
 # pipelines' default (pipelines.plans.MEAN_BGR) is the same numbers: models know nothing of the
@@ -95,35 +92,45 @@ class Architecture:
     spec_from_state: Callable[[dict], ModelSpec] | None = None
     # Why a (layers, input side) cannot be built, in the words of a config error (None: it can).
     check_input: Callable[[tuple, int], str | None] = lambda layers, side: None
+    # One line: the family and its input (--help and docs/layout.md list it).
+    summary: str = ""
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
 def register(arch: Architecture) -> Architecture:
+    """Add a family under its name; refused if the name is taken or it has no summary."""
+    if not arch.summary:
+        raise ValueError(f"architecture {arch.name!r}: needs a one-line summary")
+    if arch.name in ARCHITECTURES:
+        raise ValueError(f"architecture {arch.name!r} is registered already")
     ARCHITECTURES[arch.name] = arch
     return arch
+
+
+def unregister(name: str) -> None:
+    ARCHITECTURES.pop(name, None)
+
+
+def describe() -> str:
+    """The families, as --help lists them under model.arch."""
+    return (
+        "Registered: " + "; ".join(f"{a.name} ({a.summary})" for a in ARCHITECTURES.values()) + "."
+    )
+
+
+def architectures_table() -> str:
+    """The families as docs/layout.md lists them."""
+    lines = ["| `model.arch` | the family and its input |", "|---|---|"]
+    lines += [f"| `{a.name}` | {a.summary} |" for a in ARCHITECTURES.values()]
+    return "\n".join(lines)
 
 
 def architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r} (registered: {', '.join(ARCHITECTURES)})")
     return ARCHITECTURES[name]
-
-
-def spec_from_config(
-    model_cfg: ModelConfig, num_classes: int, layers=None, width: int = 0, input_size: int = 0
-) -> ModelSpec:
-    arch = architecture(model_cfg.arch)
-    return ModelSpec(
-        arch=arch.name,
-        layers=tuple(layers or model_cfg.layers),
-        width=width or model_cfg.width,
-        num_classes=num_classes,
-        se_reduction=model_cfg.se_reduction,
-        bn_momentum=model_cfg.bn_momentum,
-        **{**arch.fixed, **arch.from_config(model_cfg, input_size)},
-    )
 
 
 class CosineClassifier(nn.Linear):

@@ -124,6 +124,7 @@ def spec_from_state(state: dict[str, torch.Tensor]) -> ModelSpec:
 ARCHITECTURE = register(
     Architecture(
         name="seresnet",
+        summary="SE-ResNet as released for VGGFace2, the paper's; Caffe input: BGR, 0..255 minus the mean",
         network=SEResNet,
         # Caffe's input: BGR, 0..255 minus the VGGFace2 mean, no scaling.
         fixed={"channels": "BGR", "mean": MEAN_BGR, "scale": 1.0, "expansion": 4},

@@ -6,14 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from crossres_dist.models.registry import ARCHITECTURES, DEFAULT_ARCH
+from crossres_dist.models.registry import (
+    ARCHITECTURES,
+    DEFAULT_ARCH,
+    ModelSpec,
+    architecture,
+    describe,
+)
 
 
 @dataclass
 class ModelConfig:
-    # The network family, one registered in crossres_dist/models/: seresnet (VGGFace2 SE-ResNet,
-    # Caffe BGR input; the paper's) or iresnet (ArcFace iResNet, RGB (x - 127.5) / 127.5,
-    # data.crop = its input side, 112).
+    # The network family, one registered in crossres_dist/models/ (listed below).
     arch: str = DEFAULT_ARCH
     # Blocks per stage; [3, 4, 6, 3] is SE-ResNet-50 (and iResNet-34), [3, 4, 14, 3] iResNet-50,
     # [3, 13, 30, 3] iResNet-100.
@@ -37,6 +41,11 @@ class ModelConfig:
     # the order of the sums, and the demo's pinned arithmetic (run.reproducible) is NCHW's.
     channels_last_on_cpu: bool = False
 
+    @staticmethod
+    def help_listings() -> dict[str, str]:
+        """What --help adds to a key's comment, made from a registry (settings_help.py)."""
+        return {"arch": describe()}
+
     def problem(self) -> str | None:
         if not self.layers or any(n < 1 for n in self.layers):
             return "model.layers: needs 1 or more stages with >= 1 block each"
@@ -48,3 +57,18 @@ class ModelConfig:
                 f"(registered: {', '.join(ARCHITECTURES)})"
             )
         return None
+
+
+def spec_from_config(
+    model_cfg: ModelConfig, num_classes: int, layers=None, width: int = 0, input_size: int = 0
+) -> ModelSpec:
+    arch = architecture(model_cfg.arch)
+    return ModelSpec(
+        arch=arch.name,
+        layers=tuple(layers or model_cfg.layers),
+        width=width or model_cfg.width,
+        num_classes=num_classes,
+        se_reduction=model_cfg.se_reduction,
+        bn_momentum=model_cfg.bn_momentum,
+        **{**arch.fixed, **arch.from_config(model_cfg, input_size)},
+    )

@@ -8,11 +8,12 @@ configuration, before any work."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from crossres_dist.settings_rules import first_not_probability
-from pipelines.degradations.registry import check_ranges, parse_steps
+from pipelines.degradations.registry import check_ranges, describe, parse_steps
 
 
 @dataclass
@@ -77,12 +78,11 @@ class MethodConfig:
     # Degraded views go down to one of these shorter sides (pixels), drawn uniformly.
     resolutions: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
     # The steps a degraded view goes through, each "name" or "name:probability", applied in the
-    # order gamma, downsample, gaussian_blur, jpeg, noise (pipelines/degradations/).
+    # registry's order (pipelines/degradations/; the steps are listed below).
     degradations: list[str] = field(default_factory=lambda: ["downsample"])
-    # Every step's range but downsample's (method.resolutions), by step name: gaussian_blur
-    # (sigma in pixels at data.resize_shorter, [0.5, 2.0]), jpeg (quality 1-100, [20, 80]),
-    # noise (sigma in levels of 0..255, [2.0, 10.0]), gamma ([0.5, 2.0]); each drawn uniformly
-    # from [low, high] (gamma log-uniformly). pipelines/degradations/ says more, step by step.
+    # Every step's range but downsample's (method.resolutions), by step name: [low, high], drawn
+    # uniformly (gamma log-uniformly); each step's unit and default are listed under
+    # method.degradations.
     ranges: dict[str, list[float]] = field(default_factory=dict)
     # Resampling for the down- and up-sampling of degraded views.
     interpolation: Literal["linear", "cubic", "nearest"] = "linear"
@@ -94,6 +94,11 @@ class MethodConfig:
     curriculum_increment: float = 0.1
     # Training images (all ranks together) between the curriculum's steps.
     curriculum_step: int = 35000
+
+    @staticmethod
+    def help_listings() -> dict[str, str]:
+        """What --help adds to a key's comment, made from a registry (settings_help.py)."""
+        return {"degradations": describe()}
 
     def problem(self) -> str | None:
         if self.lambda_feat < 0:
@@ -239,3 +244,14 @@ class DebugConfig:
 
     def problem(self) -> str | None:
         return None
+
+
+def selection_problems(c) -> Iterator[str]:
+    """What best.pt's selection (val.select_by) needs of the composed configuration `c`."""
+    if c.val.select_by == "feature" and (c.run.stage != "crossres" or c.method.lambda_feat == 0):
+        # Without the feature term nothing trains toward the teacher: the closest checkpoint
+        # to it is the starting network (step 0's validation), not a trained one.
+        yield (
+            "val.select_by: feature follows the student's cosine to the teacher: needs "
+            "run.stage=crossres and method.lambda_feat > 0 (else val.select_by=top1)"
+        )

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from pipelines.streams import stream
+
 
 class Step(ABC):
     """A degradation step. A step subclasses GraphStep (in the image graph, before the crop:
@@ -19,11 +21,8 @@ class Step(ABC):
     (seed, epoch, position)."""
 
     name: str  # as written in method.degradations and --degrade
+    meaning: str  # one line: what it does and its unit ("--help" and docs/recipe.md list it)
     field: str  # the plan field holding its parameter
-    # (whether it applies, its parameter): the counter-based streams its draws come from. A
-    # step's numbers never change once released, or earlier runs would not replay.
-    streams: tuple[int, int]
-    range_key: str  # where its range is configured: method.<range_key> (ranges.<its name>)
     default: tuple  # the range when nothing is configured
     bounds: tuple[float, float]  # what a configured range may span
     label: str  # its prefix in report labels ("blur" -> "blur2")
@@ -31,6 +30,18 @@ class Step(ABC):
     dali_type: str = "FLOAT"  # the DALI type of its field
     # Further plan fields it draws, beyond `field`: name -> (NumPy dtype, DALI type).
     extra_fields: dict[str, tuple[type, str]] = {}
+
+    @property
+    def range_key(self) -> str:
+        """Where its range is configured: method.ranges.<its name> (downsample's is the method's
+        own method.resolutions)."""
+        return f"ranges.{self.name}"
+
+    @property
+    def streams(self) -> tuple[int, int]:
+        """(whether it applies, its parameter): its rows ``NAME.applies`` and ``NAME.value`` in
+        pipelines/streams.py, the one table of random streams."""
+        return stream(f"{self.name}.applies"), stream(f"{self.name}.value")
 
     @property
     def fields(self) -> dict[str, tuple[type, str]]:
@@ -45,11 +56,11 @@ class Step(ABC):
         applied: np.ndarray,
         value_range: tuple,
         shorter: int,
-        uniform: Callable[[int], np.ndarray],
+        uniform: Callable[[str], np.ndarray],
     ) -> dict[str, np.ndarray]:
         """The step's fields for a plan's samples: `u` its parameter stream's draws, `applied`
         the samples it applies to, `shorter` the resized shorter side, `uniform(k)` any
-        stream's draws."""
+        stream's draws, by its name in pipelines/streams.py."""
 
     def check_range(self, values) -> str | None:
         """Why a configured range is not usable (None: it is)."""

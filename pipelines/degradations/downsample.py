@@ -22,8 +22,8 @@ def resize_chw(image: torch.Tensor, height: int, width: int, interpolation: str)
 
 class Downsample(GraphStep):
     name = "downsample"
+    meaning = "the paper's step: down to r px on the shorter side, and back up"
     field = "resolution"
-    streams = (15, 4)  # the streams it always had, before there were other steps
     range_key = "resolutions"
     default = (8, 16, 32, 64, 128)
     bounds = (1, float("inf"))

@@ -12,9 +12,8 @@ from pipelines.degradations.base import GraphStep
 
 class Gamma(GraphStep):
     name = "gamma"
+    meaning = "illumination: the image to a power, log-uniform (> 1 darkens, < 1 brightens)"
     field = "gamma"
-    streams = (23, 24)
-    range_key = "ranges.gamma"
     default = (0.5, 2.0)
     bounds = (0.1, 10.0)
     label = "gamma"

@@ -26,9 +26,8 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class GaussianBlur(GraphStep):
     name = "gaussian_blur"
+    meaning = "optical blur: a Gaussian of sigma pixels at data.resize_shorter's scale"
     field = "blur_sigma"
-    streams = (16, 17)
-    range_key = "ranges.gaussian_blur"
     default = (0.5, 2.0)
     bounds = (0.0, 50.0)
     label = "blur"

@@ -24,9 +24,8 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 class Jpeg(GraphStep):
     name = "jpeg"
+    meaning = "JPEG compression at a quality from 1 (worst) to 100"
     field = "jpeg_quality"
-    streams = (18, 19)
-    range_key = "ranges.jpeg"
     default = (20, 80)
     bounds = (1, 100)
     label = "jpeg"

@@ -11,7 +11,6 @@ import torch
 
 from pipelines.degradations.base import ViewStep, uniform_in
 
-SEED_STREAM = 22
 # The seed of an evaluation condition's noise (each probe adds its index: its own noise, the
 # same at every evaluation).
 CONDITION_SEED = 12345.0
@@ -62,16 +61,15 @@ def add_noise(
 
 class Noise(ViewStep):
     name = "noise"
+    meaning = "sensor noise: Gaussian, sigma in levels of 0..255, on the finished view"
     field = "noise_sigma"
-    streams = (20, 21)
-    range_key = "ranges.noise"
     default = (2.0, 10.0)
     bounds = (0.0, 255.0)
     label = "noise"
     extra_fields = {"noise_seed": (np.int64, "INT64")}
 
     def draw(self, u, applied, value_range, shorter, uniform):
-        seed = (uniform(SEED_STREAM) * 2**31).astype(np.int64)
+        seed = (uniform("noise.seed") * 2**31).astype(np.int64)
         return {
             self.field: np.where(applied, uniform_in(u, value_range), 0).astype(np.float32),
             "noise_seed": np.where(applied, seed, 0),

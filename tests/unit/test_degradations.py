@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from pipelines import DALI_AVAILABLE, Loader, TrainPlanner, ViewSettings, eval_plans
+from pipelines import DALI_AVAILABLE, TrainPlanner, ViewSettings
 from pipelines.degradations import (
     Degradations,
     condition_label,
@@ -34,20 +34,14 @@ from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from pipelines.torchvision_twin import jpeg
 from tests.conftest import needs_dali, needs_lfw
-
-VIEWS = ViewSettings(128, 112, 0.0, [8])
-
-
-def _views(backend, samples, condition):
-    plans = [p for _, p in eval_plans(samples, VIEWS, 16, [condition])]
-    return next(Loader(backend, VIEWS, 16, torch.device("cpu"), 1, 0)(iter(plans)))
+from tests.fixtures import DEGRADED_VIEWS, degraded_views
 
 
 def _blur_reference(path, sigma):
     """PIL's bilinear resize, SciPy's Gaussian (mirrored borders, radius ceil(3 sigma)), crop."""
     image = Image.open(path).convert("RGB")
     w, h = image.size
-    size, crop = VIEWS.resize_shorter, VIEWS.crop
+    size, crop = DEGRADED_VIEWS.resize_shorter, DEGRADED_VIEWS.crop
     fw, fh = (int(np.floor(x * size / min(w, h) + 0.5)) for x in (w, h))
     a = np.asarray(image.resize((fw, fh), Image.BILINEAR), np.float64)
     radius = math.ceil(3 * sigma)
@@ -67,12 +61,16 @@ def _blur_reference(path, sigma):
 @pytest.mark.parametrize("sigma", [0.8, 2.0])
 def test_gaussian_blur_matches_scipy_in_both_backends(faces, sigma):
     reference = torch.stack([_blur_reference(s.path, sigma) for s in faces])
-    twin = _views("torchvision", faces, {"blur_sigma": sigma})
+    twin = degraded_views("torchvision", faces, {"blur_sigma": sigma})
     diff = (twin["student_view"] - reference).abs()
     assert diff.mean() < 0.25 and diff.max() < 1.5, (diff.mean(), diff.max())
-    assert torch.equal(twin["teacher_view"], _views("torchvision", faces, None)["teacher_view"])
+    assert torch.equal(
+        twin["teacher_view"], degraded_views("torchvision", faces, None)["teacher_view"]
+    )
     if DALI_AVAILABLE:
-        diff = (_views("dali", faces, {"blur_sigma": sigma})["student_view"] - reference).abs()
+        diff = (
+            degraded_views("dali", faces, {"blur_sigma": sigma})["student_view"] - reference
+        ).abs()
         assert diff.mean() < 0.5 and diff.max() < 2.5, (diff.mean(), diff.max())
 
 
@@ -99,12 +97,12 @@ def test_twin_jpeg_is_pils_encoder():
 def test_jpeg_and_the_whole_chain_agree_between_dali_and_the_twin(
     faces, condition, mean_tol, p99_tol
 ):
-    twin = _views("torchvision", faces, condition)["student_view"]
-    dali = _views("dali", faces, condition)["student_view"]
+    twin = degraded_views("torchvision", faces, condition)["student_view"]
+    dali = degraded_views("dali", faces, condition)["student_view"]
     diff = (twin - dali).abs()
     assert diff.mean() < mean_tol and diff.flatten().quantile(0.99) < p99_tol
     # And it did degrade: a lower JPEG quality moves the view further from the clean one.
-    clean = _views("torchvision", faces, None)["student_view"]
+    clean = degraded_views("torchvision", faces, None)["student_view"]
     assert (twin - clean).abs().mean() > 0.5
 
 
@@ -146,14 +144,16 @@ def test_noise_is_a_pure_function_of_seed_and_pixel():
 @pytest.mark.parametrize("backend", ["torchvision", pytest.param("dali", marks=needs_dali)])
 def test_noise_has_its_sigma_and_is_the_same_in_both_backends(faces, backend):
     condition = parse_condition("noise:8")
-    noisy = _views(backend, faces, condition)["student_view"]
-    clean = _views(backend, faces, None)["student_view"]
+    noisy = degraded_views(backend, faces, condition)["student_view"]
+    clean = degraded_views(backend, faces, None)["student_view"]
     added = noisy - clean
     inside = (clean > -MEAN_BGR[0] + 30) & (clean < 255 - MEAN_BGR[2] - 30)  # far from clipping
     assert abs(added[inside].std() - 8) < 0.4
     if backend == "dali":
-        twin = _views("torchvision", faces, condition)
-        twin_added = twin["student_view"] - _views("torchvision", faces, None)["student_view"]
+        twin = degraded_views("torchvision", faces, condition)
+        twin_added = (
+            twin["student_view"] - degraded_views("torchvision", faces, None)["student_view"]
+        )
         assert torch.allclose(added[inside], twin_added[inside], atol=1e-3)
 
 
@@ -202,4 +202,10 @@ def test_conditions_are_parsed_and_named():
     assert condition_label({"blur_sigma": 2.0}) == "blur2"
     assert condition_label(8) == "8" and condition_label(None) == "full"
     with pytest.raises(ValueError, match="expected STEP:VALUE"):
-        parse_condition("motion:3")
+        parse_condition("shake:3")
+    # Several steps in one condition, named in the registry's order whatever the order given.
+    both = parse_condition("jpeg:20+downsample:16")
+    assert both == {"jpeg_quality": 20.0, "resolution": 16.0}
+    assert condition_label(both) == "16+jpeg20"
+    with pytest.raises(ValueError, match=r"--degrade 'jpeg:20\+': expected STEP:VALUE"):
+        parse_condition("jpeg:20+")

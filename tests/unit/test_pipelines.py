@@ -178,7 +178,7 @@ def test_the_graph_takes_two_inputs_and_every_field_comes_back_exactly():
     """The per-sample fields reach DALI as one float64 array (two external-source inputs in
     all, not one per field) and come back bit for bit: labels far above float32's 2**24, the
     float32 crop draws, every degradation step's field in its own dtype."""
-    from pipelines.dali_pipeline import FIELD_INPUTS, _plan_to_arrays
+    from pipelines.dali_pipeline import _plan_to_arrays, field_inputs
 
     samples = load_source("embedded:orl").samples
     views = ViewSettings(32, 28, 0.5, [8, 16])
@@ -187,7 +187,7 @@ def test_the_graph_takes_two_inputs_and_every_field_comes_back_exactly():
     plan.labels = np.arange(8, dtype=np.int64) + 2**40 + 1  # a label float32 would round
     plan.crop_x = np.random.default_rng(0).random(8).astype(np.float32)
     inputs = next(_plan_to_arrays([plan]))
-    assert len(inputs) == 2 and inputs[1].shape == (8, len(FIELD_INPUTS))
+    assert len(inputs) == 2 and inputs[1].shape == (8, len(field_inputs()))
     batch = next(DaliViews(iter([plan]), views, 8, torch.device("cpu"), 1, 0))
     assert torch.equal(batch["labels"], torch.from_numpy(plan.labels))
     for name, values in plan.steps.items():

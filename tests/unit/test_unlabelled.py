@@ -102,6 +102,8 @@ def test_unlabelled_faces_get_the_feature_term_only():
         (["data.train=", "data.unlabelled=[x]"], "data.val: split:2 holds out"),
         (["data.train=", "data.val=y"], "data.train: names no faces"),
         (["val.select_by=feature", "run.stage=pretrain"], "val.select_by: feature"),
+        # lambda = 0 trains nothing toward the teacher: the closest checkpoint is the start.
+        (["val.select_by=feature", "method.lambda_feat=0"], "needs .*method.lambda_feat > 0"),
         (["teacher.feature_cache=auto", "method.feature_weight=teacher_correct"], "feature_cache"),
     ],
 )

@@ -31,6 +31,8 @@ class Protocol(abc.ABC):
     features are scored and shown."""
 
     name = ""
+    # One line: the benchmark and what it reports (--help and docs/benchmarks.md list it).
+    summary = ""
     # The release's folder (--root) holds the protocol's files; the folder protocol reads the
     # config's data instead.
     needs_root = True

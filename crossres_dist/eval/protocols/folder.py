@@ -200,6 +200,7 @@ def unmated_identities(labels: np.ndarray, fraction: float) -> np.ndarray:
 
 class Folder(Protocol):
     name = "folder"
+    summary = "an ImageFolder, list file or LFW pairs file, or the config's test split"
     needs_root = False
 
     @classmethod

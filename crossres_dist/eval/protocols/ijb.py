@@ -373,7 +373,9 @@ class IJB(Protocol):
 
 class IJBB(IJB):
     name, prefix = "ijbb", "ijbb"
+    summary = "IJB-B: 1:1 template verification (TAR at FAR) and 1:N identification"
 
 
 class IJBC(IJB):
     name, prefix = "ijbc", "ijbc"
+    summary = "IJB-C: 1:1 template verification (TAR at FAR) and 1:N identification"

@@ -49,6 +49,7 @@ RANKS = (1, 5)
 
 class SCface(Protocol):
     name = "scface"
+    summary = "SCface: surveillance cameras at three distances against mugshots, rank-1"
     native_resolution = True
 
     @classmethod

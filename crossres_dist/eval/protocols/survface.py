@@ -112,6 +112,7 @@ def read_identification(ident_dir: Path, paths: list[Path]) -> dict:
 
 class SurvFace(Protocol):
     name = "survface"
+    summary = "QMUL-SurvFace: native low-resolution verification and open-set identification"
     native_resolution = True
     default_open_set_rank = 20  # the benchmark's TPIR20@FPIR
 

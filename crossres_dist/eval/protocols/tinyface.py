@@ -41,6 +41,7 @@ RANKS = (1, 5, 20)
 
 class TinyFace(Protocol):
     name = "tinyface"
+    summary = "TinyFace: native low-resolution probes against a gallery with distractors"
     native_resolution = True
 
     def __init__(self, args, data_cfg: DataConfig, source: str) -> None:

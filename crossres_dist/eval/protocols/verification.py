@@ -36,6 +36,7 @@ from pipelines.sources import DataError, Sample
 
 class Verification(Protocol):
     name = "verification"
+    summary = "insightface's .bin pair sets (lfw, cfp_fp, agedb_30 ...): 10-fold accuracy"
     mirror = "separate"  # each image's features and its mirror image's, for XNorm
     takes_gallery = True  # the first face of each pair, with --gallery
 
