@@ -398,3 +398,11 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 f"results/{name}: made before {', '.join(files)} moved; regenerate: {how}"
             )
+
+
+# The pytest fixtures that a module and its launched half share (tests/fixtures/), found here by
+# every test; imported last, because those modules import this one's helpers.
+from tests.fixtures.benchmarks import ijbc_tree  # noqa: E402, F401
+from tests.fixtures.insightface_sets import people  # noqa: E402, F401
+from tests.fixtures.splits import students  # noqa: E402, F401
+from tests.fixtures.weights import reference  # noqa: E402, F401

@@ -9,13 +9,10 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from tests.conftest import LFW, TINY, child_env, needs_lfw, run_cmd
-from tests.unit.test_benchmarks import (  # noqa: F401 (fixtures)
-    _cached,
-    _cli,
-    _copy,
-    _refused,
-    _unit,
-    ijbc_tree,
+from tests.fixtures.benchmarks import (
+    cached,
+    cli,
+    unit,
 )
 from tools import benchmark_trees
 
@@ -25,7 +22,7 @@ from tools import benchmark_trees
 def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
     root = tmp_path / "IJBC"
     benchmark_trees.ijbc(LFW, root)
-    report = _cli(tmp_path, tiny_teacher, "ijbc", root, "--resolutions", "8", "full")
+    report = cli(tmp_path, tiny_teacher, "ijbc", root, "--resolutions", "8", "full")
     rows = report["models"]["tiny"]["by_resolution"]
     assert set(rows) == {"8", "full"} and report["images"] == 80
     # By hand from the cached image features: media means, summed, unit length.
@@ -34,12 +31,12 @@ def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
     ]
     per_condition = {}
     for condition in ("8", "full"):
-        feats = _cached(report, condition).numpy()
+        feats = cached(report, condition).numpy()
         grouped: dict[int, dict[int, list]] = {}
         for (_, template, media), f in zip(lines, feats):
             grouped.setdefault(int(template), {}).setdefault(int(media), []).append(f)
         per_condition[condition] = {
-            t: _unit(sum(np.mean(m, 0) for m in media.values())) for t, media in grouped.items()
+            t: unit(sum(np.mean(m, 0) for m in media.values())) for t, media in grouped.items()
         }
     pairs = np.loadtxt(root / "meta/ijbc_template_pair_label.txt", dtype=int)
     for condition in ("8", "full"):
@@ -61,7 +58,7 @@ def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
         assert g1["mated_probes"] == 10 and g1["nonmated_probes"] == 10
         assert g1["tpir@fpir=0.1"] is not None and g1["tpir@fpir=0.01"] is None
     # The probe side really was degraded.
-    assert not torch.allclose(_cached(report, "8"), _cached(report, "full"))
+    assert not torch.allclose(cached(report, "8"), cached(report, "full"))
     markdown = (tmp_path / "out-ijbc" / "results.md").read_text()
     assert "1:1 verification" in markdown and "1:N identification" in markdown
     assert (tmp_path / "out-ijbc" / "roc.png").stat().st_size > 10_000
@@ -71,10 +68,10 @@ def test_ijbc_end_to_end_matches_a_hand_computation(tmp_path, tiny_teacher):
 @pytest.mark.launch
 def test_tinyface_and_survface_end_to_end_match_a_hand_computation(tmp_path, tiny_teacher):
     benchmark_trees.tinyface(LFW, tmp_path / "tinyface")
-    tiny = _cli(tmp_path, tiny_teacher, "tinyface", tmp_path / "tinyface", "--no-plots")
+    tiny = cli(tmp_path, tiny_teacher, "tinyface", tmp_path / "tinyface", "--no-plots")
     ident = tiny["models"]["tiny"]["identification"]
     assert (ident["probes"], ident["gallery"], ident["distractors"]) == (10, 30, 10)
-    feats = _cached(tiny, "full").numpy()
+    feats = cached(tiny, "full").numpy()
     feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     # Samples: 10 probes, 20 gallery matches (subject i: 10 + 2i, 11 + 2i), 10 distractors.
     found = [int(np.argmax(feats[10:] @ feats[i])) // 2 == i for i in range(10)]
@@ -82,9 +79,9 @@ def test_tinyface_and_survface_end_to_end_match_a_hand_computation(tmp_path, tin
     assert list(tiny["conditions"]) == ["full"]  # native resolution: --resolutions ignored
 
     benchmark_trees.survface(LFW, tmp_path / "survface")
-    surv = _cli(tmp_path, tiny_teacher, "survface", tmp_path / "survface", "--no-plots", nproc=1)
+    surv = cli(tmp_path, tiny_teacher, "survface", tmp_path / "survface", "--no-plots", nproc=1)
     model = surv["models"]["tiny"]
-    feats = _cached(surv, "full").numpy()
+    feats = cached(surv, "full").numpy()
     feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     # Verification images come first, in first-seen order: subject i's faces 1 and 2.
     index = {f"{i + 1}_{k + 1}": 2 * i + k for i in range(12) for k in (0, 1)}

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.unit.test_check_data import (
-    _plant,
+from tests.fixtures.check_data import (
+    plant,
 )
 
 
 @pytest.mark.launch
 def test_checker_cli_reports_and_exits_nonzero(tmp_path):
-    _plant(tmp_path / "faces")
+    plant(tmp_path / "faces")
     out = tmp_path / "report.json"
     result = subprocess.run(
         [

@@ -19,13 +19,13 @@ from tests.conftest import (
     tiny_args,
     wait_for,
 )
-from tests.unit.test_cluster import (
+from tests.fixtures.cluster import (
     SBATCH_CPU,
-    _eval_array,
-    _job_id,
-    _slurm_env,
-    _submit_and_wait,
-    _wait_gone,
+    eval_array,
+    job_id,
+    slurm_env,
+    submit_and_wait,
+    wait_gone,
 )
 
 
@@ -75,12 +75,12 @@ def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, t
 
 @pytest.mark.launch
 def test_job_array_trains_each_grid_point_one_on_each_host(two_hosts, tmp_path, tiny_teacher):
-    env = _slurm_env(two_hosts.env)
+    env = slurm_env(two_hosts.env)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         (REPO / "tests" / "sweep_tiny.yaml").read_text() + f"output_dir: {tmp_path / 'grid'}\n"
     )
-    _submit_and_wait(
+    submit_and_wait(
         [
             "--array=0-1",
             *SBATCH_CPU,
@@ -110,7 +110,7 @@ def test_job_array_trains_each_grid_point_one_on_each_host(two_hosts, tmp_path, 
 
 @pytest.mark.launch
 def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_path, tiny_teacher):
-    env = _slurm_env(two_hosts.env)
+    env = slurm_env(two_hosts.env)
     run_dir = tmp_path / "requeue-run"
     log = tmp_path / "requeue.out"
     args = tiny_args(
@@ -122,13 +122,13 @@ def test_requeue_after_signal_on_two_nodes_resumes_and_finishes(two_hosts, tmp_p
         "train.log_every=5",
     )
     two_nodes = [*SBATCH_CPU[:1], "--nodes=2", "--ntasks-per-node=1", *SBATCH_CPU[3:]]
-    job = _job_id(
+    job = job_id(
         run_cmd(["sbatch", *two_nodes, f"--output={log}", "slurm/train.sh", *args], env=env).stdout
     )
     wait_for(log, "step 10/200", timeout=180)
     # What SLURM does ahead of the time limit (--signal=USR1@300): signal every task of the job.
     run_cmd(["scancel", "--signal=USR1", job], env=env)
-    _wait_gone(job, env, 400)
+    wait_gone(job, env, 400)
     text = log.read_text()
     assert "on node1,node2" in text and "launch: slurm, rank 0 of 2" in text
     assert "checkpoint written; requeueing" in text
@@ -151,7 +151,7 @@ def test_eval_array_over_checkpoints_and_resolutions(slurm_cluster, tmp_path, ti
     benchmark_trees.ijbc(LFW, root, identities=6)
     aligned = tmp_path / "eval" / "aligned"
     options = ["--protocol", "ijbc", "--root", str(root), "--aligned-cache", str(aligned)]
-    out, name = _eval_array(slurm_cluster, tmp_path, tiny_teacher, *options, "--no-plots")
+    out, name = eval_array(slurm_cluster, tmp_path, tiny_teacher, *options, "--no-plots")
     for resolution in (8, 16):
         report = json.loads((out / name / f"r{resolution}" / "results.json").read_text())
         rows = report["models"][name]["by_resolution"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import child_env, results, run_cmd, tiny_args, train_cmd
-from tests.unit.test_heads import (
+from tests.fixtures.heads import (
     TORCHRUN,
 )
 

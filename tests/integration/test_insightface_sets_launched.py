@@ -16,12 +16,6 @@ from crossres_dist.data import check as check_data
 from pipelines.packed import parse_locator
 from tests import mxnet_recordio
 from tests.conftest import REPO, child_env, needs_lfw
-from tests.unit.test_insightface_sets import (  # noqa: F401 (fixtures)
-    PEOPLE,
-    SPARSE,
-    people,
-    train,
-)
 
 pytestmark = needs_lfw
 

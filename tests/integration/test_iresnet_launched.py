@@ -10,9 +10,9 @@ import torch
 from crossres_dist.models import build_model
 from crossres_dist.weights import read_state
 from tests.conftest import REPO, results, run_cmd, tiny_args, train_cmd
-from tests.unit.test_iresnet import (
-    _arcface_state,
-    _save,
+from tests.fixtures.iresnet import (
+    arcface_state,
+    save,
 )
 
 
@@ -21,7 +21,7 @@ def test_iresnet_trains_sharded_and_compiled_on_two_ranks_like_eager_and_exports
     """An iResNet teacher from a backbone.pth (no classifier), an iResNet student started from
     it with a classifier of its own, the teacher sharded with FSDP2; compiled (student and
     teacher, the GPU configs' path) it trains with the same losses as eager."""
-    teacher = _save(tmp_path / "backbone.pth", _arcface_state((1, 1), 8, 16, 2))
+    teacher = save(tmp_path / "backbone.pth", arcface_state((1, 1), 8, 16, 2))
     common = (
         "model.arch=iresnet",
         "model.layers=[1,1]",

@@ -26,8 +26,8 @@ from tests.conftest import (
     train_cmd,
     wait_for,
 )
-from tests.unit.test_run_directory import (
-    _truncate,
+from tests.fixtures.run_directory import (
+    truncate,
 )
 
 
@@ -37,7 +37,7 @@ def test_damaged_side_files_and_a_deleted_best_are_rebuilt(tmp_path, tiny_teache
     args = tiny_args(run_dir, tiny_teacher, "train.max_steps=6")
     run_cmd(train_cmd(2, *args, "train.stop_after_step=3"))
     (cache,) = (run_dir / "cache").glob("val_teacher_features-*.pt")
-    _truncate(cache)  # a node lost power during the write
+    truncate(cache)  # a node lost power during the write
     (run_dir / "checkpoints" / "best.pt").unlink()
     resumed = run_cmd(train_cmd(2, *args))
     assert "teacher-feature cache" in resumed.stdout and "is unreadable" in resumed.stdout
@@ -66,7 +66,7 @@ def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_t
     args = tiny_args(run_dir, tiny_teacher, "train.max_steps=9")
     run_cmd(train_cmd(2, *args, "train.stop_after_step=6"))
     for step in (3, 6):
-        _truncate(ckpts / f"step_{step:08d}.pt")
+        truncate(ckpts / f"step_{step:08d}.pt")
     best_step = load_checkpoint(ckpts / "best.pt")["step"]
     resumed = run_cmd(train_cmd(2, *args))
     assert "resuming from best.pt" in resumed.stdout.replace(str(ckpts) + "/", "")
@@ -83,7 +83,7 @@ def test_unreadable_checkpoints_are_set_aside_never_pruned_over(tmp_path, tiny_t
 
     # Nothing readable at all: a refusal that says what to do, not a silent start from 0.
     for path in [*ckpts.glob("step_*.pt"), ckpts / "best.pt"]:
-        _truncate(path)
+        truncate(path)
     refused = run_cmd(train_cmd(2, *args), check=False)
     assert refused.returncode != 0
     error = error_lines(refused.stderr)

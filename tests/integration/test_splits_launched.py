@@ -14,10 +14,8 @@ from tests.conftest import (
     tiny_args,
     train_cmd,
 )
-from tests.unit.test_splits import (  # noqa: F401 (fixtures)
-    _evaluate,
-    _paths,
-    students,
+from tests.fixtures.splits import (
+    evaluate,
 )
 
 
@@ -50,22 +48,22 @@ def test_resume_refuses_another_split(students, tiny_teacher):
 def test_evaluator_refuses_training_images_and_reports_them_when_allowed(tmp_path, students):
     best = students[1] / "checkpoints" / "best.pt"
     # The test split of another split_seed holds images this student trained on.
-    refused = _evaluate(tmp_path / "e1", best, "data.split_seed=3", check=False)
+    refused = evaluate(tmp_path / "e1", best, "data.split_seed=3", check=False)
     assert refused.returncode == 2
     error = error_lines(refused.stderr)
     assert len(error) == 1 and "are training images of this checkpoint" in error[0]
     assert "--allow-overlap" in error[0] and not (tmp_path / "e1" / "results.json").exists()
-    _evaluate(tmp_path / "e2", best, "data.split_seed=3", "--allow-overlap")
+    evaluate(tmp_path / "e2", best, "data.split_seed=3", "--allow-overlap")
     report = json.loads((tmp_path / "e2" / "results.json").read_text())
     leaked = report["models"]["student"]["provenance"]["overlap_with_training"]
     assert leaked > 0
     assert f"trained on {leaked} of these images" in (tmp_path / "e2" / "results.md").read_text()
     # Its own test split is clean; its validation split chose best.pt (reported, not refused).
-    _evaluate(tmp_path / "e3", best)
+    evaluate(tmp_path / "e3", best)
     own = json.loads((tmp_path / "e3" / "results.json").read_text())["models"]["student"]
     assert own["provenance"]["overlap_with_training"] == 0
     assert own["provenance"]["overlap_with_selection"] == 0
-    _evaluate(tmp_path / "e4", best, "--split", "val")
+    evaluate(tmp_path / "e4", best, "--split", "val")
     val = json.loads((tmp_path / "e4" / "results.json").read_text())["models"]["student"]
     assert val["provenance"]["overlap_with_selection"] == 80
 
@@ -86,7 +84,7 @@ def test_evaluator_checks_the_checkpoint_a_student_started_from(tmp_path, studen
     )
     assert "were training images of the checkpoint it starts from" in out.stdout
     checkpoint = student_dir / "checkpoints" / "best.pt"
-    refused = _evaluate(tmp_path / "e", checkpoint, "data.split_seed=4", check=False)
+    refused = evaluate(tmp_path / "e", checkpoint, "data.split_seed=4", check=False)
     assert refused.returncode == 2 and "or the one it started from" in refused.stderr
     # Both records travel with the checkpoint: its own split and its starting point's.
     lineage = load_checkpoint(checkpoint)["lineage"]

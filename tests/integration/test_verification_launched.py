@@ -10,8 +10,13 @@ import pytest
 from crossres_dist.checkpointing.manager import load_checkpoint
 from crossres_dist.data.pack import pack
 from tests.conftest import LFW, needs_lfw, results, run_cmd, tiny_args, train_cmd
-from tests.unit.test_benchmarks import _cli
-from tests.unit.test_verification import UNSEEN, needs_unseen
+from tests.fixtures.benchmarks import (
+    cli,
+)
+from tests.fixtures.verification import (
+    UNSEEN,
+    needs_unseen,
+)
 from tools import benchmark_trees
 
 
@@ -60,7 +65,7 @@ def test_the_verification_protocol_on_two_ranks_gives_the_numbers_of_one(tmp_pat
     bins = tmp_path / "bins"
     benchmark_trees.verification_bins(UNSEEN, bins, 40, 32)
     reports = [
-        _cli(tmp_path / f"n{n}", tiny_teacher, "verification", bins, "--resolutions", "8", "full",
+        cli(tmp_path / f"n{n}", tiny_teacher, "verification", bins, "--resolutions", "8", "full",
              "--no-plots", nproc=n)
         for n in (1, 2)
     ]  # fmt: skip

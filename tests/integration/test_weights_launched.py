@@ -15,9 +15,8 @@ from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, load_into, read_state
 from crossres_dist.weights.convert import convert
 from tests.conftest import REPO, TINY_SPEC, error_lines
-from tests.unit.test_weights import (  # noqa: F401 (fixtures)
-    _bad_weights,
-    reference,
+from tests.fixtures.weights import (
+    bad_weights,
     write_form_a,
     write_form_b,
 )
@@ -98,7 +97,7 @@ def test_training_takes_a_released_form_directly_as_teacher(tmp_path, reference)
 
 @pytest.mark.launch
 def test_bad_weights_files_get_one_line_that_says_what_they_are_not(tmp_path, tiny_teacher):
-    bad = _bad_weights(tmp_path, tiny_teacher)
+    bad = bad_weights(tmp_path, tiny_teacher)
     expected = {
         "truncated": "a damaged or truncated PyTorch checkpoint",
         "random": "not a PyTorch checkpoint, a numpy .npy file or a pickle of arrays",

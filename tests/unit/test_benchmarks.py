@@ -3,8 +3,6 @@ hand-made cases, the CLI end to end on 2 processes over trees in the releases' e
 (built from real LFW faces by tools/benchmark_trees.py), the numbers recomputed by hand from the
 cached features, one-line errors for bad releases, and an extraction that resumes."""
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,11 @@ from crossres_dist.eval.metrics import cmc, identification, open_set, verificati
 from crossres_dist.eval.templates import template_features
 from pipelines import ViewSettings
 from pipelines.sources import Sample
-from tests.conftest import LFW, TINY, TINY_SPEC, child_env, needs_lfw, run_cmd
+from tests.conftest import LFW, TINY, TINY_SPEC, needs_lfw
+from tests.fixtures.benchmarks import (
+    copy,
+    refused,
+)
 from tools import benchmark_trees
 
 
@@ -127,87 +129,34 @@ def test_similarity_alignment_recovers_a_known_transform():
     assert np.allclose(matrix[:, :2], rotation) and np.allclose(matrix[:, 2], shift)
 
 
-# ----------------------------------------------------------------------------- end to end
-def _cli(tmp_path, checkpoint, protocol, root, *extra, nproc=2, check=True):
-    launcher = (
-        []
-        if nproc == 1
-        else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    )
-    args = [
-        "-m", "crossres_dist.evaluate", "--protocol", protocol, "--root", str(root),
-        "--config", str(TINY), "--checkpoint", str(checkpoint), "--name", "tiny",
-        "--out", str(tmp_path / f"out-{protocol}"), *extra,
-    ]  # fmt: skip
-    result = run_cmd([sys.executable, *launcher, *args], env=child_env(PYTHONWARNINGS="ignore"),
-                     check=check)  # fmt: skip
-    if not check:
-        return result
-    return json.loads((tmp_path / f"out-{protocol}" / "results.json").read_text())
-
-
-def _cached(report, condition):
-    return torch.load(report["models"]["tiny"]["feature_cache"][condition], weights_only=True)[0]
-
-
-def _unit(x):
-    return x / np.linalg.norm(x)
-
-
-# ----------------------------------------------------------------------------- bad releases
-@pytest.fixture(scope="module")
-def ijbc_tree(tmp_path_factory):
-    if not LFW.is_dir():
-        pytest.skip(f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)")
-    root = tmp_path_factory.mktemp("ijb") / "IJBC"
-    benchmark_trees.ijbc(LFW, root, identities=3)
-    return root
-
-
-def _refused(capsys, tiny_teacher, protocol, root) -> str:
-    code = evaluate.main(
-        ["--protocol", protocol, "--root", str(root), "--config", str(TINY),
-         "--checkpoint", str(tiny_teacher), "--out", "/nonexistent/never-written"]
-    )  # fmt: skip
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
-def _copy(tree: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    return Path(shutil.copytree(tree, tmp_path / "copy"))
-
-
 def test_ijb_missing_meta_file(tmp_path, capsys, tiny_teacher, ijbc_tree):
-    root = _copy(ijbc_tree, tmp_path)
+    root = copy(ijbc_tree, tmp_path)
     (root / "meta/ijbc_template_pair_label.txt").unlink()
-    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    err = refused(capsys, tiny_teacher, "ijbc", root)
     assert "ijbc_template_pair_label.txt: " in err and "not found" in err
 
 
 def test_ijb_template_without_a_readable_image(tmp_path, capsys, tiny_teacher, ijbc_tree):
-    root = _copy(ijbc_tree, tmp_path)
+    root = copy(ijbc_tree, tmp_path)
     for name in ("3.jpg", "4.jpg"):  # template 2's two images
         (root / "loose_crop" / name).unlink()
-    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    err = refused(capsys, tiny_teacher, "ijbc", root)
     assert "ijbc_face_tid_mid.txt:3: template 2 has no readable image" in err
 
 
 def test_ijb_pair_with_an_unknown_template(tmp_path, capsys, tiny_teacher, ijbc_tree):
-    root = _copy(ijbc_tree, tmp_path)
+    root = copy(ijbc_tree, tmp_path)
     pairs = root / "meta/ijbc_template_pair_label.txt"
     pairs.write_text(pairs.read_text() + "1 999 0\n")
-    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    err = refused(capsys, tiny_teacher, "ijbc", root)
     assert "ijbc_template_pair_label.txt:7: template 999 is not in" in err
 
 
 def test_ijb_malformed_landmark_line(tmp_path, capsys, tiny_teacher, ijbc_tree):
-    root = _copy(ijbc_tree, tmp_path)
+    root = copy(ijbc_tree, tmp_path)
     marks = root / "meta/ijbc_name_5pts_score.txt"
     marks.write_text(marks.read_text() + "13.jpg 1 2 3\n")
-    err = _refused(capsys, tiny_teacher, "ijbc", root)
+    err = refused(capsys, tiny_teacher, "ijbc", root)
     assert "ijbc_name_5pts_score.txt:13: expected 12 fields" in err
 
 
@@ -218,7 +167,7 @@ def test_mat_file_without_the_expected_keys(tmp_path, capsys, tiny_teacher):
     root = tmp_path / "tinyface"
     benchmark_trees.tinyface(LFW, root, identities=2, distractors=1)
     savemat(root / "Testing_Set/probe_img_ID_pairs.mat", {"names": np.array([1])})
-    err = _refused(capsys, tiny_teacher, "tinyface", root)
+    err = refused(capsys, tiny_teacher, "tinyface", root)
     assert "probe_img_ID_pairs.mat: no key probe_set, probe_ids" in err and "(it has: names)" in err
 
 

@@ -1,46 +1,14 @@
 """The data checker finds every planted bad file, with its path."""
 
-import numpy as np
-from PIL import Image
-
 from crossres_dist.data.check import check_dataset
 from tests.conftest import ORL
-
-
-def _plant(root):
-    good = sorted((ORL / "s1").glob("*.png"))
-    for identity in ("alice", "bob", "carol"):
-        (root / identity).mkdir(parents=True)
-        for i, src in enumerate(good[:4]):
-            (root / identity / f"{i}.png").write_bytes(src.read_bytes())
-    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(root / "alice" / "ok.jpg", quality=90)
-    planted = {
-        "zero_byte": root / "alice" / "empty.jpg",
-        "truncated": root / "alice" / "cut.jpg",
-        "not_an_image": root / "bob" / "notes.jpg",
-        "unsupported_mode_CMYK": root / "bob" / "cmyk.jpg",
-        "unsupported_mode_P": root / "bob" / "palette.png",
-        "unsupported_mode_RGBA": root / "carol" / "alpha.png",
-        "unsupported_mode_I;16": root / "carol" / "deep.png",
-        "smaller_than_16px": root / "carol" / "tiny.png",
-    }
-    planted["zero_byte"].write_bytes(b"")
-    data = (root / "alice" / "ok.jpg").read_bytes()
-    planted["truncated"].write_bytes(data[: len(data) // 2])
-    planted["not_an_image"].write_text("this is not a JPEG")
-    Image.fromarray(rgb).convert("CMYK").save(planted["unsupported_mode_CMYK"])
-    Image.fromarray(rgb).convert("P").save(planted["unsupported_mode_P"])
-    Image.fromarray(rgb).convert("RGBA").save(planted["unsupported_mode_RGBA"])
-    Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(planted["unsupported_mode_I;16"])
-    Image.fromarray(rgb[:8, :8]).save(planted["smaller_than_16px"])
-    (root / "dave").mkdir()
-    (root / "dave" / "only.png").write_bytes(good[0].read_bytes())  # too few, and a duplicate
-    return planted
+from tests.fixtures.check_data import (
+    plant,
+)
 
 
 def test_checker_finds_every_planted_problem(tmp_path):
-    planted = _plant(tmp_path / "faces")
+    planted = plant(tmp_path / "faces")
     report = check_dataset(str(tmp_path / "faces"), min_side=16, min_images=2)
     for kind, path in planted.items():
         assert str(path) in report.problems[kind], (kind, report.problems.get(kind))

@@ -34,7 +34,7 @@ from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from pipelines.torchvision_twin import jpeg
 from tests.conftest import needs_dali, needs_lfw
-from tests.fixtures import DEGRADED_VIEWS, degraded_views
+from tests.fixtures.views import DEGRADED_VIEWS, degraded_views
 
 
 def _blur_reference(path, sigma):

@@ -27,7 +27,7 @@ from pipelines.degradations import (
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from tests.conftest import REPO, needs_lfw
-from tests.fixtures import degraded_views
+from tests.fixtures.views import degraded_views
 from tests.golden import train_in_process
 
 TINY = str(REPO / "tests" / "tiny.yaml")

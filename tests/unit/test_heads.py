@@ -3,8 +3,6 @@
 sampling, its checkpoint and exact resume."""
 
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,8 +15,6 @@ from crossres_dist.heads.partial_fc import initial_rows, shard_bounds
 from crossres_dist.models import ModelSpec, build_model
 from tests.conftest import TINY
 from tests.golden import train_in_process
-
-TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--standalone"]
 
 # Three embeddings and four class centres, chosen so the target angles differ.
 COS = torch.tensor(

@@ -20,31 +20,14 @@ from crossres_dist.data.pack import main as pack_main
 from pipelines.packed import read_encoded
 from pipelines.sources import DataError, load_source
 from tests import mxnet_recordio
-from tests.conftest import LFW, needs_lfw
-from tests.golden import pretrain_in_process
+from tests.conftest import needs_lfw
+from tests.fixtures.insightface_sets import (
+    PEOPLE,
+    SPARSE,
+    train,
+)
 
 pytestmark = needs_lfw
-
-PEOPLE = 20
-SPARSE = [100 + 3 * i for i in range(PEOPLE)]  # as left after filtering a shuffled set
-
-
-@pytest.fixture(scope="module")
-def people():
-    """(encoded image, person 0..19) for 20 LFW people, grouped by person."""
-    if not LFW.is_dir():
-        pytest.skip(f"{LFW} is absent; runs wherever ../shared holds the LFW sample (CI does)")
-    folder = load_source(str(LFW))
-    chosen = sorted(folder.identities.values())[:PEOPLE]
-    return [
-        (read_encoded(s.path), chosen.index(s.label)) for s in folder.samples if s.label in chosen
-    ]
-
-
-def train(data, run_dir, *extra):
-    return pretrain_in_process(
-        data, run_dir, "data.backend=torchvision", "train.max_steps=3", *extra
-    )
 
 
 def test_sparse_labels_train_as_classes_named_by_their_label_in_both_layouts(

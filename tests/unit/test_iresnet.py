@@ -10,51 +10,10 @@ import torch.nn.functional as F
 
 from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, assign, read_state
-
-
-def _arcface_state(layers, width, embedding, side, seed=0):
-    """Random weights in arcface_torch's key layout (what its backbone.pth holds), made without
-    the project's modules."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-
-    def bn(name, c):
-        state[f"{name}.weight"] = 1 + 0.1 * torch.randn(c, generator=g)
-        state[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
-        state[f"{name}.running_mean"] = 0.1 * torch.randn(c, generator=g)
-        state[f"{name}.running_var"] = 1 + 0.1 * torch.rand(c, generator=g)
-        state[f"{name}.num_batches_tracked"] = torch.tensor(0)
-
-    def conv(name, cout, cin, k):
-        state[f"{name}.weight"] = (
-            torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
-        )
-
-    conv("conv1", width, 3, 3)
-    bn("bn1", width)
-    state["prelu.weight"] = 0.25 * torch.ones(width)
-    inplanes = width
-    for s, blocks in enumerate(layers):
-        planes = width * 2**s
-        for b in range(blocks):
-            p = f"layer{s + 1}.{b}"
-            cin = inplanes if b == 0 else planes
-            bn(f"{p}.bn1", cin)
-            conv(f"{p}.conv1", planes, cin, 3)
-            bn(f"{p}.bn2", planes)
-            state[f"{p}.prelu.weight"] = 0.25 * torch.ones(planes)
-            conv(f"{p}.conv2", planes, planes, 3)
-            bn(f"{p}.bn3", planes)
-            if b == 0:
-                conv(f"{p}.downsample.0", planes, cin, 1)
-                bn(f"{p}.downsample.1", planes)
-        inplanes = planes
-    bn("bn2", inplanes)
-    state["fc.weight"] = torch.randn(embedding, inplanes * side * side, generator=g) * 0.01
-    state["fc.bias"] = torch.zeros(embedding)
-    bn("features", embedding)
-    state["features.weight"] = torch.ones(embedding)
-    return state
+from tests.fixtures.iresnet import (
+    arcface_state,
+    save,
+)
 
 
 def _reference_embedding(state, layers, x):
@@ -96,7 +55,7 @@ def _reference_embedding(state, layers, x):
 
 def test_arcface_r18_backbone_loads_and_matches_an_independent_forward(tmp_path):
     layers = (2, 2, 2, 2)
-    state = _arcface_state(layers, 64, 512, 7)
+    state = arcface_state(layers, 64, 512, 7)
     path = tmp_path / "backbone.pth"
     torch.save(state, path)
     loaded, spec = read_state(path)
@@ -113,8 +72,8 @@ def test_arcface_r18_backbone_loads_and_matches_an_independent_forward(tmp_path)
 
 
 def test_arcface_backbone_with_a_wrong_key_or_shape_is_refused_by_name(tmp_path):
-    state = _arcface_state((1, 1), 8, 16, 2)
-    loaded_spec = read_state(_save(tmp_path / "ok.pth", state))[1]
+    state = arcface_state((1, 1), 8, 16, 2)
+    loaded_spec = read_state(save(tmp_path / "ok.pth", state))[1]
     model = build_model(loaded_spec)
     bad = dict(state)
     bad["layer1.0.conv1.weight"] = torch.zeros(8, 8, 5, 5)
@@ -123,8 +82,3 @@ def test_arcface_backbone_with_a_wrong_key_or_shape_is_refused_by_name(tmp_path)
     del bad["layer1.0.conv1.weight"]
     with pytest.raises(WeightsError, match="missing key 'layer1.0.conv1.weight'"):
         assign(model, bad, "bad.pth")
-
-
-def _save(path, state):
-    torch.save(state, path)
-    return path

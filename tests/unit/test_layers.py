@@ -281,3 +281,25 @@ def test_no_two_modules_import_each_other():
     # It finds a circle where there is one, a longer one too, and nothing else.
     graph = {"a": {"b"}, "b": {"a"}, "c": {"a", "d"}, "d": {"e"}, "e": {"c"}, "f": set()}
     assert circles(graph) == [["a", "b"], ["c", "d", "e"]]
+
+
+def test_no_test_module_imports_another():
+    """What several test modules share lives in tests/conftest.py or tests/fixtures/, so that a
+    test module (and its private helpers) can change without breaking another."""
+    tests = REPO / "tests"
+    found = []
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            found += [
+                f"{path.relative_to(REPO)} imports {m}"
+                for m in modules
+                if m.startswith("tests.") and m.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    assert not found, found

@@ -25,7 +25,7 @@ from pipelines.degradations.motion_blur import KERNEL_SIDE, kernel
 from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from tests.conftest import REPO, needs_lfw
-from tests.fixtures import DEGRADED_VIEWS, degraded_views
+from tests.fixtures.views import DEGRADED_VIEWS, degraded_views
 
 
 def _moments(weights: torch.Tensor, angle: float) -> tuple[float, float]:

@@ -37,7 +37,7 @@ from pipelines.degradations.base import GraphStep, uniform_in
 from pipelines.sources import load_source
 from pipelines.streams import claim, release
 from tests.conftest import TINY
-from tests.fixtures import degraded_views
+from tests.fixtures.views import degraded_views
 
 
 class Brighten(GraphStep):

@@ -4,7 +4,6 @@ frozen rank ends the job in seconds, a full disk is one line. Each ends in a res
 directory or in a one-line error that says what to do."""
 
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +15,6 @@ from tests.conftest import (
     needs_root,
     tmpfs,
 )
-
-
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
 
 
 @needs_root

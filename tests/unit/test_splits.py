@@ -2,31 +2,23 @@
 only, recorded in every checkpoint, and an evaluator that refuses a checkpoint which trained on the
 images it is asked to report."""
 
-import sys
-
 import pytest
 
 from crossres_dist.checkpointing.manager import CheckpointManager, load_checkpoint
 from pipelines.sources import DataError, SplitSpec, joiner, load_splits, sample_key
 from tests.conftest import (
     LFW,
-    TINY,
-    child_env,
     needs_lfw,
-    run_cmd,
-    tiny_args,
-    train_cmd,
 )
-
-
-def _paths(dataset):
-    return {s.path for s in dataset.samples}
+from tests.fixtures.splits import (
+    paths,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_three_parts_are_disjoint_and_cover_the_data(seed):
     splits = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=seed))
-    train, val, test = _paths(splits.train), _paths(splits.val), _paths(splits.test)
+    train, val, test = paths(splits.train), paths(splits.val), paths(splits.test)
     assert (len(train), len(val), len(test)) == (200, 80, 120)
     assert not train & test and not train & val and not val & test
     assert len(train | val | test) == 400
@@ -35,11 +27,11 @@ def test_three_parts_are_disjoint_and_cover_the_data(seed):
 def test_the_split_depends_on_split_seed_only_and_test_is_stable():
     base = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=0))
     other_seed = load_splits(SplitSpec("embedded:orl", "split:2", "split:3", seed=1))
-    assert _paths(base.test) != _paths(other_seed.test)
+    assert paths(base.test) != paths(other_seed.test)
     # A larger validation part leaves the test images where they were.
     more_val = load_splits(SplitSpec("embedded:orl", "split:4", "split:3", seed=0))
-    assert _paths(more_val.test) == _paths(base.test)
-    assert _paths(more_val.val) > _paths(base.val)
+    assert paths(more_val.test) == paths(base.test)
+    assert paths(more_val.val) > paths(base.val)
     assert base.describe()["fingerprints"] == load_splits(base.spec).describe()["fingerprints"]
 
 
@@ -50,20 +42,6 @@ def test_too_few_images_names_the_identity_folder():
     assert "identity 's1' (" in message and "orl_att_faces/s1)" in message
     assert "has 10 image(s), too few to hold out 5 for test + 5 for val" in message
     assert "\n" not in message
-
-
-@pytest.fixture(scope="module")
-def students(tmp_path_factory, tiny_teacher):
-    """Two students with a test split, run.seed 1 and 2: shared by the tests below."""
-    root = tmp_path_factory.mktemp("students")
-    dirs = {}
-    for seed in (1, 2):
-        dirs[seed] = root / f"seed{seed}"
-        args = tiny_args(
-            dirs[seed], tiny_teacher, f"run.seed={seed}", "data.test=split:2", "train.max_steps=2"
-        )
-        run_cmd(train_cmd(1, *args))
-    return dirs
 
 
 @pytest.mark.parametrize(
@@ -110,35 +88,6 @@ def test_an_image_folder_lists_files_at_any_depth_in_path_order(tmp_path):
         ("id1/sub/.hid/z.jpg", 0), ("id1/sub/y.PNG", 0), ("id1/x.jpg", 0), ("id2/1.jpg", 1),
         ("id2/dangling.jpg", 1), ("id2/dir.jpg/inner.jpg", 1),
     ]  # fmt: skip
-
-
-def _evaluate(out, checkpoint, *extra, check=True):
-    return run_cmd(
-        [
-            sys.executable,
-            "-m",
-            "crossres_dist.evaluate",
-            "--config",
-            str(TINY),
-            "teacher.checkpoint=unused",
-            "data.test=split:2",
-            "--checkpoint",
-            str(checkpoint),
-            "--name",
-            "student",
-            "--resolutions",
-            "8",
-            "full",
-            "--tsne-identities",
-            "0",
-            "--no-plots",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        env=child_env(PYTHONWARNINGS="ignore"),
-        check=check,
-    )
 
 
 def test_checkpoint_records_the_best_metric_it_set(tmp_path):

@@ -33,15 +33,13 @@ from crossres_dist.verification.suite import image_namer, images_of
 from pipelines import Loader, Sample, ViewSettings, eval_plans
 from pipelines.packed import read_encoded
 from pipelines.sources import DataError
-from tests.conftest import LFW, SHARED, TINY, TINY_SPEC
+from tests.conftest import LFW, TINY, TINY_SPEC
+from tests.fixtures.verification import (
+    UNSEEN,
+    needs_unseen,
+)
 from tests.golden import pretrain_in_process
 from tools import benchmark_trees
-
-UNSEEN = SHARED / "data" / "lfw_deepfunneled_2to9"
-needs_unseen = pytest.mark.skipif(
-    not UNSEEN.is_dir(),
-    reason=f"{UNSEEN} is absent; runs wherever ../shared holds the LFW 2-9 people (CI does)",
-)
 
 
 @pytest.fixture(scope="module")

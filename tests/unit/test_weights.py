@@ -1,75 +1,20 @@
 """Importers for the released VGGFace2 SE-ResNet-50 weight forms, safe loading, export."""
 
 import dataclasses
-import os
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from crossres_dist.models import build_model
 from crossres_dist.weights import WeightsError, assign, read_state
-from crossres_dist.weights.forms import attribute_name, layer_names, to_caffe_dict
+from crossres_dist.weights.forms import to_caffe_dict
 from tests.conftest import TINY_SPEC
-
-
-@pytest.fixture(scope="module")
-def reference():
-    torch.manual_seed(1)
-    model = build_model(TINY_SPEC).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a mix-up would show
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
-
-
-def _main_model_module():
-    """A stand-in for the research code's MMdnn module: MainModel.KitModel."""
-    module = types.ModuleType("MainModel")
-
-    class KitModel(nn.Module):
-        def __init__(self, state, layers):
-            super().__init__()
-            for ours, caffe, kind in layer_names(layers):
-                weight = state[f"{ours}.weight"]
-                if kind == "bn":
-                    layer = nn.BatchNorm2d(weight.shape[0], eps=1e-5, momentum=0.0)
-                elif kind == "linear":
-                    layer = nn.Linear(weight.shape[1], weight.shape[0])
-                else:
-                    layer = nn.Conv2d(
-                        weight.shape[1], weight.shape[0], weight.shape[2:], bias=kind == "conv+bias"
-                    )
-                layer.load_state_dict(
-                    {k.split(".")[-1]: v for k, v in state.items() if k.rsplit(".", 1)[0] == ours}
-                )
-                setattr(self, attribute_name(caffe), layer)
-
-    KitModel.__module__, KitModel.__qualname__ = "MainModel", "KitModel"
-    module.KitModel = KitModel
-    return module
-
-
-def write_form_a(model, path, legacy=False):
-    module = _main_model_module()
-    sys.modules["MainModel"] = module
-    try:
-        kit = module.KitModel(model.state_dict(), TINY_SPEC.layers)
-        torch.save(kit, path, _use_new_zipfile_serialization=not legacy)
-    finally:
-        del sys.modules["MainModel"]  # the importer must not need it
-
-
-def write_form_b(model, path):
-    np.save(path, to_caffe_dict(model.state_dict(), TINY_SPEC.layers), allow_pickle=True)
+from tests.fixtures.weights import (
+    write_form_a,
+    write_form_b,
+)
 
 
 def write_form_c(model, path):
@@ -164,22 +109,3 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path, suffix):
         read_state(path)
     assert "exec" in str(err.value) and str(path) in str(err.value)
     assert not marker.exists()
-
-
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/crossres-should-not-exist",))
-
-
-def _bad_weights(tmp_path, good):
-    data = good.read_bytes()
-    files = {
-        "truncated": (tmp_path / "truncated.pt", data[: len(data) // 3]),
-        "random": (tmp_path / "random.pth", np.random.default_rng(0).bytes(4000)),
-        "empty": (tmp_path / "empty.pkl", b""),
-    }
-    for path, content in files.values():
-        path.write_bytes(content)
-    malicious = tmp_path / "malicious.pt"
-    torch.save({"student": _RunsCode()}, malicious)  # a zip checkpoint naming os.system
-    return {**{k: v[0] for k, v in files.items()}, "malicious": malicious}
