@@ -34,27 +34,18 @@ from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from pipelines.torchvision_twin import jpeg
 from tests.conftest import needs_dali, needs_lfw
-from tests.fixtures.views import DEGRADED_VIEWS, degraded_views
+from tests.fixtures.views import degraded_views, reference_view
 
 
 def _blur_reference(path, sigma):
-    """PIL's bilinear resize, SciPy's Gaussian (mirrored borders, radius ceil(3 sigma)), crop."""
-    image = Image.open(path).convert("RGB")
-    w, h = image.size
-    size, crop = DEGRADED_VIEWS.resize_shorter, DEGRADED_VIEWS.crop
-    fw, fh = (int(np.floor(x * size / min(w, h) + 0.5)) for x in (w, h))
-    a = np.asarray(image.resize((fw, fh), Image.BILINEAR), np.float64)
+    """SciPy's Gaussian (mirrored borders, radius ceil(3 sigma)) on PIL's resize, cropped."""
     radius = math.ceil(3 * sigma)
-    a = np.stack(
-        [
-            ndimage.gaussian_filter(a[:, :, c], sigma, mode="mirror", truncate=radius / sigma)
-            for c in range(3)
-        ],
-        2,
-    )[:, :, ::-1]
-    top, left = (fh - crop) // 2, (fw - crop) // 2
-    a = a[top : top + crop, left : left + crop] - np.array(MEAN_BGR)
-    return torch.from_numpy(a.transpose(2, 0, 1).copy()).float()
+    return reference_view(
+        path,
+        lambda channel: ndimage.gaussian_filter(
+            channel, sigma, mode="mirror", truncate=radius / sigma
+        ),
+    )
 
 
 @needs_lfw

@@ -11,7 +11,6 @@ max 2.8 (DALI rounds to 8 bits after the filter).
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from crossres_dist.config import ConfigError, load_config
@@ -22,10 +21,9 @@ from pipelines.degradations import (
     parse_condition,
 )
 from pipelines.degradations.motion_blur import KERNEL_SIDE, kernel
-from pipelines.plans import MEAN_BGR
 from pipelines.sources import load_source
 from tests.conftest import REPO, needs_lfw
-from tests.fixtures.views import DEGRADED_VIEWS, degraded_views
+from tests.fixtures.views import degraded_views, reference_view
 
 
 def _moments(weights: torch.Tensor, angle: float) -> tuple[float, float]:
@@ -55,18 +53,9 @@ def test_kernel_is_a_line_of_that_length_and_angle(length, angle):
 
 
 def _reference(path: str, length: float, angle: float) -> torch.Tensor:
-    """PIL's bilinear resize, SciPy's correlation with the kernel (edge pixels repeated), crop."""
-    image = Image.open(path).convert("RGB")
-    w, h = image.size
-    size, crop = DEGRADED_VIEWS.resize_shorter, DEGRADED_VIEWS.crop
-    fw, fh = (int(np.floor(x * size / min(w, h) + 0.5)) for x in (w, h))
-    a = np.asarray(image.resize((fw, fh), Image.BILINEAR), np.float64)
+    """SciPy's correlation with the kernel (edge pixels repeated) on PIL's resize, cropped."""
     k = kernel(length, angle).double().numpy()
-    a = np.stack([ndimage.correlate(a[:, :, c], k, mode="nearest") for c in range(3)], 2)
-    a = a[:, :, ::-1]
-    top, left = (fh - crop) // 2, (fw - crop) // 2
-    a = a[top : top + crop, left : left + crop] - np.array(MEAN_BGR)
-    return torch.from_numpy(a.transpose(2, 0, 1).copy()).float()
+    return reference_view(path, lambda channel: ndimage.correlate(channel, k, mode="nearest"))
 
 
 @needs_lfw
