@@ -90,8 +90,11 @@ class ViewSettings:
 
 class TrainPlanner:
     """Global micro-batch k covers ``world * micro_batch`` images of one epoch's permutation;
-    rank r takes its slice. Every rank has the same number of batches per epoch: the last batch
-    wraps around to the start of the permutation (those repeats are marked invalid)."""
+    rank r takes its slice. An epoch is a whole number of optimizer steps (global batches): its
+    last step wraps around to the start of the permutation (those repeats are marked invalid).
+    So which images an optimizer step sees does not depend on the number of ranks, and a run
+    resumed on other ranks (an elastic job that lost or regained a node) goes on with the
+    run's own order."""
 
     def __init__(
         self,
@@ -114,7 +117,8 @@ class TrainPlanner:
         self.p_of_images = p_of_images
         self.accumulation = accumulation
         self.global_micro = micro_batch * world
-        self.batches_per_epoch = math.ceil(len(samples) / self.global_micro)
+        steps_per_epoch = math.ceil(len(samples) / (self.global_micro * accumulation))
+        self.batches_per_epoch = steps_per_epoch * accumulation
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
         # Files found undecodable during the run: each one's place in the order is taken by the

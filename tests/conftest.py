@@ -339,9 +339,29 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "launch: starts processes (launchers, a SLURM cluster); not in make test-fast"
     )
+    config.addinivalue_line(
+        "markers",
+        "timed: asserts a wall-clock bound; make test runs these after the parallel phase, with "
+        "nothing beside them",
+    )
 
 
+# make test runs two pytest workers (pytest-xdist), then the tests marked `timed` in one
+# process, with nothing beside them. A session fixture is made once per worker: every test that
+# uses a SLURM cluster goes to the same worker (--dist loadgroup), so each cluster starts once.
+CLUSTER_FIXTURES = ("two_hosts", "slurm_cluster")
+
+
+def one_worker_for_the_clusters(items) -> None:
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in CLUSTER_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group("clusters"))
+
+
+# First: xdist's worker reads the group marks in its own hook of the same name.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    one_worker_for_the_clusters(items)
     misplaced = [
         item.nodeid
         for item in items

@@ -20,6 +20,23 @@ from crossres_dist.distributed.network import choose_interface
 log = logging.getLogger(__name__)
 
 
+def uses_agent_store() -> bool:
+    """torchrun's agent serves the workers' store (torch's TCPStore sharing)."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def store_prefix() -> str:
+    """The key prefix of this group in the workers' store. A group restarted by torchrun in the
+    agent's shared store meets where the dead group's keys still are: a prefix per restart keeps
+    its ranks from reading them. A store of the group's own (launch/multinode_torchrun.sh turns
+    the sharing off; SLURM and mpirun) is new with each group and needs none; and the restart
+    count is each agent's own, so a node that joins a running elastic job counts from 0 and
+    would meet nobody under it (pytorch/pytorch#135712)."""
+    if not uses_agent_store():
+        return "crossres/"
+    return f"crossres/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+
+
 def pick_device(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -52,8 +69,8 @@ def init(
     network = choose_interface(info.master_addr)
     timeout = datetime.timedelta(seconds=timeout_s)
     device_id = device if device.type == "cuda" else None
-    # Under torchrun the agent already serves the store at MASTER_PORT; otherwise rank 0 does.
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    # Under torchrun the agent may already serve the store at MASTER_PORT; otherwise rank 0 does.
+    agent_store = uses_agent_store()
     try:
         store = dist.TCPStore(
             info.master_addr,
@@ -68,10 +85,7 @@ def init(
             f"rank {info.rank}: cannot reach the rendezvous {info.master_addr}:{info.master_port} "
             f"within {timeout_s}s: {err}"
         ) from None
-    # A group restarted by torchrun (--max-restarts) meets in the same agent store: a fresh key
-    # prefix per restart keeps its ranks from reading the dead group's addresses.
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"crossres/restart{restart}/", store)
+    store = dist.PrefixStore(store_prefix(), store)
     dist.init_process_group(
         backend,
         store=store,

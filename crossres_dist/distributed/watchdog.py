@@ -105,7 +105,6 @@ class Watchdog:
         self.timeout_s = timeout_s
         self.interval = max(0.5, min(5.0, timeout_s / 10))
         self.exit_process = exit_process
-        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         # A client connection of its own: the main thread's collectives never wait on it.
         client = dist.TCPStore(
             master_addr,
@@ -114,7 +113,7 @@ class Watchdog:
             timeout=datetime.timedelta(seconds=self.interval * 2),
             wait_for_workers=False,
         )
-        self.store = dist.PrefixStore(f"crossres/restart{restart}/watchdog/", client)
+        self.store = dist.PrefixStore(f"{bootstrap.store_prefix()}watchdog/", client)
         self.host = socket.gethostname()
         # Every store call's deadline: a live store answers in milliseconds.
         self.deadline_s = max(2.0, self.interval * 2)

@@ -18,6 +18,7 @@ import torch
 from crossres_dist import distributed
 from crossres_dist.checkpointing import run_directory as rundir
 from crossres_dist.errors import SetupError
+from crossres_dist.training.optimizer import accumulation_steps
 
 if TYPE_CHECKING:  # annotations only: config.py composes this package's sections
     from crossres_dist.config import Config
@@ -110,10 +111,23 @@ class RunRecord:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("world_size", self.world) != self.world:
+        was = state.get("world_size", self.world)
+        if was != self.world:
             # The data position is the step x the global batch, and each image's draws depend on
             # its position only, so a run resumed on another number of ranks sees the same data.
-            log.info("resuming a %d-rank run on %d ranks", state["world_size"], self.world)
+            # The global batch is the run's: the accumulation makes it up on these ranks.
+            micro, batch = self.cfg.data.micro_batch, self.cfg.optim.global_batch
+            saved_micro = state.get("config", {}).get("data", {}).get("micro_batch", micro)
+            log.info(
+                "resuming a %d-rank run on %d rank%s: accumulation %d -> %d, the global batch "
+                "of %d kept",
+                was,
+                self.world,
+                "" if self.world == 1 else "s",
+                accumulation_steps(batch, saved_micro, was),
+                accumulation_steps(batch, micro, self.world),
+                batch,
+            )
 
 
 def check_resumable(state: dict, total_steps: int, global_batch: int, where: Path) -> None:

@@ -76,7 +76,8 @@ start_slurm() {
   munge_up
   mkdir -p "$dir/state" "$dir/spool-node1" "$dir/spool-node2"
   mem_mb=$(( ($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048) / 2 ))
-  cpus=$(nproc)
+  # nproc honours OMP_NUM_THREADS (make test sets 1 for its pytest workers): the cores, not that.
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   cat > "$dir/slurm.conf" <<CONF
 ClusterName=crossres2
 SlurmctldHost=node1($(data_addr 1))

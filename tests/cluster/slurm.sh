@@ -16,7 +16,8 @@ start() {
   munge_up
   host=$(hostname -s)
   mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-  cpus=$(nproc)
+  # nproc honours OMP_NUM_THREADS (make test sets 1 for its pytest workers): the cores, not that.
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   mkdir -p "$dir/state" "$dir/spool"
   cat > "$conf" <<CONF
 ClusterName=crossres

@@ -49,6 +49,7 @@ def test_detects_slurm_step_with_host_and_port_from_the_job(slurm_cluster, monke
         detect(env)
 
 
+@pytest.mark.timed
 @pytest.mark.launch
 def test_unreachable_rendezvous_fails_in_bounded_time(slurm_cluster, tmp_path, tiny_teacher):
     port = free_port()

@@ -126,6 +126,7 @@ def test_worker_killed_under_torchrun_restarts_and_completes(tmp_path, tiny_teac
     assert res["step"] == 120 and res["ranks_agree"]
 
 
+@pytest.mark.timed
 @pytest.mark.launch
 def test_dead_peer_becomes_an_error_in_bounded_time(tmp_path, tiny_teacher):
     """No launcher agent to clean up: rank 1 dies, rank 0 must not hang past dist.timeout_s."""

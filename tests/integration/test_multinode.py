@@ -137,6 +137,7 @@ def test_mpirun_on_two_hosts_whose_names_resolve_to_a_management_address(
     ],
     ids=["unknown-name", "no-route"],
 )
+@pytest.mark.timed
 def test_a_rendezvous_host_that_cannot_be_reached_is_one_line(two_hosts, tmp_path, host, message):
     cmd = ["bash", "launch/multinode_torchrun.sh", "2", "1", f"{host}:29400", "job-bad"]
     cmd += tiny_args(tmp_path / "run", None)

@@ -144,6 +144,7 @@ def test_second_job_on_a_locked_directory_refuses_and_a_stale_lock_is_taken_over
     assert results(run_dir)["step"] == preempted_at and results(run_dir)["final"]
 
 
+@pytest.mark.timed
 @pytest.mark.launch
 def test_frozen_rank_ends_the_job_in_seconds_and_the_restart_resumes(tmp_path, tiny_teacher):
     run_dir = tmp_path / "run"

@@ -25,7 +25,7 @@ SERVER = (
     "time.sleep(300)\n"
 )
 TIMEOUT_S = 3.0
-pytestmark = pytest.mark.launch
+pytestmark = [pytest.mark.launch, pytest.mark.timed]
 
 
 @pytest.fixture

@@ -126,6 +126,37 @@ def test_uneven_split_pads_equally_and_marks_padding():
     assert sorted(valid_paths) == sorted(s.path for s in samples)
 
 
+def test_an_optimizer_step_sees_the_same_images_on_any_number_of_ranks():
+    """An elastic job resumed on fewer or more ranks (docs/operations.md) keeps the run's order:
+    with the global batch kept by accumulation, each optimizer step covers the same images and
+    draws whatever the ranks, epoch after epoch, also when the epoch is not a whole number of
+    micro-batches on every rank count (37 images, global batch 16)."""
+    samples = load_source("embedded:orl").samples[:37]
+    views = ViewSettings(32, 28, 0.2, [8])
+
+    def steps(world: int) -> list[list[tuple]]:
+        accumulation = 16 // (4 * world)
+        planners = [
+            TrainPlanner(samples, views, 4, r, world, 5, lambda n: 0.5, accumulation)
+            for r in range(world)
+        ]
+        out = []
+        for step in range(9):  # 3 epochs of 3 steps
+            images = []
+            for micro in range(accumulation):
+                for planner in planners:
+                    plan = planner.plan(step * accumulation + micro)
+                    images += zip(plan.paths, plan.valid, plan.crop_x, plan.flip, strict=True)
+            out.append(sorted(images))
+        return out
+
+    one = steps(1)
+    assert steps(2) == one and steps(4) == one
+    for epoch in range(3):  # every image once per epoch, the padding marked
+        valid = [path for step in one[epoch * 3 : epoch * 3 + 3] for path, ok, *_ in step if ok]
+        assert sorted(valid) == sorted(s.path for s in samples)
+
+
 def test_order_depends_on_seed_and_epoch_only():
     samples = load_source("embedded:orl").samples
     views = ViewSettings(32, 28, 0.2, [8])
